@@ -1,0 +1,183 @@
+"""Input validation at the public boundary, from static shapes and dtypes only.
+
+Every check runs at trace time (it reads ``.shape`` and ``.dtype``, never values),
+so it works on concrete arrays and on tracers inside a user's ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .cells import (
+    LSTM,
+    Elman,
+    ElmanParams,
+    Feedforward,
+    FeedforwardParams,
+    LSTMCarry,
+    LSTMParams,
+)
+
+BACKWARDS = ("autodiff", "manual")
+
+
+def check_cell(fn: str, cell: Any) -> None:
+    if not isinstance(cell, Elman | LSTM):
+        raise TypeError(
+            f"{fn}: `cell` must be an rnnbptt cell (Elman, LSTM or Feedforward), "
+            f"got {type(cell).__name__}"
+        )
+
+
+def check_backward(fn: str, backward: Any) -> None:
+    if backward not in BACKWARDS:
+        raise ValueError(
+            f"{fn}: `backward` must be one of {BACKWARDS}, got {backward!r}"
+        )
+
+
+def params_type(cell) -> type:
+    if isinstance(cell, Feedforward):
+        return FeedforwardParams
+    return LSTMParams if isinstance(cell, LSTM) else ElmanParams
+
+
+def expected_param_shapes(cell) -> dict[str, tuple[int, ...]]:
+    D, H, GH = cell.input_size, cell.hidden_size, cell.gates * cell.hidden_size
+    shapes = {"w_ih": (D, GH), "w_hh": (H, GH), "b": (GH,)}
+    if not cell.recurrent:
+        del shapes["w_hh"]
+    return shapes
+
+
+def _as_float_array(fn: str, name: str, value: Any) -> jax.Array:
+    try:
+        arr = jnp.asarray(value)
+    except TypeError as err:
+        raise TypeError(
+            f"{fn}: `{name}` must be an array, got {type(value).__name__}"
+        ) from err
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: `{name}` must have a floating dtype (float32, float64 or "
+            f"bfloat16), got {arr.dtype}; convert it, e.g. `{name}.astype(float)`"
+        )
+    return arr
+
+
+def _check_shape(fn: str, name: str, arr: jax.Array, expected: tuple) -> None:
+    if arr.shape != tuple(expected):
+        raise ValueError(
+            f"{fn}: `{name}` must have shape {tuple(expected)}, got {arr.shape}"
+        )
+
+
+def _check_dtype(fn: str, name: str, arr: jax.Array, dtype, source: str) -> None:
+    if arr.dtype != dtype:
+        raise TypeError(
+            f"{fn}: `{name}` has dtype {arr.dtype} but {source} has dtype {dtype}; "
+            "all of params, xs and the carry must share one dtype (cast explicitly)"
+        )
+
+
+def check_params(fn: str, cell, params: Any) -> tuple[Any, jnp.dtype]:
+    """Returns params as arrays and their common floating dtype."""
+    ptype = params_type(cell)
+    if not isinstance(params, ptype):
+        raise TypeError(
+            f"{fn}: `params` must be {ptype.__name__} (as returned by "
+            f"{type(cell).__name__}.init), got {type(params).__name__}"
+        )
+    leaves = {}
+    for field, shape in expected_param_shapes(cell).items():
+        arr = _as_float_array(fn, f"params.{field}", getattr(params, field))
+        _check_shape(fn, f"params.{field}", arr, shape)
+        leaves[field] = arr
+    dtype = leaves["w_ih"].dtype
+    for field, arr in leaves.items():
+        _check_dtype(fn, f"params.{field}", arr, dtype, "params.w_ih")
+    return ptype(**leaves), dtype
+
+
+def check_xs(fn: str, cell, xs: Any, dtype) -> jax.Array:
+    xs = _as_float_array(fn, "xs", xs)
+    if xs.ndim != 3:
+        raise ValueError(
+            f"{fn}: `xs` must have rank 3, [B, T, D] (batch, time, features), got "
+            f"shape {xs.shape}; for one sequence use xs[None], for one step xs[:, None]"
+        )
+    B, T, D = xs.shape
+    if D != cell.input_size:
+        raise ValueError(
+            f"{fn}: `xs` last axis must be the cell's input_size {cell.input_size}, "
+            f"got shape {xs.shape}"
+        )
+    if B < 1 or T < 1:
+        raise ValueError(
+            f"{fn}: `xs` needs at least one sequence and one step, got shape {xs.shape}"
+        )
+    _check_dtype(fn, "xs", xs, dtype, "params")
+    return xs
+
+
+def check_carry(fn: str, name: str, cell, carry: Any, batch: int, dtype) -> Any:
+    """Returns the carry in the cell's own structure; None means zeros."""
+    if carry is None:
+        return cell.initial_carry(batch, dtype)
+    H = cell.hidden_size
+    if not cell.recurrent:
+        if not (isinstance(carry, tuple) and len(carry) == 0):
+            raise TypeError(
+                f"{fn}: `{name}` of a Feedforward cell must be () or None (it has "
+                f"no state), got {type(carry).__name__}"
+            )
+        return ()
+    if isinstance(cell, LSTM):
+        if not isinstance(carry, tuple) or len(carry) != 2:
+            raise TypeError(
+                f"{fn}: `{name}` of an LSTM must be a pair LSTMCarry(h, c), got "
+                f"{type(carry).__name__}"
+                + (f" of length {len(carry)}" if isinstance(carry, tuple) else "")
+            )
+        parts = []
+        for part, value in zip(("h", "c"), carry, strict=True):
+            arr = _as_float_array(fn, f"{name}.{part}", value)
+            _check_shape(fn, f"{name}.{part}", arr, (batch, H))
+            _check_dtype(fn, f"{name}.{part}", arr, dtype, "params")
+            parts.append(arr)
+        return LSTMCarry(*parts)
+    if isinstance(carry, tuple):
+        raise TypeError(
+            f"{fn}: `{name}` of an Elman cell must be one array h [B, H], got a tuple"
+        )
+    arr = _as_float_array(fn, name, carry)
+    _check_shape(fn, name, arr, (batch, H))
+    _check_dtype(fn, name, arr, dtype, "params")
+    return arr
+
+
+def check_mask(fn: str, mask: Any, batch: int, steps: int) -> jax.Array | None:
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"{fn}: `mask` must have dtype bool (True marks a valid step), got "
+            f"{mask.dtype}; use `mask.astype(bool)`"
+        )
+    _check_shape(fn, "mask", mask, (batch, steps))
+    return mask
+
+
+def check_unroll_args(fn: str, cell, params, xs, carry0, mask):
+    """Validates the inputs shared by unroll and bptt; returns them normalised."""
+    check_cell(fn, cell)
+    params, dtype = check_params(fn, cell, params)
+    xs = check_xs(fn, cell, xs, dtype)
+    B, T, _ = xs.shape
+    carry0 = check_carry(fn, "carry0", cell, carry0, B, dtype)
+    mask = check_mask(fn, mask, B, T)
+    return params, xs, carry0, mask

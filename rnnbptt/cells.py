@@ -1,0 +1,279 @@
+"""Cell descriptions: Elman, LSTM and Feedforward (the zero-recurrence Elman).
+
+A cell is an immutable, hashable description (sizes and activation); its parameters
+are a plain NamedTuple created by ``cell.init(key)``. Cells are usable as static
+arguments of ``jax.jit``. The fused affine map of every cell is
+
+    pre_t = x_t W_ih + h_{t-1} W_hh + b        x_t: [B, D], h: [B, H], pre: [B, G*H]
+
+with G = 1 for Elman/Feedforward and G = 4 for the LSTM, whose gate blocks are
+ordered input, forget, candidate (g), output as in PyTorch.
+
+Default initialisation (all cells), chosen for gradients that neither vanish nor
+explode at the start of BPTT:
+
+* ``w_ih``: uniform with variance ``gain**2 / D`` (LeCun uniform; gain 1 for tanh,
+  sigmoid and identity, sqrt(2) for relu, as in He et al. 2015), so every
+  pre-activation has unit variance for unit-variance inputs.
+* ``w_hh``: each [H, H] gate block orthogonal (Saxe et al. 2014): all singular
+  values are 1, so the linear part of the recurrence preserves the norm of the
+  backpropagated error over time.
+* ``b``: zeros, except the LSTM forget-gate block, set to ``forget_bias`` (default
+  1.0, Gers et al. 2000; Jozefowicz et al. 2015), which keeps the memory cell open
+  early in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# Activations the hand-written BPTT differentiates. Each maps a name to the
+# function; its derivative is written by hand in ``activation_derivative``.
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda z: z,
+}
+_INPUT_GAIN = {"tanh": 1.0, "relu": math.sqrt(2.0), "sigmoid": 1.0, "identity": 1.0}
+# Names users reach for that have a zero (or undefined) derivative everywhere.
+_NOT_DIFFERENTIABLE = {"step", "heaviside", "sign", "binary", "threshold", "hardlim"}
+
+
+def activation_derivative(name: str, y: Array) -> Array:
+    """d act(z) / dz written in terms of the output ``y = act(z)``.
+
+    Expressing the derivative through the output means BPTT stores only the
+    activations of the forward pass, never the pre-activations.
+    """
+    if name == "tanh":
+        return 1 - y * y
+    if name == "relu":
+        # relu'(0) := 0, the same convention as jax.nn.relu's autodiff.
+        return (y > 0).astype(y.dtype)
+    if name == "sigmoid":
+        return y * (1 - y)
+    if name == "identity":
+        return jnp.ones_like(y)
+    raise ValueError(f"activation_derivative: unknown activation {name!r}")
+
+
+class ElmanParams(NamedTuple):
+    w_ih: Array  # [D, H]
+    w_hh: Array  # [H, H]
+    b: Array  # [H]
+
+
+class FeedforwardParams(NamedTuple):
+    w_ih: Array  # [D, H]
+    b: Array  # [H]
+
+
+class LSTMParams(NamedTuple):
+    w_ih: Array  # [D, 4H]  gate blocks: input, forget, candidate (g), output
+    w_hh: Array  # [H, 4H]
+    b: Array  # [4H]
+
+
+class LSTMCarry(NamedTuple):
+    h: Array  # [B, H]
+    c: Array  # [B, H]
+
+
+def _check_size(cls_name: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{cls_name}: `{name}` must be a positive int, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if value <= 0:
+        raise ValueError(f"{cls_name}: `{name}` must be a positive int, got {value}")
+
+
+def _check_activation(cls_name: str, activation: Any) -> None:
+    name = activation if isinstance(activation, str) else getattr(
+        activation, "__name__", None
+    )
+    if isinstance(name, str) and name.lower() in _NOT_DIFFERENTIABLE:
+        raise ValueError(
+            f"{cls_name}: activation {name!r} is not differentiable (its derivative is "
+            "zero almost everywhere), and backpropagation needs a differentiable "
+            f"activation; use one of {sorted(ACTIVATIONS)}"
+        )
+    if not isinstance(activation, str):
+        raise TypeError(
+            f"{cls_name}: `activation` must be a name, one of {sorted(ACTIVATIONS)}, "
+            f"got {type(activation).__name__} {activation!r} (the hand-written BPTT "
+            "needs the derivative of the activation, so it is chosen by name)"
+        )
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"{cls_name}: unknown `activation` {activation!r}; expected one of "
+            f"{sorted(ACTIVATIONS)}"
+        )
+
+
+def _default_dtype(dtype: Any) -> jnp.dtype:
+    if dtype is None:
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}")
+    return dtype
+
+
+def _lecun_uniform(key: Array, shape: tuple[int, int], gain: float, dtype) -> Array:
+    limit = gain * math.sqrt(3.0 / shape[0])
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def _orthogonal_blocks(key: Array, hidden: int, blocks: int, dtype) -> Array:
+    """[H, blocks*H]: each [H, H] block an independent orthogonal matrix."""
+    init = jax.nn.initializers.orthogonal()
+    keys = jax.random.split(key, blocks)
+    return jnp.concatenate([init(k, (hidden, hidden), dtype) for k in keys], axis=1)
+
+
+def _check_batch_size(cls_name: str, batch_size: Any) -> None:
+    _check_size(f"{cls_name}.initial_carry", "batch_size", batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Elman:
+    """Elman (simple) recurrent cell: ``h_t = act(x_t W_ih + h_{t-1} W_hh + b)``.
+
+    Args:
+        input_size: D, features per step.
+        hidden_size: H, units in the hidden state.
+        activation: ``"tanh"`` (default), ``"relu"``, ``"sigmoid"`` or ``"identity"``.
+    """
+
+    input_size: int
+    hidden_size: int
+    activation: str = "tanh"
+
+    gates = 1
+    recurrent = True
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _check_size(name, "input_size", self.input_size)
+        _check_size(name, "hidden_size", self.hidden_size)
+        _check_activation(name, self.activation)
+
+    def init(self, key: Array, dtype=None) -> ElmanParams:
+        """Parameters as described in the module docstring (orthogonal ``w_hh``)."""
+        dtype = _default_dtype(dtype)
+        k_ih, k_hh = jax.random.split(key)
+        D, H = self.input_size, self.hidden_size
+        return ElmanParams(
+            w_ih=_lecun_uniform(k_ih, (D, H), _INPUT_GAIN[self.activation], dtype),
+            w_hh=_orthogonal_blocks(k_hh, H, 1, dtype),
+            b=jnp.zeros((H,), dtype),
+        )
+
+    def initial_carry(self, batch_size: int, dtype=None) -> Array:
+        """Zero hidden state ``h`` of shape [batch_size, H]."""
+        _check_batch_size(type(self).__name__, batch_size)
+        return jnp.zeros((batch_size, self.hidden_size), _default_dtype(dtype))
+
+    def step(self, params, carry, x: Array):
+        """One step, from raw input ``x: [B, D]``; returns ``(carry, h)``."""
+        pre = x @ params.w_ih + carry @ params.w_hh + params.b
+        h = ACTIVATIONS[self.activation](pre)
+        return h, h
+
+
+@dataclasses.dataclass(frozen=True)
+class Feedforward(Elman):
+    """A dense layer ``h_t = act(x_t W_ih + b)``: Elman with ``W_hh`` fixed at zero.
+
+    It runs through the same ``unroll`` and ``bptt`` code as Elman; the carry is
+    empty. A static network (one input, one output) is simply T = 1.
+    """
+
+    recurrent = False
+
+    def init(self, key: Array, dtype=None) -> FeedforwardParams:
+        p = Elman.init(self, key, dtype)
+        return FeedforwardParams(w_ih=p.w_ih, b=p.b)
+
+    def initial_carry(self, batch_size: int, dtype=None) -> tuple:
+        """The empty carry ``()``: nothing flows from one step to the next."""
+        _check_batch_size(type(self).__name__, batch_size)
+        return ()
+
+    def step(self, params, carry, x: Array):
+        h = ACTIVATIONS[self.activation](x @ params.w_ih + params.b)
+        return (), h
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTM:
+    """Long short-term memory cell (Hochreiter and Schmidhuber 1997, with forget gate).
+
+    ``[i f g o] = [σ σ tanh σ](x_t W_ih + h_{t-1} W_hh + b)``,
+    ``c_t = f*c_{t-1} + i*g``,  ``h_t = o*tanh(c_t)``.
+
+    Parameters map ``torch.nn.LSTM`` exactly: ``w_ih = weight_ih_l0.T``,
+    ``w_hh = weight_hh_l0.T``, ``b = bias_ih_l0 + bias_hh_l0``.
+
+    Args:
+        input_size: D, features per step.
+        hidden_size: H, units in ``h`` and in the memory cell ``c``.
+        forget_bias: initial value of the forget-gate block of ``b`` (default 1.0).
+    """
+
+    input_size: int
+    hidden_size: int
+    forget_bias: float = 1.0
+
+    gates = 4
+    recurrent = True
+
+    def __post_init__(self):
+        _check_size("LSTM", "input_size", self.input_size)
+        _check_size("LSTM", "hidden_size", self.hidden_size)
+        if isinstance(self.forget_bias, bool) or not isinstance(
+            self.forget_bias, int | float
+        ):
+            raise TypeError(
+                f"LSTM: `forget_bias` must be a float, got {self.forget_bias!r}"
+            )
+
+    def init(self, key: Array, dtype=None) -> LSTMParams:
+        """Parameters as described in the module docstring."""
+        dtype = _default_dtype(dtype)
+        k_ih, k_hh = jax.random.split(key)
+        D, H = self.input_size, self.hidden_size
+        b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(self.forget_bias)
+        return LSTMParams(
+            w_ih=_lecun_uniform(k_ih, (D, 4 * H), 1.0, dtype),
+            w_hh=_orthogonal_blocks(k_hh, H, 4, dtype),
+            b=b,
+        )
+
+    def initial_carry(self, batch_size: int, dtype=None) -> LSTMCarry:
+        """Zero state ``LSTMCarry(h, c)``, each [batch_size, H]."""
+        _check_batch_size("LSTM", batch_size)
+        zeros = jnp.zeros((batch_size, self.hidden_size), _default_dtype(dtype))
+        return LSTMCarry(zeros, zeros)
+
+    def step(self, params, carry, x: Array):
+        """One step, from raw input ``x: [B, D]``; returns ``(carry, h)``."""
+        h, c = carry
+        pre = x @ params.w_ih + h @ params.w_hh + params.b
+        i, f, g, o = jnp.split(pre, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return LSTMCarry(h, c), h
+
+
+Cell = Elman | Feedforward | LSTM
