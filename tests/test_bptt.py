@@ -1,0 +1,181 @@
+"""Hand-written BPTT against autodiff, finite differences and unpadded runs."""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import CELLS, RECURRENT, make_problem, max_rel, probe_loss_fn, right_padded_mask
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import loop
+
+import rnnbptt
+from rnnbptt import bptt as bptt_module
+
+TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
+FD_TOL = 1e-6
+
+
+@st.composite
+def problems(draw):
+    """A random cell, sizes, seed and right-padded mask (T = 1 included)."""
+    kind = draw(st.sampled_from(RECURRENT))
+    batch, steps = draw(st.integers(1, 4)), draw(st.integers(1, 9))
+    d, h = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    cell = {
+        "elman-tanh": rnnbptt.Elman(d, h),
+        "elman-relu": rnnbptt.Elman(d, h, activation="relu"),
+        "lstm": rnnbptt.LSTM(d, h),
+    }[kind]
+    seed = draw(st.integers(0, 2**16))
+    lengths = draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
+    mask = right_padded_mask(lengths, steps) if draw(st.booleans()) else None
+    return cell, batch, steps, seed, mask
+
+
+def _vjp_both(cell, params, xs, carry0, mask, seed):
+    """(bptt's cotangents, jax.vjp's cotangents) for random output cotangents."""
+    final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask)
+    k_hs, k_c = jax.random.split(jax.random.key(seed + 1))
+    d_hs = jax.random.normal(k_hs, hs.shape, hs.dtype)
+    d_final = jax.tree.map(lambda a: jax.random.normal(k_c, a.shape, a.dtype), final)
+    manual = rnnbptt.bptt(cell, params, xs, carry0, d_hs, d_final, mask=mask)
+    _, vjp = jax.vjp(lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask),
+                     params, xs, carry0)
+    return manual, vjp((d_final, d_hs))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(problem=problems())
+def test_bptt_equals_vjp_of_unroll(problem, dtype):
+    cell, batch, steps, seed, mask = problem
+    params, xs, carry0 = make_problem(cell, seed, batch, steps, dtype)
+    manual, auto = _vjp_both(cell, params, xs, carry0, mask, seed)
+    assert jax.tree.structure(manual) == jax.tree.structure(auto)
+    for got, want in zip(manual, auto, strict=True):  # params, xs, carry0 in turn
+        assert max_rel(got, want) <= TOL[dtype]
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(problem=problems())
+def test_grad_through_manual_engine_equals_autodiff(problem):
+    cell, batch, steps, seed, mask = problem
+    params, xs, carry0 = make_problem(cell, seed, batch, steps)
+    loss_fn = probe_loss_fn(seed, (batch, steps, cell.hidden_size), carry0)
+
+    def loss(params, xs, carry0, backward):
+        final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+        return loss_fn(hs, final) + jnp.sum(hs**2)  # non-linear in hs as well
+
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    got, want = grad(params, xs, carry0, "manual"), grad(params, xs, carry0, "autodiff")
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert max_rel(got, want) <= TOL[jnp.float64]
+
+
+def test_bptt_for_feedforward(cell):
+    params, xs, carry0 = make_problem(cell)
+    mask = right_padded_mask([6, 1, 3], 6)
+    manual, auto = _vjp_both(cell, params, xs, carry0, mask, seed=4)
+    assert max_rel(manual, auto) <= TOL[jnp.float64]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_engines_agree_with_float64_finite_differences(cell, masked):
+    """Central differences of an independent NumPy forward (tests/reference.py)."""
+    params, xs, carry0 = make_problem(cell, seed=7, batch=2, steps=5)
+    mask = right_padded_mask([5, 3], 5) if masked else None
+    probe = np.asarray(jax.random.normal(jax.random.key(8), (2, 5, 4)))
+    # the reference returns the carry as a tuple of arrays
+    carry_probe = [np.asarray(jax.random.normal(jax.random.key(9 + i), (2, 4)))
+                   for i in range(len(jax.tree.leaves(carry0)))]
+
+    def numpy_loss(params, xs, carry0):
+        final, hs = loop(cell, params, xs, carry0, mask)
+        return np.sum(probe * hs) + sum(np.sum(p * c) for p, c in zip(carry_probe, final))
+
+    def jax_loss(params, xs, carry0, backward):
+        final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+        return jnp.sum(probe * hs) + sum(
+            jnp.sum(p * c) for p, c in zip(carry_probe, jax.tree.leaves(final))
+        )
+
+    args = (params, xs, carry0)
+    leaves, treedef = jax.tree.flatten(args)
+    rng = np.random.default_rng(0)
+    for engine in ("manual", "autodiff"):
+        grads = jax.tree.leaves(jax.grad(jax_loss, argnums=(0, 1, 2))(*args, engine))
+        for i, (leaf, grad) in enumerate(zip(leaves, grads, strict=True)):
+            coords = rng.choice(leaf.size, min(6, leaf.size), replace=False)
+            est = []
+            for k in coords:
+                step = 1e-6 * max(1.0, abs(float(leaf.reshape(-1)[k])))
+                vals = []
+                for sign in (1, -1):
+                    new = list(leaves)
+                    new[i] = leaf.reshape(-1).at[k].add(sign * step).reshape(leaf.shape)
+                    vals.append(numpy_loss(*jax.tree.unflatten(treedef, new)))
+                est.append((vals[0] - vals[1]) / (2 * step))
+            assert max_rel(np.asarray(grad).reshape(-1)[coords], np.array(est)) <= FD_TOL
+
+
+@pytest.mark.parametrize("backward", ["autodiff", "manual"])
+def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
+    cell = recurrent_cell
+    lengths = [6, 2, 4]
+    params, xs, carry0 = make_problem(cell, seed=11)
+    mask = right_padded_mask(lengths, 6)
+    probe = jax.random.normal(jax.random.key(12), (3, 6, 4))
+
+    def loss(params, xs, carry0, mask, probe):
+        final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+        return jnp.sum(probe * hs) + sum(jnp.sum(c**2) for c in jax.tree.leaves(final))
+
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    g_params, g_xs, g_carry = grad(params, xs, carry0, mask, probe)
+    total = jax.tree.map(jnp.zeros_like, params)
+    for b, n in enumerate(lengths):
+        row = lambda a, b=b: a[b : b + 1]  # noqa: E731
+        gp, gx, gc = grad(
+            params, xs[b : b + 1, :n], jax.tree.map(row, carry0), None, probe[b : b + 1, :n]
+        )
+        total = jax.tree.map(jnp.add, total, gp)
+        np.testing.assert_allclose(g_xs[b, :n], gx[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(g_xs[b, n:], 0.0)  # padding gets no gradient
+        jax.tree.map(lambda a, c, b=b: np.testing.assert_allclose(a[b], c[0], rtol=1e-12),
+                     g_carry, gc)
+    assert max_rel(g_params, total) <= 1e-12
+
+
+def test_bptt_returns_every_cotangent_in_its_structure():
+    cell = CELLS["lstm"]
+    params, xs, carry0 = make_problem(cell)
+    d_hs = jnp.ones((3, 6, 4))
+    d_params, d_xs, d_carry0 = rnnbptt.bptt(cell, params, xs, carry0, d_hs)
+    assert isinstance(d_params, rnnbptt.LSTMParams)
+    assert isinstance(d_carry0, rnnbptt.LSTMCarry)
+    assert d_xs.shape == xs.shape
+    # d_final_carry=None means zero: the same as passing zeros explicitly
+    zeros = jax.tree.map(jnp.zeros_like, carry0)
+    again = rnnbptt.bptt(cell, params, xs, carry0, d_hs, zeros)
+    jax.tree.map(np.testing.assert_array_equal, (d_params, d_xs, d_carry0), again)
+    assert all(np.any(leaf != 0) for leaf in jax.tree.leaves((d_params, d_xs, d_carry0)))
+
+
+def test_bptt_is_written_by_hand():
+    """No JAX differentiation transform inside the hand-written backward pass."""
+    source = inspect.getsource(bptt_module)
+    for transform in ("jax.grad", "jax.vjp", "jax.jvp", "jax.linearize", "value_and_grad"):
+        assert transform not in source
+
+
+def test_bptt_rejects_bad_cotangents():
+    cell = CELLS["elman-tanh"]
+    params, xs, carry0 = make_problem(cell)
+    with pytest.raises(ValueError, match="d_hs"):
+        rnnbptt.bptt(cell, params, xs, carry0, jnp.ones((3, 6, 5)))
+    with pytest.raises(ValueError, match="d_final_carry"):
+        rnnbptt.bptt(cell, params, xs, carry0, jnp.ones((3, 6, 4)), jnp.ones((3, 5)))

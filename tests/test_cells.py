@@ -1,0 +1,128 @@
+"""Cells: construction, initialisation, single steps, and the PyTorch mapping."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import CELLS
+
+import rnnbptt
+
+
+def test_cells_are_hashable_static_descriptions():
+    assert hash(rnnbptt.LSTM(3, 4)) == hash(rnnbptt.LSTM(3, 4))
+    assert rnnbptt.Elman(3, 4) != rnnbptt.Feedforward(3, 4)
+    with pytest.raises(AttributeError):
+        rnnbptt.Elman(3, 4).hidden_size = 5
+    calls = []
+
+    @jax.jit
+    def f(x, cell=rnnbptt.Elman(3, 4)):
+        calls.append(cell)
+        return x
+
+    f(1.0)
+    f(1.0)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "cell, fields",
+    [
+        (rnnbptt.Elman(3, 5), {"w_ih": (3, 5), "w_hh": (5, 5), "b": (5,)}),
+        (rnnbptt.LSTM(3, 5), {"w_ih": (3, 20), "w_hh": (5, 20), "b": (20,)}),
+        (rnnbptt.Feedforward(3, 5), {"w_ih": (3, 5), "b": (5,)}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_init_shapes_and_dtype(cell, fields, dtype):
+    params = cell.init(jax.random.key(0), dtype)
+    assert params._fields == tuple(fields)
+    for name, shape in fields.items():
+        assert getattr(params, name).shape == shape
+        assert getattr(params, name).dtype == dtype
+
+
+def test_default_init_is_as_documented():
+    H = 16
+    lstm = rnnbptt.LSTM(8, H, forget_bias=1.5)
+    p = lstm.init(jax.random.key(1))
+    for block in range(4):  # every gate block of w_hh is orthogonal
+        w = np.asarray(p.w_hh[:, block * H : (block + 1) * H])
+        np.testing.assert_allclose(w.T @ w, np.eye(H), atol=1e-12)
+    expected_b = np.zeros(4 * H)
+    expected_b[H : 2 * H] = 1.5
+    np.testing.assert_array_equal(p.b, expected_b)
+    limit = np.sqrt(3.0 / 8)
+    assert np.abs(p.w_ih).max() <= limit
+    assert np.abs(p.w_ih).max() > 0.8 * limit  # uniform over the whole range
+    relu = rnnbptt.Elman(8, 64, activation="relu").init(jax.random.key(2))
+    assert np.abs(relu.w_ih).max() > np.sqrt(2) * 0.9 * limit  # He gain for relu
+    assert not np.array_equal(lstm.init(jax.random.key(3)).w_ih, p.w_ih)
+
+
+def test_initial_carry(cell):
+    carry = cell.initial_carry(5, jnp.float32)
+    if isinstance(cell, rnnbptt.LSTM):
+        assert isinstance(carry, rnnbptt.LSTMCarry)
+    leaves = jax.tree.leaves(carry)
+    assert len(leaves) == {"LSTM": 2, "Elman": 1, "Feedforward": 0}[type(cell).__name__]
+    for leaf in leaves:
+        assert leaf.shape == (5, 4) and leaf.dtype == jnp.float32
+        assert not np.any(leaf)
+
+
+@pytest.mark.parametrize(
+    "make, error, text",
+    [
+        (lambda: rnnbptt.Elman(0, 4), ValueError, "input_size"),
+        (lambda: rnnbptt.Elman(3, -1), ValueError, "hidden_size"),
+        (lambda: rnnbptt.LSTM(3, 0), ValueError, "hidden_size"),
+        (lambda: rnnbptt.LSTM(3.0, 4), TypeError, "input_size"),
+        (lambda: rnnbptt.Feedforward(3, True), TypeError, "hidden_size"),
+        (lambda: rnnbptt.Elman(3, 4, activation="softsign"), ValueError, "unknown"),
+        (lambda: rnnbptt.Elman(3, 4, activation="step"), ValueError,
+         "backpropagation needs a differentiable activation"),
+        (lambda: rnnbptt.Feedforward(3, 4, activation="sign"), ValueError,
+         "backpropagation needs a differentiable activation"),
+        (lambda: rnnbptt.Elman(3, 4, activation=jnp.sign), ValueError,
+         "backpropagation needs a differentiable activation"),
+        (lambda: rnnbptt.Elman(3, 4, activation=jnp.tanh), TypeError, "name"),
+        (lambda: rnnbptt.LSTM(3, 4, forget_bias="1"), TypeError, "forget_bias"),
+        (lambda: CELLS["lstm"].initial_carry(0), ValueError, "batch_size"),
+        (lambda: CELLS["lstm"].init(jax.random.key(0), jnp.int32), TypeError, "dtype"),
+    ],
+)
+def test_bad_construction_raises(make, error, text):
+    with pytest.raises(error, match=text):
+        make()
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "identity"])
+def test_activation_derivative_matches_autodiff(activation):
+    z = jnp.linspace(-3, 3, 61) + 0.01  # avoid relu's kink at exactly 0
+    act = rnnbptt.cells.ACTIVATIONS[activation]
+    want = jax.vmap(jax.grad(act))(z)
+    got = rnnbptt.cells.activation_derivative(activation, act(z))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_lstm_maps_torch_lstm_exactly():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    D, H, B, T = 3, 5, 2, 7
+    ref = torch.nn.LSTM(D, H, batch_first=True).double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    h0 = torch.randn(1, B, H, dtype=torch.float64)
+    c0 = torch.randn(1, B, H, dtype=torch.float64)
+    out, (hT, cT) = ref(x, (h0, c0))
+    params = rnnbptt.LSTMParams(
+        w_ih=jnp.asarray(ref.weight_ih_l0.detach().numpy().T),
+        w_hh=jnp.asarray(ref.weight_hh_l0.detach().numpy().T),
+        b=jnp.asarray((ref.bias_ih_l0 + ref.bias_hh_l0).detach().numpy()),
+    )
+    carry0 = rnnbptt.LSTMCarry(jnp.asarray(h0[0].numpy()), jnp.asarray(c0[0].numpy()))
+    (h, c), hs = rnnbptt.unroll(rnnbptt.LSTM(D, H), params, jnp.asarray(x.numpy()), carry0)
+    np.testing.assert_allclose(hs, out.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h, hT[0].detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c, cT[0].detach().numpy(), rtol=1e-12, atol=1e-14)
