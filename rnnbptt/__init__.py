@@ -10,7 +10,7 @@ from .cells import (
     LSTMCarry,
     LSTMParams,
 )
-from .gradcheck import compare_gradients
+from .gradcheck import GradientTable, compare_gradients
 from .unroll import unroll
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ElmanParams",
     "Feedforward",
     "FeedforwardParams",
+    "GradientTable",
     "LSTMCarry",
     "LSTMParams",
     "bptt",

@@ -110,7 +110,7 @@ def check_xs(fn: str, cell, xs: Any, dtype) -> jax.Array:
             f"shape {xs.shape}; for one sequence use xs[None], for one step xs[:, None]"
         )
     B, T, D = xs.shape
-    if D != cell.input_size:
+    if cell.input_size != D:
         raise ValueError(
             f"{fn}: `xs` last axis must be the cell's input_size {cell.input_size}, "
             f"got shape {xs.shape}"

@@ -64,7 +64,12 @@ def _lstm_back_scan(cell, params, saved: Saved, c_prev, d_out, d_last, m):
         d_f = dc * c_prev_t
         dc_prev = dc * f + dc_skip
         d_pre = jnp.concatenate(  # through the gate non-linearities
-            [d_i * i * (1 - i), d_f * f * (1 - f), d_g * (1 - g * g), d_o * o * (1 - o)],
+            [
+                d_i * i * (1 - i),
+                d_f * f * (1 - f),
+                d_g * (1 - g * g),
+                d_o * o * (1 - o),
+            ],
             axis=-1,
         )
         dh_prev = d_pre @ w_hh_t + dh_skip  # backprop into h_{t-1}
@@ -158,5 +163,7 @@ def bptt(cell, params, xs, carry0, d_hs, d_final_carry=None, *, mask=None):
             f"{d_hs.dtype} {d_hs.shape}"
         )
     if d_final_carry is not None:
-        d_final_carry = check_carry("bptt", "d_final_carry", cell, d_final_carry, B, dtype)
+        d_final_carry = check_carry(
+            "bptt", "d_final_carry", cell, d_final_carry, B, dtype
+        )
     return _bptt(cell, params, xs, carry0, mask, d_hs, d_final_carry)

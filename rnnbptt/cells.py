@@ -98,8 +98,10 @@ def _check_size(cls_name: str, name: str, value: Any) -> None:
 
 
 def _check_activation(cls_name: str, activation: Any) -> None:
-    name = activation if isinstance(activation, str) else getattr(
-        activation, "__name__", None
+    name = (
+        activation
+        if isinstance(activation, str)
+        else getattr(activation, "__name__", None)
     )
     if isinstance(name, str) and name.lower() in _NOT_DIFFERENTIABLE:
         raise ValueError(

@@ -35,7 +35,7 @@ class Saved(NamedTuple):
 
 
 def project_inputs(params, xs: Array) -> Array:
-    """``x_t W_ih + b`` for all steps as one matrix product: [B, T, D] -> [T, B, G*H]."""
+    """``x_t W_ih + b`` for all steps, one matrix product: [B, T, D] -> [T, B, G*H]."""
     return jnp.einsum("btd,dg->tbg", xs, params.w_ih) + params.b
 
 

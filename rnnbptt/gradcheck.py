@@ -31,6 +31,24 @@ FD_STEP = 1e-5
 Loss = Callable[[jax.Array, object], jax.Array]
 
 
+class GradientTable(pd.DataFrame):
+    """A ``pandas.DataFrame`` that prints every column, differences as ``1.23e-16``."""
+
+    @property
+    def _constructor(self):
+        return GradientTable
+
+    def __repr__(self) -> str:
+        return format_table(self)
+
+    __str__ = __repr__
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A comparison table as text: all columns, differences in scientific notation."""
+    return pd.DataFrame(table).to_string(float_format=lambda v: f"{v:.2e}")
+
+
 def probe_loss(key: jax.Array, hs_shape, final_carry) -> Loss:
     """A random linear probe of ``hs`` plus one of the final carry.
 
@@ -40,8 +58,10 @@ def probe_loss(key: jax.Array, hs_shape, final_carry) -> Loss:
     k_hs, k_carry = jax.random.split(key)
     p_hs = jax.random.normal(k_hs, hs_shape)
     leaves, treedef = jax.tree.flatten(final_carry)
-    keys = jax.random.split(k_carry, max(len(leaves), 1))
-    p_carry = [jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    p_carry = [
+        jax.random.normal(jax.random.fold_in(k_carry, i), leaf.shape)
+        for i, leaf in enumerate(leaves)
+    ]
 
     def loss(hs, final):
         total = jnp.sum(p_hs.astype(hs.dtype) * hs)
@@ -69,15 +89,17 @@ def _finite_differences(objective, args, key, samples, step):
     """
     leaves, treedef = jax.tree.flatten(args)
     results = []
-    for leaf_key, leaf in zip(jax.random.split(key, len(leaves)), leaves):
+    for i, leaf in enumerate(leaves):
         n = min(samples, leaf.size)
-        idx = jax.random.choice(leaf_key, leaf.size, (n,), replace=False)
+        idx = jax.random.choice(
+            jax.random.fold_in(key, i), leaf.size, (n,), replace=False
+        )
         flat = leaf.reshape(-1)
         h = step * jnp.maximum(1.0, jnp.abs(flat[idx]))
 
-        def at(delta, leaf_i=len(results), flat=flat, shape=leaf.shape):
+        def at(delta, i=i, flat=flat, shape=leaf.shape):
             new = list(leaves)
-            new[leaf_i] = (flat + delta).reshape(shape)
+            new[i] = (flat + delta).reshape(shape)
             return objective(*jax.tree.unflatten(treedef, new))
 
         basis = jnp.zeros((n, flat.size), flat.dtype).at[jnp.arange(n), idx].set(h)
@@ -108,7 +130,7 @@ def compare_gradients(
     key: jax.Array | None = None,
     fd_samples: int = FD_SAMPLES,
     fd_step: float = FD_STEP,
-) -> pd.DataFrame:
+) -> GradientTable:
     """Manual BPTT against autodiff against float64 finite differences.
 
     Args:
@@ -120,10 +142,11 @@ def compare_gradients(
         fd_step: central-difference step, relative to max(1, |coordinate|).
 
     Returns:
-        A DataFrame indexed by leaf (``params.w_ih``, ..., ``xs``, ``carry0``...)
-        with columns ``shape``, ``manual_autodiff_abs``, ``manual_autodiff_rel``,
-        ``manual_fd_abs``, ``manual_fd_rel``, ``autodiff_fd_abs``,
-        ``autodiff_fd_rel`` and ``fd_coords``. ``df.attrs`` records the dtype.
+        A ``GradientTable`` (a DataFrame that prints in full) indexed by leaf
+        (``params.w_ih``, ..., ``xs``, ``carry0``...) with columns ``shape``,
+        ``manual_autodiff_abs``, ``manual_autodiff_rel``, ``manual_fd_abs``,
+        ``manual_fd_rel``, ``autodiff_fd_abs``, ``autodiff_fd_rel`` and
+        ``fd_coords``. ``df.attrs`` records the dtype.
 
     Example:
         >>> import jax, rnnbptt
@@ -136,9 +159,14 @@ def compare_gradients(
     params, xs, carry0, mask = check_unroll_args(
         "compare_gradients", cell, params, xs, carry0, mask
     )
-    if isinstance(fd_samples, bool) or not isinstance(fd_samples, int) or fd_samples < 1:
+    if (
+        isinstance(fd_samples, bool)
+        or not isinstance(fd_samples, int)
+        or fd_samples < 1
+    ):
         raise ValueError(
-            f"compare_gradients: `fd_samples` must be a positive int, got {fd_samples!r}"
+            "compare_gradients: `fd_samples` must be a positive int, got "
+            f"{fd_samples!r}"
         )
     if not fd_step > 0:
         raise ValueError(f"compare_gradients: `fd_step` must be > 0, got {fd_step!r}")
@@ -176,12 +204,7 @@ def compare_gradients(
         row["autodiff_fd_abs"], row["autodiff_fd_rel"] = _diff(auto_s, est)
         row["fd_coords"] = len(idx)
         rows.append(row)
-    table = pd.DataFrame(rows).set_index("leaf")
+    table = GradientTable(rows).set_index("leaf")
     table.attrs["dtype"] = str(xs.dtype)
     table.attrs["cell"] = repr(cell)
     return table
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """The comparison table as text, differences in scientific notation."""
-    return table.to_string(float_format=lambda v: f"{v:.2e}")

@@ -77,5 +77,7 @@ def unroll(cell, params, xs, carry0=None, *, mask=None, backward="autodiff"):
         ((2, 7, 5), (2, 5))
     """
     check_backward("unroll", backward)
-    params, xs, carry0, mask = check_unroll_args("unroll", cell, params, xs, carry0, mask)
+    params, xs, carry0, mask = check_unroll_args(
+        "unroll", cell, params, xs, carry0, mask
+    )
     return _unroll(cell, backward, params, xs, carry0, mask)

@@ -23,10 +23,12 @@ def random_carry(cell, key, batch, dtype):
     """A non-zero initial carry, so gradients into it are not trivially zero."""
     carry = cell.initial_carry(batch, dtype)
     leaves, treedef = jax.tree.flatten(carry)
-    keys = jax.random.split(key, max(len(leaves), 1))
     return jax.tree.unflatten(
         treedef,
-        [0.5 * jax.random.normal(k, x.shape, dtype) for k, x in zip(keys, leaves)],
+        [
+            0.5 * jax.random.normal(jax.random.fold_in(key, i), x.shape, dtype)
+            for i, x in enumerate(leaves)
+        ],
     )
 
 
@@ -39,7 +41,9 @@ def make_problem(cell, seed=0, batch=3, steps=6, dtype=jnp.float64):
     """(params, xs, carry0) drawn from ``seed``, with non-zero biases."""
     k_p, k_b, k_x, k_c = jax.random.split(jax.random.key(seed), 4)
     params = cell.init(k_p, dtype)
-    params = params._replace(b=params.b + 0.3 * jax.random.normal(k_b, params.b.shape, dtype))
+    params = params._replace(
+        b=params.b + 0.3 * jax.random.normal(k_b, params.b.shape, dtype)
+    )
     xs = jax.random.normal(k_x, (batch, steps, cell.input_size), dtype)
     return params, xs, random_carry(cell, k_c, batch, dtype)
 

@@ -12,8 +12,12 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-_ACT = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0), "sigmoid": _sigmoid,
-        "identity": lambda z: z}
+_ACT = {
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "sigmoid": _sigmoid,
+    "identity": lambda z: z,
+}
 
 
 def loop(cell, params, xs, carry0, mask=None):

@@ -1,18 +1,27 @@
 """Hand-written BPTT against autodiff, finite differences and unpadded runs."""
 
+import importlib
 import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CELLS, RECURRENT, make_problem, max_rel, probe_loss_fn, right_padded_mask
+from conftest import (
+    CELLS,
+    RECURRENT,
+    make_problem,
+    max_rel,
+    probe_loss_fn,
+    right_padded_mask,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import loop
 
 import rnnbptt
-from rnnbptt import bptt as bptt_module
+
+bptt_module = importlib.import_module("rnnbptt.bptt")
 
 TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
 FD_TOL = 1e-6
@@ -42,8 +51,9 @@ def _vjp_both(cell, params, xs, carry0, mask, seed):
     d_hs = jax.random.normal(k_hs, hs.shape, hs.dtype)
     d_final = jax.tree.map(lambda a: jax.random.normal(k_c, a.shape, a.dtype), final)
     manual = rnnbptt.bptt(cell, params, xs, carry0, d_hs, d_final, mask=mask)
-    _, vjp = jax.vjp(lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask),
-                     params, xs, carry0)
+    _, vjp = jax.vjp(
+        lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask), params, xs, carry0
+    )
     return manual, vjp((d_final, d_hs))
 
 
@@ -67,7 +77,9 @@ def test_grad_through_manual_engine_equals_autodiff(problem):
     loss_fn = probe_loss_fn(seed, (batch, steps, cell.hidden_size), carry0)
 
     def loss(params, xs, carry0, backward):
-        final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+        final, hs = rnnbptt.unroll(
+            cell, params, xs, carry0, mask=mask, backward=backward
+        )
         return loss_fn(hs, final) + jnp.sum(hs**2)  # non-linear in hs as well
 
     grad = jax.grad(loss, argnums=(0, 1, 2))
@@ -90,17 +102,24 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
     mask = right_padded_mask([5, 3], 5) if masked else None
     probe = np.asarray(jax.random.normal(jax.random.key(8), (2, 5, 4)))
     # the reference returns the carry as a tuple of arrays
-    carry_probe = [np.asarray(jax.random.normal(jax.random.key(9 + i), (2, 4)))
-                   for i in range(len(jax.tree.leaves(carry0)))]
+    carry_probe = [
+        np.asarray(jax.random.normal(jax.random.key(9 + i), (2, 4)))
+        for i in range(len(jax.tree.leaves(carry0)))
+    ]
 
     def numpy_loss(params, xs, carry0):
         final, hs = loop(cell, params, xs, carry0, mask)
-        return np.sum(probe * hs) + sum(np.sum(p * c) for p, c in zip(carry_probe, final))
+        return np.sum(probe * hs) + sum(
+            np.sum(p * c) for p, c in zip(carry_probe, final, strict=True)
+        )
 
     def jax_loss(params, xs, carry0, backward):
-        final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+        final, hs = rnnbptt.unroll(
+            cell, params, xs, carry0, mask=mask, backward=backward
+        )
         return jnp.sum(probe * hs) + sum(
-            jnp.sum(p * c) for p, c in zip(carry_probe, jax.tree.leaves(final))
+            jnp.sum(p * c)
+            for p, c in zip(carry_probe, jax.tree.leaves(final), strict=True)
         )
 
     args = (params, xs, carry0)
@@ -119,7 +138,9 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
                     new[i] = leaf.reshape(-1).at[k].add(sign * step).reshape(leaf.shape)
                     vals.append(numpy_loss(*jax.tree.unflatten(treedef, new)))
                 est.append((vals[0] - vals[1]) / (2 * step))
-            assert max_rel(np.asarray(grad).reshape(-1)[coords], np.array(est)) <= FD_TOL
+            assert (
+                max_rel(np.asarray(grad).reshape(-1)[coords], np.array(est)) <= FD_TOL
+            )
 
 
 @pytest.mark.parametrize("backward", ["autodiff", "manual"])
@@ -131,7 +152,9 @@ def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
     probe = jax.random.normal(jax.random.key(12), (3, 6, 4))
 
     def loss(params, xs, carry0, mask, probe):
-        final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+        final, hs = rnnbptt.unroll(
+            cell, params, xs, carry0, mask=mask, backward=backward
+        )
         return jnp.sum(probe * hs) + sum(jnp.sum(c**2) for c in jax.tree.leaves(final))
 
     grad = jax.grad(loss, argnums=(0, 1, 2))
@@ -140,13 +163,20 @@ def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
     for b, n in enumerate(lengths):
         row = lambda a, b=b: a[b : b + 1]  # noqa: E731
         gp, gx, gc = grad(
-            params, xs[b : b + 1, :n], jax.tree.map(row, carry0), None, probe[b : b + 1, :n]
+            params,
+            xs[b : b + 1, :n],
+            jax.tree.map(row, carry0),
+            None,
+            probe[b : b + 1, :n],
         )
         total = jax.tree.map(jnp.add, total, gp)
         np.testing.assert_allclose(g_xs[b, :n], gx[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(g_xs[b, n:], 0.0)  # padding gets no gradient
-        jax.tree.map(lambda a, c, b=b: np.testing.assert_allclose(a[b], c[0], rtol=1e-12),
-                     g_carry, gc)
+        jax.tree.map(
+            lambda a, c, b=b: np.testing.assert_allclose(a[b], c[0], rtol=1e-12),
+            g_carry,
+            gc,
+        )
     assert max_rel(g_params, total) <= 1e-12
 
 
@@ -162,13 +192,21 @@ def test_bptt_returns_every_cotangent_in_its_structure():
     zeros = jax.tree.map(jnp.zeros_like, carry0)
     again = rnnbptt.bptt(cell, params, xs, carry0, d_hs, zeros)
     jax.tree.map(np.testing.assert_array_equal, (d_params, d_xs, d_carry0), again)
-    assert all(np.any(leaf != 0) for leaf in jax.tree.leaves((d_params, d_xs, d_carry0)))
+    assert all(
+        np.any(leaf != 0) for leaf in jax.tree.leaves((d_params, d_xs, d_carry0))
+    )
 
 
 def test_bptt_is_written_by_hand():
     """No JAX differentiation transform inside the hand-written backward pass."""
     source = inspect.getsource(bptt_module)
-    for transform in ("jax.grad", "jax.vjp", "jax.jvp", "jax.linearize", "value_and_grad"):
+    for transform in (
+        "jax.grad",
+        "jax.vjp",
+        "jax.jvp",
+        "jax.linearize",
+        "value_and_grad",
+    ):
         assert transform not in source
 
 

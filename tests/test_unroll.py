@@ -39,7 +39,9 @@ def test_unroll_equals_loop_over_cell_step(cell, masked):
         carry = new
         outputs.append(h)
     np.testing.assert_allclose(hs, jnp.stack(outputs, axis=1), rtol=1e-12, atol=1e-13)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), final, carry)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), final, carry
+    )
 
 
 def test_final_carry_is_carry_at_last_valid_step(recurrent_cell):
@@ -48,12 +50,17 @@ def test_final_carry_is_carry_at_last_valid_step(recurrent_cell):
     final, _ = rnnbptt.unroll(recurrent_cell, params, xs, carry0, mask=mask)
     for b, n in enumerate(LENGTHS):
         short, _ = rnnbptt.unroll(
-            recurrent_cell, params, xs[b : b + 1, :n],
+            recurrent_cell,
+            params,
+            xs[b : b + 1, :n],
             jax.tree.map(lambda a, b=b: a[b : b + 1], carry0),
         )
         jax.tree.map(
-            lambda got, want, b=b: np.testing.assert_allclose(got[b], want[0], rtol=1e-13),
-            final, short,
+            lambda got, want, b=b: np.testing.assert_allclose(
+                got[b], want[0], rtol=1e-13
+            ),
+            final,
+            short,
         )
 
 
@@ -110,7 +117,9 @@ def test_static_network_is_one_step():
     ff = rnnbptt.Feedforward(3, 4)
     params, xs, _ = make_problem(ff, steps=1)
     _, hs = rnnbptt.unroll(ff, params, xs)
-    want = np.tanh(np.asarray(xs[:, 0]) @ np.asarray(params.w_ih) + np.asarray(params.b))
+    want = np.tanh(
+        np.asarray(xs[:, 0]) @ np.asarray(params.w_ih) + np.asarray(params.b)
+    )
     np.testing.assert_allclose(hs[:, 0], want, rtol=1e-13)
 
 
@@ -144,7 +153,9 @@ def test_unroll_inside_user_jit_and_vmap():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), got, want)
     # vmap over an extra leading axis of independent problems
     stacked = jax.vmap(lambda x: rnnbptt.unroll(cell, params, x[None])[1])(xs)
-    np.testing.assert_allclose(stacked[:, 0], rnnbptt.unroll(cell, params, xs)[1], rtol=1e-13)
+    np.testing.assert_allclose(
+        stacked[:, 0], rnnbptt.unroll(cell, params, xs)[1], rtol=1e-13
+    )
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -171,7 +182,9 @@ def test_float32_gradients_by_both_engines():
     g_m = jax.grad(loss)(params, "manual")
     g_a = jax.grad(loss)(params, "autodiff")
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g_m))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_m, g_a)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_m, g_a
+    )
 
 
 def _bad_inputs():
@@ -186,35 +199,84 @@ def _bad_inputs():
         ("xs rank 4", lambda: u(elman, p_e, xs[None]), ValueError, "rank 3"),
         ("xs wrong D", lambda: u(elman, p_e, xs[..., :2]), ValueError, "input_size 3"),
         ("xs zero steps", lambda: u(elman, p_e, xs[:, :0]), ValueError, "one step"),
-        ("xs integer", lambda: u(elman, p_e, xs.astype(jnp.int32)), TypeError, "floating"),
-        ("xs other dtype", lambda: u(elman, p_e, xs.astype(jnp.float32)), TypeError,
-         "dtype float32"),
+        (
+            "xs integer",
+            lambda: u(elman, p_e, xs.astype(jnp.int32)),
+            TypeError,
+            "floating",
+        ),
+        (
+            "xs other dtype",
+            lambda: u(elman, p_e, xs.astype(jnp.float32)),
+            TypeError,
+            "dtype float32",
+        ),
         ("xs not an array", lambda: u(elman, p_e, "abc"), TypeError, "xs"),
-        ("carry wrong shape", lambda: u(elman, p_e, xs, c_e[:, :2]), ValueError,
-         "carry0"),
+        (
+            "carry wrong shape",
+            lambda: u(elman, p_e, xs, c_e[:, :2]),
+            ValueError,
+            "carry0",
+        ),
         ("carry wrong batch", lambda: u(elman, p_e, xs, c_e[:2]), ValueError, "(3, 4)"),
-        ("elman carry as pair", lambda: u(elman, p_e, xs, (c_e, c_e)), TypeError,
-         "one array"),
+        (
+            "elman carry as pair",
+            lambda: u(elman, p_e, xs, (c_e, c_e)),
+            TypeError,
+            "one array",
+        ),
         ("lstm carry single", lambda: u(lstm, p_l, xs, c_l.h), TypeError, "LSTMCarry"),
-        ("lstm carry triple", lambda: u(lstm, p_l, xs, (*c_l, c_l.h)), TypeError,
-         "length 3"),
-        ("lstm carry c shape", lambda: u(lstm, p_l, xs, (c_l.h, c_l.c[:, :1])),
-         ValueError, "carry0.c"),
+        (
+            "lstm carry triple",
+            lambda: u(lstm, p_l, xs, (*c_l, c_l.h)),
+            TypeError,
+            "length 3",
+        ),
+        (
+            "lstm carry c shape",
+            lambda: u(lstm, p_l, xs, (c_l.h, c_l.c[:, :1])),
+            ValueError,
+            "carry0.c",
+        ),
         ("ff carry given", lambda: u(ff, p_f, xs, c_e), TypeError, "Feedforward"),
-        ("mask not bool", lambda: u(elman, p_e, xs, mask=jnp.ones((3, 6))), TypeError,
-         "bool"),
-        ("mask wrong shape", lambda: u(elman, p_e, xs, mask=jnp.ones((3, 5), bool)),
-         ValueError, "mask"),
-        ("mask broadcastable", lambda: u(elman, p_e, xs, mask=jnp.ones((1, 6), bool)),
-         ValueError, "(3, 6)"),
-        ("unknown backward", lambda: u(elman, p_e, xs, backward="numeric"), ValueError,
-         "backward"),
+        (
+            "mask not bool",
+            lambda: u(elman, p_e, xs, mask=jnp.ones((3, 6))),
+            TypeError,
+            "bool",
+        ),
+        (
+            "mask wrong shape",
+            lambda: u(elman, p_e, xs, mask=jnp.ones((3, 5), bool)),
+            ValueError,
+            "mask",
+        ),
+        (
+            "mask broadcastable",
+            lambda: u(elman, p_e, xs, mask=jnp.ones((1, 6), bool)),
+            ValueError,
+            "(3, 6)",
+        ),
+        (
+            "unknown backward",
+            lambda: u(elman, p_e, xs, backward="numeric"),
+            ValueError,
+            "backward",
+        ),
         ("params of other cell", lambda: u(elman, p_l, xs), TypeError, "ElmanParams"),
         ("params as dict", lambda: u(elman, p_e._asdict(), xs), TypeError, "params"),
-        ("param wrong shape", lambda: u(elman, p_e._replace(b=p_e.b[:2]), xs),
-         ValueError, "params.b"),
-        ("param integer", lambda: u(elman, p_e._replace(b=jnp.zeros(4, int)), xs),
-         TypeError, "params.b"),
+        (
+            "param wrong shape",
+            lambda: u(elman, p_e._replace(b=p_e.b[:2]), xs),
+            ValueError,
+            "params.b",
+        ),
+        (
+            "param integer",
+            lambda: u(elman, p_e._replace(b=jnp.zeros(4, int)), xs),
+            TypeError,
+            "params.b",
+        ),
         ("not a cell", lambda: u("lstm", p_l, xs), TypeError, "cell"),
     ]
 

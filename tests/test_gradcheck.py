@@ -1,0 +1,89 @@
+"""compare_gradients: the table users read, and that it catches a wrong gradient."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+from conftest import CELLS, make_problem, right_padded_mask
+
+import rnnbptt
+
+unroll_module = importlib.import_module("rnnbptt.unroll")
+
+LEAVES = {
+    "elman-tanh": ["params.w_ih", "params.w_hh", "params.b", "xs", "carry0"],
+    "elman-relu": ["params.w_ih", "params.w_hh", "params.b", "xs", "carry0"],
+    "lstm": ["params.w_ih", "params.w_hh", "params.b", "xs", "carry0.h", "carry0.c"],
+    "feedforward": ["params.w_ih", "params.b", "xs"],
+}
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_table_rows_and_float64_agreement(name):
+    cell = CELLS[name]
+    params, xs, carry0 = make_problem(cell, seed=2)
+    mask = right_padded_mask([6, 3, 5], 6)
+    table = rnnbptt.compare_gradients(cell, params, xs, carry0, mask=mask)
+    assert list(table.index) == LEAVES[name]
+    assert (table["manual_autodiff_rel"] <= 1e-10).all()
+    assert (table["manual_fd_rel"] <= 1e-6).all()
+    assert (table["autodiff_fd_rel"] <= 1e-6).all()
+    assert (table["fd_coords"] >= 1).all()
+    assert table.attrs["dtype"] == "float64"
+
+
+def test_float32_inputs_are_compared_against_float64_differences():
+    cell = CELLS["lstm"]
+    params, xs, carry0 = make_problem(cell, dtype=jnp.float32)
+    table = rnnbptt.compare_gradients(cell, params, xs, carry0)
+    assert table.attrs["dtype"] == "float32"
+    assert (table["manual_autodiff_rel"] <= 1e-5).all()
+    assert (table["manual_fd_rel"] <= 1e-3).all()
+    # float32 rounding is visible against float64 differences, far above float64's
+    assert table["manual_fd_abs"].max() > 1e-9
+
+
+def test_custom_loss_is_used():
+    cell = CELLS["elman-tanh"]
+    params, xs, carry0 = make_problem(cell)
+    table = rnnbptt.compare_gradients(
+        cell, params, xs, carry0, loss=lambda hs, final: jnp.sum(hs[:, -1] ** 3)
+    )
+    # this loss ignores the final carry and all but the last output ...
+    assert (table["manual_fd_rel"] <= 1e-6).all()
+    # ... so the gradient into the first inputs comes only through the recurrence
+    g = jax.grad(
+        lambda x: jnp.sum(rnnbptt.unroll(cell, params, x, carry0)[1][:, -1] ** 3)
+    )(xs)
+    assert abs(g[0, 0, 0]) > 0
+
+
+def test_a_wrong_manual_gradient_is_caught(monkeypatch):
+    """Break the hand-written backward on purpose: the table must show it."""
+    real = unroll_module.manual_backward
+
+    def broken(*args):
+        d_params, d_xs, d_carry0 = real(*args)
+        return d_params._replace(w_hh=1.01 * d_params.w_hh), d_xs, d_carry0
+
+    monkeypatch.setattr(unroll_module, "manual_backward", broken)
+    jax.clear_caches()
+    cell = rnnbptt.Elman(2, 3)  # shapes used nowhere else: nothing cached
+    params, xs, carry0 = make_problem(cell, batch=5, steps=4)
+    table = rnnbptt.compare_gradients(cell, params, xs, carry0)
+    jax.clear_caches()
+    assert table.loc["params.w_hh", "manual_autodiff_rel"] > 5e-3
+    assert table.loc["params.w_hh", "manual_fd_rel"] > 5e-3
+    assert table.loc["params.w_hh", "autodiff_fd_rel"] < 1e-6
+    assert table.loc["params.w_ih", "manual_autodiff_rel"] < 1e-10
+
+
+@pytest.mark.parametrize(
+    "kwargs, text", [({"fd_samples": 0}, "fd_samples"), ({"fd_step": 0.0}, "fd_step")]
+)
+def test_bad_arguments(kwargs, text):
+    cell = CELLS["elman-tanh"]
+    params, xs, carry0 = make_problem(cell)
+    with pytest.raises(ValueError, match=text):
+        rnnbptt.compare_gradients(cell, params, xs, carry0, **kwargs)
