@@ -59,6 +59,9 @@ def unroll(cell, params, xs, carry0=None, *, mask=None, backward="autodiff"):
             unchanged, outputs zeros and contributes nothing to any gradient.
         backward: the gradient engine used when this call is differentiated:
             ``"autodiff"`` (JAX reverse-mode AD) or ``"manual"`` (hand-written BPTT).
+            The manual engine is a ``jax.custom_vjp``: it serves ``jax.grad`` and
+            ``jax.vjp`` (and reverse-over-reverse); forward mode (``jax.jvp``)
+            needs ``"autodiff"``.
 
     Returns:
         ``(final_carry, hs)`` with ``hs`` [B, T, H].

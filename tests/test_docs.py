@@ -1,0 +1,16 @@
+"""The examples in the docstrings run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["rnnbptt.unroll", "rnnbptt.gradcheck", "rnnbptt.cells", "rnnbptt.bptt"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), raise_on_error=False)
+    assert result.failed == 0
+    if name in ("rnnbptt.unroll", "rnnbptt.gradcheck"):
+        assert result.attempted > 0
