@@ -1,5 +1,6 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
+from . import losses
 from .bptt import bptt
 from .cells import (
     LSTM,
@@ -10,20 +11,38 @@ from .cells import (
     LSTMCarry,
     LSTMParams,
 )
+from .checkpoint import CheckpointError, load_checkpoint, peek_metadata, save_checkpoint
+from .fit import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients
+from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
+from .train import TBPTT, make_eval_step, make_train_step
 from .unroll import unroll
 
 __all__ = [
     "LSTM",
+    "TBPTT",
+    "BidirectionalParams",
+    "CheckpointError",
+    "DenseParams",
     "Elman",
     "ElmanParams",
     "Feedforward",
     "FeedforwardParams",
+    "FitResult",
     "GradientTable",
     "LSTMCarry",
     "LSTMParams",
+    "ModelParams",
+    "SequenceModel",
     "bptt",
     "compare_gradients",
+    "fit",
+    "load_checkpoint",
+    "losses",
+    "make_eval_step",
+    "make_train_step",
+    "peek_metadata",
+    "save_checkpoint",
     "unroll",
 ]
 __version__ = "0.1.0"

@@ -5,12 +5,19 @@ import importlib
 
 import pytest
 
-MODULES = ["rnnbptt.unroll", "rnnbptt.gradcheck", "rnnbptt.cells", "rnnbptt.bptt"]
+MODULES = [
+    "rnnbptt.unroll",
+    "rnnbptt.gradcheck",
+    "rnnbptt.cells",
+    "rnnbptt.bptt",
+    "rnnbptt.checkpoint",
+    "rnnbptt.models",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), raise_on_error=False)
     assert result.failed == 0
-    if name in ("rnnbptt.unroll", "rnnbptt.gradcheck"):
+    if name not in ("rnnbptt.cells", "rnnbptt.bptt"):
         assert result.attempted > 0

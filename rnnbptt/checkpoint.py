@@ -1,0 +1,409 @@
+"""Crash-safe checkpoints of JAX pytrees: one file, verified before it is used.
+
+``save_checkpoint`` writes a pytree of arrays (params, optax state, typed PRNG keys,
+step counters; ``None`` and empty tuples inside are fine) and a JSON metadata dict
+to one file, atomically: a crash at any moment leaves either the previous
+checkpoint or the new one at ``path``, never a half-written file.
+``load_checkpoint`` checks the file's length and checksum, then checks that its
+structure matches a ``template`` (e.g. freshly initialised params and optimizer
+state) before rebuilding the tree, so a truncated or corrupt file, or one written
+for a different model, raises ``CheckpointError`` instead of being used.
+
+File format, version 1 (integers little-endian)::
+
+    offset  size  field
+         0     8  magic, b"RNNBCKPT"
+         8     4  format version, uint32
+        12     8  payload length in bytes, uint64
+        20    32  SHA-256 of the payload
+        52     n  payload: an uncompressed .npz written by numpy.savez
+
+The payload holds one array per leaf, ``leaf_0``, ``leaf_1``, ... in
+``jax.tree_util`` flattening order, and ``index``: the UTF-8 bytes (as uint8) of a
+JSON object ``{"metadata": {...}, "leaves": [...]}`` with, per leaf, its key path
+(``jax.tree_util.keystr``), shape, dtype, the dtype it is stored as, and the PRNG
+implementation if it is a typed key. Dtypes numpy cannot name in an .npz
+(``bfloat16``, ``float8_*``, ``int4``) are stored as a same-size unsigned-integer
+view; typed keys as ``jax.random.key_data``. Nothing is pickled, and files are read
+with ``allow_pickle=False``.
+
+Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> path = os.path.join(tempfile.mkdtemp(), "run", "step_10.ckpt")
+    >>> state = {"w": jnp.arange(3.0), "step": jnp.int32(10)}
+    >>> save_checkpoint(path, state, {"step": 10})
+    >>> template = {"w": jnp.zeros(3), "step": jnp.int32(0)}
+    >>> restored, metadata = load_checkpoint(path, template)
+    >>> restored["w"].tolist(), metadata
+    ([0.0, 1.0, 2.0], {'step': 10})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import struct
+import tempfile
+import zipfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MAGIC = b"RNNBCKPT"
+VERSION = 1
+# magic, version, payload length, SHA-256 of the payload.
+_HEADER = struct.Struct("<8sIQ32s")
+_INDEX = "index"
+_LEAF_FIELDS = ("path", "shape", "dtype", "stored_dtype", "key_impl")
+# How dtypes without an .npz name (bfloat16, float8_*, int4) are stored.
+_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that must not be used: truncated, corrupt, not a checkpoint,
+    or written for a different model. The message names the file."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike, tree: Any, metadata: dict[str, Any]
+) -> None:
+    """Writes ``tree`` and ``metadata`` to ``path``, atomically.
+
+    The file is written to a temporary file in the same directory, flushed and
+    fsync'ed, then renamed onto ``path`` (``os.replace``), and the directory is
+    fsync'ed where the platform allows it. Parent directories are created. Like
+    any ``tempfile`` file, a new checkpoint is readable by its owner only (0o600).
+
+    Args:
+        path: where to write the checkpoint; an existing file is replaced.
+        tree: a pytree whose leaves are JAX or numpy arrays (numeric, bool, or
+            typed PRNG keys) or Python scalars (stored with JAX's default dtype).
+        metadata: a JSON-serialisable dict, returned by ``load_checkpoint`` and
+            ``peek_metadata`` as ``json`` reads it back (tuples become lists).
+
+    Raises:
+        TypeError: if ``metadata`` is not a JSON-serialisable dict, or a leaf is
+            not a numeric array.
+        OSError: if the file cannot be written; ``path`` is then left unchanged.
+    """
+    path = os.fspath(path)
+    if not isinstance(metadata, dict):
+        raise TypeError(
+            "`save_checkpoint`: `metadata` must be a dict, "
+            f"got {type(metadata).__name__}"
+        )
+    payload = _encode(tree, metadata)
+    header = _HEADER.pack(
+        MAGIC, VERSION, len(payload), hashlib.sha256(payload).digest()
+    )
+    _atomic_write(path, header + payload)
+
+
+def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+    """Reads a checkpoint written by ``save_checkpoint``, checked against ``template``.
+
+    Args:
+        path: the checkpoint file.
+        template: a pytree with the structure of the saved one, e.g. freshly
+            initialised params and optimizer state; its leaves may be arrays,
+            ``jax.ShapeDtypeStruct``s or Python scalars. Only its structure, leaf
+            key paths, shapes and dtypes are used.
+
+    Returns:
+        ``(tree, metadata)``: ``tree`` has ``template``'s treedef and the stored
+        leaves as JAX arrays, bitwise equal to what was saved (typed PRNG keys are
+        re-wrapped); ``metadata`` is the saved dict.
+
+    Raises:
+        FileNotFoundError: if there is no file at ``path``.
+        CheckpointError: if the file is truncated, corrupt or not a checkpoint, or
+            its leaves differ from ``template``'s in number, key path, shape or
+            dtype. The message names the file and the first mismatching leaf.
+        ValueError: if a 64-bit leaf cannot be restored because
+            ``jax_enable_x64`` is off.
+    """
+    path = os.fspath(path)
+    index, arrays = _read_verified(path)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = [(jax.tree_util.keystr(kp), *_template_spec(x)) for kp, x in flat]
+    _check_structure(path, index["leaves"], expected)
+    leaves = [
+        _restore_leaf(entry, arrays[f"leaf_{i}"])
+        for i, entry in enumerate(index["leaves"])
+    ]
+    return jax.tree_util.tree_unflatten(treedef, leaves), index["metadata"]
+
+
+def peek_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a checkpoint, verified like ``load_checkpoint`` does.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The ``metadata`` dict it was saved with.
+
+    Raises:
+        FileNotFoundError: if there is no file at ``path``.
+        CheckpointError: if the file is truncated, corrupt or not a checkpoint.
+    """
+    index, _ = _read_verified(os.fspath(path))
+    return index["metadata"]
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def _encode(tree: Any, metadata: dict) -> bytes:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    arrays, leaves = {}, []
+    for i, (key_path, leaf) in enumerate(flat):
+        entry, arrays[f"leaf_{i}"] = _leaf_to_array(
+            jax.tree_util.keystr(key_path), leaf
+        )
+        leaves.append(entry)
+    try:
+        index = json.dumps({"metadata": metadata, "leaves": leaves})
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"`save_checkpoint`: `metadata` must be JSON-serialisable, got {err}"
+        ) from err
+    arrays[_INDEX] = np.frombuffer(index.encode("utf-8"), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _leaf_to_array(path: str, leaf: Any) -> tuple[dict, np.ndarray]:
+    """The JSON description of one leaf and the numpy array stored for it."""
+    if _is_key(leaf):
+        data = np.asarray(jax.random.key_data(leaf))
+        entry = _entry(path, leaf.shape, leaf.dtype, data.dtype)
+        return entry | {"key_impl": str(jax.random.key_impl(leaf))}, data
+    arr = _as_numpy(leaf)
+    dtype = arr.dtype
+    if dtype.kind in "biufc":
+        stored = arr.astype(dtype.newbyteorder("="), copy=False)
+        dtype = stored.dtype
+    elif _is_ml_dtype(dtype):
+        stored = arr.view(_UINT_OF_SIZE[dtype.itemsize])
+    else:
+        raise TypeError(
+            f"`save_checkpoint`: leaf {path} of `tree` must be a numeric, bool or "
+            f"PRNG-key array, got dtype {dtype}"
+        )
+    return _entry(path, arr.shape, dtype, stored.dtype), stored
+
+
+def _entry(path: str, shape, dtype, stored_dtype) -> dict:
+    return {
+        "path": path,
+        "shape": list(shape),
+        "dtype": str(dtype),
+        "stored_dtype": str(stored_dtype),
+        "key_impl": None,
+    }
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Also on KeyboardInterrupt: never leave a stray temporary file.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Makes the rename durable; best effort (Windows cannot open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory
+    finally:
+        os.close(fd)
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def _read_verified(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The index and arrays of the file, after every check that needs no template."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise CheckpointError(
+            f"checkpoint {path} is not an rnnbptt checkpoint: it starts with "
+            f"{data[: len(MAGIC)]!r}, expected {MAGIC!r}"
+        )
+    if len(data) < _HEADER.size:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated: {len(data)} bytes, shorter than the "
+            f"{_HEADER.size}-byte header"
+        )
+    _, version, length, digest = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}; this rnnbptt reads "
+            f"version {VERSION}"
+        )
+    payload = memoryview(data)[_HEADER.size :]
+    if len(payload) < length:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated: expected {length} bytes of payload, "
+            f"found {len(payload)}"
+        )
+    if len(payload) > length:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: {len(payload) - length} unexpected bytes "
+            f"after the {length}-byte payload"
+        )
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: checksum mismatch (the SHA-256 of its "
+            "payload differs from the one in its header)"
+        )
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        index = json.loads(arrays.pop(_INDEX).tobytes().decode("utf-8"))
+        _check_index(index, arrays)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its checksum is right but its payload "
+            f"cannot be decoded ({err}); it was not written by save_checkpoint"
+        ) from err
+    return index, arrays
+
+
+def _check_index(index: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Raises ValueError unless the index describes exactly the stored arrays."""
+    if not (
+        isinstance(index, dict)
+        and isinstance(index.get("metadata"), dict)
+        and isinstance(index.get("leaves"), list)
+    ):
+        raise ValueError("the index lacks `metadata` or `leaves`")
+    leaves = index["leaves"]
+    if sorted(arrays) != sorted(f"leaf_{i}" for i in range(len(leaves))):
+        raise ValueError(f"{len(arrays)} arrays for {len(leaves)} leaves")
+    for i, entry in enumerate(leaves):
+        if not (isinstance(entry, dict) and set(entry) == set(_LEAF_FIELDS)):
+            raise ValueError(f"malformed description of leaf {i}")
+        arr, shape = arrays[f"leaf_{i}"], tuple(entry["shape"])
+        is_key = entry["key_impl"] is not None
+        if str(arr.dtype) != entry["stored_dtype"] or (
+            arr.shape[: len(shape)] != shape if is_key else arr.shape != shape
+        ):
+            raise ValueError(
+                f"leaf {entry['path']} is described as {entry['stored_dtype']}"
+                f"{list(shape)} but stored as {arr.dtype}{list(arr.shape)}"
+            )
+
+
+def _check_structure(path: str, stored: list[dict], expected: list[tuple]) -> None:
+    problems = []
+    if len(stored) != len(expected):
+        problems.append(
+            f"it holds {len(stored)} leaves, the template has {len(expected)}"
+        )
+    for entry, (t_path, t_shape, t_dtype) in zip(stored, expected, strict=False):
+        s_shape, s_dtype = tuple(entry["shape"]), entry["dtype"]
+        if entry["path"] != t_path:
+            problems.append(
+                f"the first mismatching leaf is {entry['path']} in the checkpoint "
+                f"but {t_path} in the template"
+            )
+            break
+        if (s_shape, s_dtype) != (t_shape, t_dtype):
+            problems.append(
+                f"leaf {t_path} is stored as {_describe(s_dtype, s_shape)}, the "
+                f"template expects {_describe(t_dtype, t_shape)}"
+            )
+            break
+    else:
+        if len(stored) > len(expected):
+            problems.append(f"the first extra leaf is {stored[len(expected)]['path']}")
+        elif len(stored) < len(expected):
+            problems.append(f"the first missing leaf is {expected[len(stored)][0]}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} was written for a different model: "
+            f"{'; '.join(problems)}. Build `template` with the configuration of the "
+            "run that saved it (peek_metadata shows the metadata saved with it)."
+        )
+
+
+def _restore_leaf(entry: dict, arr: np.ndarray) -> jax.Array:
+    if entry["key_impl"] is not None:
+        return jax.random.wrap_key_data(jnp.asarray(arr), impl=entry["key_impl"])
+    dtype = jnp.dtype(entry["dtype"])
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise ValueError(
+            f"`load_checkpoint`: leaf {entry['path']} is stored as {dtype}, which "
+            "JAX would round to 32 bits because `jax_enable_x64` is off; call "
+            'jax.config.update("jax_enable_x64", True) before loading'
+        )
+    return jnp.asarray(arr.view(dtype) if arr.dtype != dtype else arr)
+
+
+# --- leaves -----------------------------------------------------------------------
+
+
+def _is_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jnp.issubdtype(
+        leaf.dtype, jax.dtypes.prng_key
+    )
+
+
+def _as_numpy(leaf: Any) -> np.ndarray:
+    if isinstance(leaf, bool | int | float | complex):
+        leaf = jnp.asarray(leaf)  # JAX's default dtype, as jnp.asarray would give
+    return np.asarray(leaf)
+
+
+def _is_ml_dtype(dtype: np.dtype) -> bool:
+    """bfloat16, float8_*, int4 ...: JAX dtypes that an .npz cannot name."""
+    if dtype.kind != "V" or dtype.fields is not None or dtype.type is np.void:
+        return False
+    if dtype.itemsize not in _UINT_OF_SIZE:
+        return False
+    try:
+        return jnp.dtype(str(dtype)) == dtype
+    except TypeError:
+        return False
+
+
+def _template_spec(leaf: Any) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype name of a template leaf, as ``_leaf_to_array`` records them."""
+    if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+        leaf = _as_numpy(leaf)  # Python scalars and other array-likes
+    dtype = leaf.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biufc":
+        dtype = dtype.newbyteorder("=")
+    return tuple(leaf.shape), str(dtype)
+
+
+def _describe(dtype: str, shape: tuple[int, ...]) -> str:
+    return f"{dtype}[{','.join(map(str, shape))}]"

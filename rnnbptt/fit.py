@@ -1,0 +1,384 @@
+"""``fit``: train a SequenceModel with optax, full or truncated BPTT, either engine.
+
+One jitted train step per minibatch; seeded shuffling; validation each epoch;
+early stopping with restoration of the best parameters; crash-safe checkpoints
+after every epoch (resuming continues to exactly the result of an uninterrupted
+run); training stops cleanly, keeping the last good parameters, when the loss or
+the gradients become non-finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ._checks import BACKWARDS
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data_checks import check_dataset
+from .losses import LOSSES
+from .train import TBPTT, make_eval_step, make_train_step
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "grad_norm",
+    "learning_rate",
+    "seconds",
+]
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+        params: the trained parameters: the best epoch's (lowest validation loss)
+            when validation data was given, else the last; after a non-finite
+            step, the last good parameters.
+        history: one row per epoch: epoch, train_loss, val_loss, grad_norm,
+            learning_rate, seconds.
+        opt_state: the optimizer state after the last epoch.
+        best_epoch: the epoch whose parameters were restored (None without
+            validation data).
+        stop_reason: ``"completed"``, ``"early_stopping"`` or ``"non_finite"``.
+        message: a sentence on why training stopped.
+    """
+
+    params: Any
+    history: pd.DataFrame
+    opt_state: Any
+    best_epoch: int | None
+    stop_reason: str
+    message: str
+
+
+def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Callable]:
+    """(optax transformation, schedule step -> learning rate for the history)."""
+    schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+    if isinstance(optimizer, optax.GradientTransformation):
+        tx = optimizer
+    elif optimizer in OPTIMIZERS:
+        if not (callable(learning_rate) or float(learning_rate) > 0):
+            raise ValueError(f"fit: `learning_rate` must be > 0, got {learning_rate!r}")
+        tx = getattr(optax, optimizer)(learning_rate)
+    else:
+        raise ValueError(
+            f"fit: `optimizer` must be one of {OPTIMIZERS} or an optax "
+            f"GradientTransformation, got {optimizer!r}"
+        )
+    if clip_norm is not None:
+        if not clip_norm > 0:
+            raise ValueError(f"fit: `clip_norm` must be > 0, got {clip_norm!r}")
+        tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    return tx, schedule
+
+
+def _as_tbptt(tbptt) -> TBPTT | None:
+    if tbptt is None or isinstance(tbptt, TBPTT):
+        return tbptt
+    if isinstance(tbptt, int) and not isinstance(tbptt, bool):
+        return TBPTT(tbptt)
+    if isinstance(tbptt, tuple) and len(tbptt) == 2:
+        return TBPTT(*tbptt)
+    raise TypeError(f"fit: `tbptt` must be None, k, (k1, k2) or TBPTT, got {tbptt!r}")
+
+
+def _config(
+    model,
+    loss,
+    optimizer,
+    learning_rate,
+    batch_size,
+    tbptt,
+    clip_norm,
+    backward,
+    seed,
+    shuffle,
+    n,
+) -> dict:
+    """What must not change between a checkpoint and the run resuming from it."""
+    name = lambda v: v if isinstance(v, str) else getattr(v, "__name__", repr(v))  # noqa: E731
+    return {
+        "model": repr(model),
+        "loss": name(loss),
+        "optimizer": name(optimizer),
+        "learning_rate": "schedule"
+        if callable(learning_rate)
+        else float(learning_rate),
+        "batch_size": batch_size,
+        "tbptt": None if tbptt is None else [tbptt.k1, tbptt.k2],
+        "clip_norm": clip_norm,
+        "backward": backward,
+        "seed": seed,
+        "shuffle": shuffle,
+        "train_size": n,
+    }
+
+
+def _resume(path, template, config):
+    state, meta = load_checkpoint(path, template)
+    stored = meta["config"]
+    changed = [
+        f"{k}: {stored.get(k)!r} -> {config[k]!r}"
+        for k in sorted(config)
+        if stored.get(k) != config[k]
+    ]
+    if changed:
+        raise ValueError(
+            f"fit: checkpoint {path} was written by a different run configuration "
+            f"({'; '.join(changed)}); pass resume=False or another checkpoint path "
+            "to start over"
+        )
+    return state, meta
+
+
+def _evaluate(eval_fn, params, data, batch_size) -> float:
+    xs, ys, mask = data
+    total, count = 0.0, 0.0
+    for start in range(0, xs.shape[0], batch_size):
+        part = slice(start, start + batch_size)
+        value, n = eval_fn(
+            params, xs[part], ys[part], None if mask is None else mask[part]
+        )
+        total += float(value) * float(n)
+        count += float(n)
+    return total / max(count, 1.0)
+
+
+def fit(
+    model,
+    params,
+    xs,
+    ys,
+    *,
+    mask=None,
+    validation=None,
+    loss="mse",
+    optimizer="adam",
+    learning_rate=1e-3,
+    epochs: int = 10,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    clip_norm: float | None = None,
+    tbptt=None,
+    backward: str = "autodiff",
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Trains ``model`` from ``params`` on ``(xs, ys)``.
+
+    Args:
+        model: a ``SequenceModel``.
+        params: initial parameters (``model.init``).
+        xs: [N, T, D] inputs.
+        ys: targets: [N, T, K] (or [N, T] integer labels for ``cross_entropy``)
+            for many-to-many models, [N, K] (or [N]) for many-to-one.
+        mask: [N, T] bool, True at valid steps (right padding); None: all valid.
+        validation: ``(xs, ys)`` or ``(xs, ys, mask)``, evaluated each epoch.
+        loss: one of ``rnnbptt.losses.LOSSES`` or ``loss(pred, target, mask)``.
+        optimizer: a name in ``OPTIMIZERS`` (made with ``learning_rate``) or any
+            optax ``GradientTransformation``.
+        learning_rate: a float or an optax schedule (reported in the history).
+        epochs: passes over the training data.
+        batch_size: sequences per minibatch (the last one may be smaller).
+        shuffle: reshuffle the sequences each epoch (seeded, reproducible).
+        clip_norm: clip gradients by this global norm before the optimizer.
+        tbptt: truncated BPTT: ``k`` (chunks of k), ``(k1, k2)`` or ``TBPTT``;
+            None is full BPTT.
+        backward: ``"autodiff"`` or ``"manual"`` (hand-written BPTT).
+        patience: stop after this many epochs without a validation improvement
+            of more than ``min_delta``; needs ``validation``.
+        min_delta: the smallest decrease of validation loss that counts.
+        seed: seeds shuffling and dropout.
+        checkpoint: file written atomically after every epoch.
+        resume: continue from ``checkpoint`` if it exists.
+        progress: show a tqdm progress bar with the loss and speed.
+        on_epoch_end: called with each epoch's history row (a dict).
+
+    Returns:
+        A ``FitResult``.
+
+    Raises:
+        ValueError, TypeError: for inconsistent data or settings, before training.
+    """
+    tbptt = _as_tbptt(tbptt)
+    if backward not in BACKWARDS:
+        raise ValueError(
+            f"fit: `backward` must be one of {BACKWARDS}, got {backward!r}"
+        )
+    if not callable(loss) and loss not in LOSSES:
+        raise ValueError(
+            f"fit: `loss` must be one of {sorted(LOSSES)} or a callable, got {loss!r}"
+        )
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"fit: `{name}` must be a positive int, got {value!r}")
+    if patience is not None and validation is None:
+        raise ValueError("fit: early stopping (`patience`) needs `validation` data")
+    if resume and checkpoint is None:
+        raise ValueError("fit: `resume=True` needs a `checkpoint` path")
+    dtype = jax.tree.leaves(params)[0].dtype
+    train = check_dataset("fit", model, xs, ys, mask, loss, dtype)
+    n = train[0].shape[0]
+    if batch_size > n:
+        raise ValueError(
+            f"fit: `batch_size` {batch_size} is larger than the training data "
+            f"({n} sequences)"
+        )
+    if validation is not None:
+        if not isinstance(validation, tuple) or len(validation) not in (2, 3):
+            raise TypeError("fit: `validation` must be (xs, ys) or (xs, ys, mask)")
+        validation = check_dataset(
+            "fit (validation)",
+            model,
+            *validation[:2],
+            validation[2] if len(validation) == 3 else None,
+            loss,
+            dtype,
+            name="validation",
+        )
+
+    tx, schedule = make_optimizer(optimizer, learning_rate, clip_norm)
+    step_fn = make_train_step(model, loss, tx, backward=backward, tbptt=tbptt)
+    eval_fn = make_eval_step(model, loss)
+    config = _config(
+        model,
+        loss,
+        optimizer,
+        learning_rate,
+        batch_size,
+        tbptt,
+        clip_norm,
+        backward,
+        seed,
+        shuffle,
+        n,
+    )
+    k_shuffle, k_dropout = jax.random.split(jax.random.key(seed))
+
+    state = {"params": params, "opt_state": tx.init(params), "best_params": params}
+    meta = {
+        "epoch": 0,
+        "updates": 0,
+        "best_val": None,
+        "best_epoch": None,
+        "bad_epochs": 0,
+        "history": [],
+        "config": config,
+    }
+    if resume and os.path.exists(checkpoint):
+        state, meta = _resume(checkpoint, state, config)
+
+    xs_all, ys_all, mask_all = train
+    n_batches = math.ceil(n / batch_size)
+    stop_reason, message = "completed", f"trained {epochs} epochs"
+    bar = tqdm(
+        total=epochs * n_batches,
+        initial=meta["epoch"] * n_batches,
+        disable=not progress,
+        unit="step",
+        desc="fit",
+    )
+    params, opt_state = state["params"], state["opt_state"]
+    for epoch in range(meta["epoch"], epochs):
+        started = time.perf_counter()
+        order = (
+            jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), n)
+            if shuffle
+            else jnp.arange(n)
+        )
+        loss_sum, count, norm_sum = 0.0, 0.0, 0.0
+        for b in range(n_batches):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            batch_mask = None if mask_all is None else mask_all[idx]
+            key = jax.random.fold_in(k_dropout, epoch * n_batches + b)
+            params, opt_state, metrics = step_fn(
+                params, opt_state, xs_all[idx], ys_all[idx], batch_mask, key
+            )
+            meta["updates"] += int(metrics["updates"])
+            if not bool(metrics["finite"]):
+                stop_reason = "non_finite"
+                message = (
+                    f"fit: the loss or the gradients became non-finite at step "
+                    f"{meta['updates'] + 1} (epoch {epoch + 1}, batch {b + 1}); "
+                    "training "
+                    "stopped and the last good parameters are returned. Likely fixes: "
+                    "clip the gradients (clip_norm=1.0), lower the learning rate, or "
+                    "check the data for extreme values."
+                )
+                break
+            weight = float(
+                len(idx)
+                if batch_mask is None or model.head == "many_to_one"
+                else jnp.sum(batch_mask)
+            )
+            loss_sum += float(metrics["loss"]) * weight
+            count += weight
+            norm_sum += float(metrics["grad_norm"])
+            bar.update()
+            bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4g}")
+        if stop_reason == "non_finite":
+            break
+        val_loss = (
+            float("nan")
+            if validation is None
+            else _evaluate(eval_fn, params, validation, batch_size)
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(count, 1),
+            "val_loss": val_loss,
+            "grad_norm": norm_sum / n_batches,
+            "learning_rate": float(schedule(meta["updates"])),
+            "seconds": time.perf_counter() - started,
+        }
+        meta["history"].append(row)
+        meta["epoch"] = epoch + 1
+        if validation is not None:
+            best = meta["best_val"]
+            if best is None or val_loss < best - min_delta:
+                meta["best_val"], meta["best_epoch"] = val_loss, epoch + 1
+                meta["bad_epochs"] = 0
+                state["best_params"] = params
+            else:
+                meta["bad_epochs"] += 1
+        state["params"], state["opt_state"] = params, opt_state
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, meta)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if patience is not None and meta["bad_epochs"] >= patience:
+            stop_reason = "early_stopping"
+            message = (
+                f"fit: validation loss did not improve for {patience} epochs; "
+                f"restored the parameters of epoch {meta['best_epoch']}"
+            )
+            break
+    bar.close()
+    if stop_reason == "non_finite":
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        final = params
+    else:
+        final = state["best_params"] if validation is not None else params
+    history = pd.DataFrame(meta["history"], columns=HISTORY_COLUMNS)
+    return FitResult(
+        final, history, opt_state, meta["best_epoch"], stop_reason, message
+    )

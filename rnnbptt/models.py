@@ -1,0 +1,291 @@
+"""Sequence models: stacked cells, optional bidirectional layers, a dense readout.
+
+    h^1 = cell_1(x),  h^l = cell_l(dropout(h^{l-1})),  y_t = h^L_t W + b
+
+``head="many_to_many"`` gives an output at every step ([B, T, K]: forecasting,
+tagging); ``head="many_to_one"`` one per sequence ([B, K]: classification), read
+at the last *valid* step under a mask. Feedforward cells with T = 1 give a plain
+multilayer perceptron through the same model.
+
+Parameters are plain NamedTuples, so optax, ``jax.tree`` and checkpoints handle
+them directly. ``backward=`` chooses the gradient engine of every recurrent layer;
+the readout and dropout are plain JAX and need no special treatment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import check_backward, check_mask
+from .cells import LSTM, Elman, Feedforward
+from .unroll import unroll
+
+Array = jax.Array
+HEADS = ("many_to_many", "many_to_one")
+KINDS = {"elman": Elman, "lstm": LSTM, "feedforward": Feedforward}
+
+
+class DenseParams(NamedTuple):
+    w: Array  # [H, K]
+    b: Array  # [K]
+
+
+class BidirectionalParams(NamedTuple):
+    forward: Any  # the forward-in-time cell's params
+    backward: Any  # the backward-in-time cell's params
+
+
+class ModelParams(NamedTuple):
+    layers: tuple  # one entry per layer: cell params, or BidirectionalParams
+    readout: DenseParams
+
+
+def _reverse_index(mask: Array | None, steps: int, batch: int) -> Array:
+    """[B, T] time index that reverses each row's valid prefix in place.
+
+    With right padding, step t < len_b maps to len_b - 1 - t and padding stays
+    where it is, so the reversed sequence is right-padded like the original.
+    """
+    t = jnp.arange(steps)[None, :]
+    if mask is None:
+        return jnp.broadcast_to(steps - 1 - t, (batch, steps))
+    lengths = jnp.sum(mask, axis=1, keepdims=True)
+    return jnp.where(t < lengths, lengths - 1 - t, t)
+
+
+def _along_time(xs: Array, index: Array) -> Array:
+    return jnp.take_along_axis(xs, index[..., None], axis=1)
+
+
+def last_valid(hs: Array, mask: Array | None) -> Array:
+    """[B, T, H] -> [B, H]: each row at its last step where ``mask`` is True."""
+    steps = hs.shape[1]
+    if mask is None:
+        return hs[:, -1]
+    last = steps - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+    return _along_time(hs, last[:, None])[:, 0]
+
+
+def _dropout(key: Array, rate: float, x: Array) -> Array:
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceModel:
+    """Stacked recurrent (or feedforward) layers and a dense readout.
+
+    Args:
+        cells: the layers' cells, first to last; layer l+1's ``input_size`` must be
+            layer l's ``hidden_size`` (twice that when bidirectional).
+        output_size: K, outputs per step (or per sequence).
+        head: ``"many_to_many"`` or ``"many_to_one"``.
+        bidirectional: run every layer forwards and backwards in time and
+            concatenate the two (needs right-padded masks).
+        dropout: rate of dropout between layers (active only when ``apply`` gets a
+            ``key``).
+
+    Example:
+        >>> import jax, rnnbptt
+        >>> model = rnnbptt.SequenceModel.build("lstm", 3, [16, 16], 1)
+        >>> params = model.init(jax.random.key(0))
+        >>> model.apply(params, jax.numpy.ones((2, 10, 3))).shape
+        (2, 10, 1)
+    """
+
+    cells: tuple
+    output_size: int
+    head: str = "many_to_many"
+    bidirectional: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        cells = tuple(self.cells) if isinstance(self.cells, list | tuple) else None
+        if not cells or not all(isinstance(c, Elman | LSTM) for c in cells):
+            raise TypeError(
+                "SequenceModel: `cells` must be a non-empty tuple of Elman, LSTM or "
+                f"Feedforward cells, got {self.cells!r}"
+            )
+        object.__setattr__(self, "cells", cells)
+        width = 2 if self.bidirectional else 1
+        for i, (below, above) in enumerate(itertools.pairwise(cells)):
+            if above.input_size != width * below.hidden_size:
+                raise ValueError(
+                    f"SequenceModel: layer {i + 1} has input_size {above.input_size} "
+                    f"but layer {i} outputs {width * below.hidden_size} features"
+                )
+        if isinstance(self.output_size, bool) or not isinstance(self.output_size, int):
+            raise TypeError(
+                f"SequenceModel: `output_size` must be a positive int, got "
+                f"{self.output_size!r}"
+            )
+        if self.output_size < 1:
+            raise ValueError(
+                f"SequenceModel: `output_size` must be a positive int, got "
+                f"{self.output_size}"
+            )
+        if self.head not in HEADS:
+            raise ValueError(
+                f"SequenceModel: `head` must be one of {HEADS}, got {self.head!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"SequenceModel: `dropout` must be in [0, 1), got {self.dropout!r}"
+            )
+
+    @classmethod
+    def build(
+        cls,
+        kind: str,
+        input_size: int,
+        hidden_sizes,
+        output_size: int,
+        *,
+        activation: str = "tanh",
+        forget_bias: float = 1.0,
+        **kwargs,
+    ) -> SequenceModel:
+        """A model of ``len(hidden_sizes)`` layers of one kind of cell.
+
+        Args:
+            kind: ``"elman"``, ``"lstm"`` or ``"feedforward"``.
+            input_size: D, features per step.
+            hidden_sizes: hidden units per layer, e.g. ``[64, 64]``.
+            output_size: K.
+            activation: for Elman and Feedforward layers.
+            forget_bias: for LSTM layers.
+            **kwargs: ``head``, ``bidirectional``, ``dropout``.
+        """
+        if kind not in KINDS:
+            raise ValueError(
+                f"SequenceModel.build: `kind` must be one of {sorted(KINDS)}, "
+                f"got {kind!r}"
+            )
+        width = 2 if kwargs.get("bidirectional") else 1
+        sizes = list(hidden_sizes)
+        cells = []
+        for i, hidden in enumerate(sizes):
+            d = input_size if i == 0 else width * sizes[i - 1]
+            if kind == "lstm":
+                cells.append(LSTM(d, hidden, forget_bias=forget_bias))
+            else:
+                cells.append(KINDS[kind](d, hidden, activation=activation))
+        return cls(tuple(cells), output_size, **kwargs)
+
+    @property
+    def input_size(self) -> int:
+        return self.cells[0].input_size
+
+    def init(self, key: Array, dtype=None) -> ModelParams:
+        """Each cell's own initialisation; LeCun-uniform readout, zero bias."""
+        keys = jax.random.split(key, len(self.cells) + 1)
+        layers = []
+        for cell, k in zip(self.cells, keys[:-1], strict=True):
+            if self.bidirectional:
+                k_f, k_b = jax.random.split(k)
+                layers.append(
+                    BidirectionalParams(cell.init(k_f, dtype), cell.init(k_b, dtype))
+                )
+            else:
+                layers.append(cell.init(k, dtype))
+        width = (2 if self.bidirectional else 1) * self.cells[-1].hidden_size
+        dtype = jax.tree.leaves(layers[0])[0].dtype
+        limit = math.sqrt(3.0 / width)
+        w = jax.random.uniform(
+            keys[-1], (width, self.output_size), dtype, -limit, limit
+        )
+        return ModelParams(
+            tuple(layers), DenseParams(w, jnp.zeros(self.output_size, dtype))
+        )
+
+    def initial_carry(self, batch_size: int, dtype=None) -> tuple:
+        """Zero state of every layer: a tuple of the cells' carries."""
+        return tuple(cell.initial_carry(batch_size, dtype) for cell in self.cells)
+
+    def apply(
+        self,
+        params: ModelParams,
+        xs,
+        mask=None,
+        *,
+        carry0=None,
+        key: Array | None = None,
+        backward: str = "autodiff",
+        return_carry: bool = False,
+    ):
+        """Runs the model.
+
+        Args:
+            params: from ``init``.
+            xs: [B, T, D] inputs.
+            mask: [B, T] bool, True at valid steps (right padding).
+            carry0: initial state of every layer (``initial_carry``), to continue a
+                stream from a previous call; None for zeros. Not for bidirectional
+                models.
+            key: PRNG key for dropout; None means no dropout (evaluation).
+            backward: gradient engine of the recurrent layers.
+            return_carry: also return every layer's final carry (stateful streams:
+                feed it back as ``carry0``; reset by passing None).
+
+        Returns:
+            Outputs [B, T, K] (many-to-many) or [B, K] (many-to-one); with
+            ``return_carry``, ``(outputs, final_carries)``.
+        """
+        check_backward("SequenceModel.apply", backward)
+        if not isinstance(params, ModelParams) or len(params.layers) != len(self.cells):
+            raise TypeError(
+                "SequenceModel.apply: `params` must be the ModelParams of this model "
+                f"({len(self.cells)} layers, from model.init)"
+            )
+        xs = jnp.asarray(xs)
+        if xs.ndim == 3:
+            mask = check_mask("SequenceModel.apply", mask, xs.shape[0], xs.shape[1])
+        if carry0 is not None and self.bidirectional:
+            raise ValueError(
+                "SequenceModel.apply: `carry0` (a stateful stream) is not defined for "
+                "bidirectional models: the backward direction starts at the end"
+            )
+        if carry0 is None:
+            carry0 = (None,) * len(self.cells)
+        elif not isinstance(carry0, tuple) or len(carry0) != len(self.cells):
+            raise TypeError(
+                f"SequenceModel.apply: `carry0` must be a tuple of {len(self.cells)} "
+                "carries (model.initial_carry), got "
+                f"{type(carry0).__name__}"
+            )
+        h, finals = xs, []
+        for i, (cell, p, c0) in enumerate(
+            zip(self.cells, params.layers, carry0, strict=True)
+        ):
+            if i > 0 and self.dropout > 0 and key is not None:
+                h = _dropout(jax.random.fold_in(key, i), self.dropout, h)
+            if self.bidirectional:
+                final, h = self._bidirectional(cell, p, h, mask, backward)
+            else:
+                final, h = unroll(cell, p, h, c0, mask=mask, backward=backward)
+            finals.append(final)
+        if self.head == "many_to_one":
+            if self.bidirectional:
+                H = self.cells[-1].hidden_size
+                h = jnp.concatenate([last_valid(h[..., :H], mask), h[:, 0, H:]], -1)
+            else:
+                h = last_valid(h, mask)
+        out = h @ params.readout.w + params.readout.b
+        return (out, tuple(finals)) if return_carry else out
+
+    @staticmethod
+    def _bidirectional(cell, p: BidirectionalParams, xs, mask, backward):
+        B, T, _ = xs.shape
+        rev = _reverse_index(mask, T, B)
+        f_final, hs_f = unroll(cell, p.forward, xs, mask=mask, backward=backward)
+        b_final, hs_b = unroll(
+            cell, p.backward, _along_time(xs, rev), mask=mask, backward=backward
+        )
+        hs = jnp.concatenate([hs_f, _along_time(hs_b, rev)], axis=-1)
+        return (f_final, b_final), hs

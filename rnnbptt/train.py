@@ -1,0 +1,219 @@
+"""Jitted training steps: full BPTT and truncated BPTT(k1, k2), either engine.
+
+Truncated BPTT in the general form of Williams and Peng (1990): the forward pass
+runs continuously through the whole sequence, carrying the state; every k1 steps
+the loss on those k1 outputs is backpropagated k2 steps into the past (k2 >= k1)
+and the parameters are updated. k1 = k2 is the common chunked form (the carry is
+cut, ``stop_gradient``, at each chunk boundary); k1 = k2 = T is full BPTT.
+
+How it runs: the sequence is padded on the left with k2 - k1 masked steps (they
+leave the initial carry unchanged) and on the right up to a multiple of k1. Chunk
+j then reads the window ``[j*k1, j*k1 + k2)`` of the padded sequence: its first
+k1 steps carry the state forward to the next window's start, its last k1 outputs
+are chunk j's loss. One ``lax.scan`` over the chunks, so the compiled program
+does not grow with the number of chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .losses import get_loss
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TBPTT:
+    """Truncated BPTT(k1, k2): update every ``k1`` steps, backpropagate ``k2`` steps.
+
+    Args:
+        k1: steps between parameter updates (the chunk of outputs in each loss).
+        k2: steps the gradient flows back, ``k2 >= k1``; defaults to ``k1``.
+    """
+
+    k1: int
+    k2: int | None = None
+
+    def __post_init__(self):
+        if self.k2 is None:
+            object.__setattr__(self, "k2", self.k1)
+        for name in ("k1", "k2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TBPTT: `{name}` must be an int >= 1, got {value!r}")
+        if self.k2 < self.k1:
+            raise ValueError(
+                f"TBPTT: `k2` (steps backpropagated) must be >= `k1` (steps between "
+                f"updates), got k1={self.k1}, k2={self.k2}"
+            )
+
+    def chunks(self, steps: int) -> int:
+        return -(-steps // self.k1)
+
+
+def _all_finite(tree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def _apply_update(optimizer, params, opt_state, grads, ok):
+    """One optimizer update, applied only if ``ok`` and the result is finite."""
+    updates, new_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    ok = ok & _all_finite(new_params)
+    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    return (
+        jax.tree.map(keep, new_params, params),
+        jax.tree.map(keep, new_state, opt_state),
+        ok,
+    )
+
+
+def valid_count(model, ys, mask) -> Array:
+    """How many targets a batch's loss averages over (for weighting batch means)."""
+    if model.head == "many_to_one":
+        return jnp.asarray(ys.shape[0])
+    return jnp.asarray(ys.shape[0] * ys.shape[1]) if mask is None else jnp.sum(mask)
+
+
+def make_objective(model, loss, backward: str) -> Callable:
+    """``objective(params, xs, ys, mask, key, carry0) -> (loss, final carries)``."""
+    loss_fn = get_loss(loss)
+
+    def objective(params, xs, ys, mask, key, carry0=None):
+        out, finals = model.apply(
+            params,
+            xs,
+            mask,
+            carry0=carry0,
+            key=key,
+            backward=backward,
+            return_carry=True,
+        )
+        loss_mask = mask if model.head == "many_to_many" else None
+        return loss_fn(out, ys, loss_mask), finals
+
+    return objective
+
+
+def make_train_step(
+    model,
+    loss,
+    optimizer: optax.GradientTransformation,
+    *,
+    backward="autodiff",
+    tbptt=None,
+) -> Callable:
+    """A jitted ``step(params, opt_state, xs, ys, mask, key)``.
+
+    Returns ``(params, opt_state, metrics)``; ``metrics`` holds ``loss`` (mean over
+    the batch's valid targets), ``grad_norm`` (global norm before any clipping,
+    averaged over chunks), ``updates`` (optimizer updates applied) and ``finite``
+    (False if the loss, the gradients or the new parameters were not finite: the
+    offending update is then not applied, nor any after it).
+    """
+    objective = make_objective(model, loss, backward)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def full_step(params, opt_state, xs, ys, mask, key):
+        (value, _), grads = grad_fn(params, xs, ys, mask, key)
+        norm = optax.global_norm(grads)
+        ok = jnp.isfinite(value) & jnp.isfinite(norm)
+        params, opt_state, ok = _apply_update(optimizer, params, opt_state, grads, ok)
+        metrics = {
+            "loss": value,
+            "grad_norm": norm,
+            "updates": ok.astype(jnp.int32),
+            "finite": ok,
+        }
+        return params, opt_state, metrics
+
+    if tbptt is None:
+        return jax.jit(full_step)
+    if model.bidirectional:
+        raise ValueError(
+            "make_train_step: truncated BPTT needs a causal model; a bidirectional "
+            "layer reads the future"
+        )
+    if model.head == "many_to_one":
+        raise ValueError(
+            "make_train_step: truncated BPTT needs an output at every step "
+            "(head='many_to_many'); a many-to-one model has one loss per sequence"
+        )
+    k1, k2 = tbptt.k1, tbptt.k2
+
+    def tbptt_step(params, opt_state, xs, ys, mask, key):
+        B, T, _ = xs.shape
+        n = tbptt.chunks(T)
+        right = n * k1 - T
+        valid = jnp.ones((B, T), bool) if mask is None else mask
+        xs_p = jnp.pad(xs, ((0, 0), (k2 - k1, right), (0, 0)))
+        mask_p = jnp.pad(valid, ((0, 0), (k2 - k1, right)))
+        ys_p = jnp.pad(ys, ((0, 0), (0, right)) + ((0, 0),) * (ys.ndim - 2))
+        loss_mask_p = jnp.pad(valid, ((0, 0), (0, right)))
+
+        def chunk_loss(params, carry, j, key):
+            xw = jax.lax.dynamic_slice_in_dim(xs_p, j * k1, k2, axis=1)
+            mw = jax.lax.dynamic_slice_in_dim(mask_p, j * k1, k2, axis=1)
+            yc = jax.lax.dynamic_slice_in_dim(ys_p, j * k1, k1, axis=1)
+            mc = jax.lax.dynamic_slice_in_dim(loss_mask_p, j * k1, k1, axis=1)
+            apply = lambda x, m, c: model.apply(  # noqa: E731
+                params, x, m, carry0=c, key=key, backward=backward, return_carry=True
+            )
+            out, carry_next = apply(xw[:, :k1], mw[:, :k1], carry)
+            if k2 > k1:
+                out_b, _ = apply(xw[:, k1:], mw[:, k1:], carry_next)
+                out = jnp.concatenate([out, out_b], axis=1)
+            value = get_loss(loss)(out[:, -k1:], yc, mc)
+            return value, (jax.lax.stop_gradient(carry_next), jnp.sum(mc))
+
+        chunk_grad = jax.value_and_grad(chunk_loss, has_aux=True)
+
+        def one_chunk(state, j):
+            params, opt_state, carry, ok = state
+            (value, (carry_next, count)), grads = chunk_grad(
+                params, carry, j, jax.random.fold_in(key, j)
+            )
+            norm = optax.global_norm(grads)
+            chunk_ok = ok & jnp.isfinite(value) & jnp.isfinite(norm)
+            has_targets = count > 0  # a chunk of padding only: nothing to learn
+            new_params, new_opt, applied = _apply_update(
+                optimizer, params, opt_state, grads, chunk_ok & has_targets
+            )
+            ok = chunk_ok & (applied | ~has_targets)
+            return (new_params, new_opt, carry_next, ok), (value, norm, count, applied)
+
+        carry0 = model.initial_carry(B, xs.dtype)
+        state = (params, opt_state, carry0, jnp.array(True))
+        (params, opt_state, _, ok), (values, norms, counts, applied) = jax.lax.scan(
+            one_chunk, state, jnp.arange(n)
+        )
+        weights = counts.astype(values.dtype)
+        metrics = {
+            "loss": jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1),
+            "grad_norm": jnp.sum(norms * (counts > 0))
+            / jnp.maximum(jnp.sum(counts > 0), 1),
+            "updates": jnp.sum(applied.astype(jnp.int32)),
+            "finite": ok,
+        }
+        return params, opt_state, metrics
+
+    return jax.jit(tbptt_step)
+
+
+def make_eval_step(model, loss) -> Callable:
+    """A jitted ``evaluate(params, xs, ys, mask) -> (mean loss, valid count)``."""
+    objective = make_objective(model, loss, "autodiff")
+
+    @jax.jit
+    def evaluate(params, xs, ys, mask):
+        value, _ = objective(params, xs, ys, mask, None)
+        return value, valid_count(model, ys, mask)
+
+    return evaluate

@@ -1,0 +1,64 @@
+"""Losses against NumPy formulas, with and without masks."""
+
+import jax
+import numpy as np
+import pytest
+
+from rnnbptt import losses
+
+RNG = np.random.default_rng(0)
+PRED = RNG.normal(size=(3, 5, 4))
+TARGET = RNG.normal(size=(3, 5, 4))
+LABELS = RNG.integers(0, 4, size=(3, 5))
+MASK = np.arange(5)[None, :] < np.array([[5], [2], [3]])
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _per_step(name):
+    if name == "mse":
+        return ((PRED - TARGET) ** 2).mean(-1), TARGET
+    if name == "mae":
+        return np.abs(PRED - TARGET).mean(-1), TARGET
+    if name == "cross_entropy":
+        return -np.take_along_axis(_log_softmax(PRED), LABELS[..., None], -1)[
+            ..., 0
+        ], LABELS
+    probs = 1 / (1 + np.exp(-PRED))
+    target01 = (TARGET > 0).astype(float)
+    bce = -(target01 * np.log(probs) + (1 - target01) * np.log(1 - probs))
+    return bce.mean(-1), target01
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_loss_is_mean_over_valid_steps(name):
+    per_step, target = _per_step(name)
+    fn = losses.LOSSES[name]
+    np.testing.assert_allclose(fn(PRED, target), per_step.mean(), rtol=1e-12)
+    np.testing.assert_allclose(
+        fn(PRED, target, MASK), per_step[MASK].mean(), rtol=1e-12
+    )
+    # many-to-one: [B, K] predictions with a [B] mask
+    np.testing.assert_allclose(
+        fn(PRED[:, 0], target[:, 0], MASK[:, 1]),
+        per_step[:, 0][MASK[:, 1]].mean(),
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_padding_gets_no_gradient_and_empty_mask_gives_zero(name):
+    _, target = _per_step(name)
+    fn = losses.LOSSES[name]
+    grad = jax.grad(lambda p: fn(p, target, MASK))(PRED)
+    assert np.all(np.asarray(grad)[~MASK] == 0)
+    assert np.all(np.any(np.asarray(grad)[MASK] != 0, axis=-1))
+    assert float(fn(PRED, target, np.zeros_like(MASK))) == 0.0
+
+
+def test_unknown_loss_name():
+    with pytest.raises(ValueError, match="`loss` must be one of"):
+        losses.get_loss("hinge")

@@ -1,0 +1,177 @@
+"""SequenceModel: stacking, heads, masks, bidirectional layers, streams, engines."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import max_rel, right_padded_mask
+from reference import loop
+
+import rnnbptt
+
+LENGTHS = [7, 3, 5, 1]
+
+
+def _problem(kind="lstm", sizes=(5, 4), head="many_to_many", seed=0, **kwargs):
+    model = rnnbptt.SequenceModel.build(kind, 3, list(sizes), 2, head=head, **kwargs)
+    params = model.init(jax.random.key(seed))
+    xs = jax.random.normal(jax.random.key(seed + 1), (4, 7, 3))
+    return model, params, xs
+
+
+def _numpy_forward(model, params, xs, mask=None):
+    """Layers as NumPy loops (tests/reference.py), then the readout."""
+    h = np.asarray(xs)
+    for cell, p in zip(model.cells, params.layers, strict=True):
+        _, h = loop(cell, p, h, cell.initial_carry(h.shape[0], jnp.float64), mask)
+    return h @ np.asarray(params.readout.w) + np.asarray(params.readout.b)
+
+
+@pytest.mark.parametrize("kind", ["elman", "lstm"])
+def test_stacked_many_to_many_equals_numpy_loops(kind):
+    model, params, xs = _problem(kind)
+    mask = right_padded_mask(LENGTHS, 7)
+    got = model.apply(params, xs, mask)
+    np.testing.assert_allclose(got, _numpy_forward(model, params, xs, mask), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("backward", ["autodiff", "manual"])
+def test_many_to_one_uses_last_valid_step(bidirectional, backward):
+    model, params, xs = _problem(head="many_to_one", bidirectional=bidirectional)
+    mask = right_padded_mask(LENGTHS, 7)
+    got = model.apply(params, xs, mask, backward=backward)
+    assert got.shape == (4, 2)
+    for b, n in enumerate(LENGTHS):
+        alone = model.apply(params, xs[b : b + 1, :n], backward=backward)
+        np.testing.assert_allclose(got[b], alone[0], rtol=1e-12, atol=1e-14)
+
+    def loss(params):  # gradients too: padded batch = sum of the unpadded ones
+        return jnp.sum(model.apply(params, xs, mask, backward=backward) ** 2)
+
+    total = jax.tree.map(jnp.zeros_like, params)
+    for b, n in enumerate(LENGTHS):
+        g = jax.grad(
+            lambda p, b=b, n=n: jnp.sum(model.apply(p, xs[b : b + 1, :n]) ** 2)
+        )(params)
+        total = jax.tree.map(jnp.add, total, g)
+    assert max_rel(jax.grad(loss)(params), total) <= 1e-11
+
+
+def test_bidirectional_backward_half_reads_each_sequence_reversed():
+    model, params, xs = _problem(sizes=(4,), bidirectional=True)
+    mask = right_padded_mask(LENGTHS, 7)
+    cell, p = model.cells[0], params.layers[0]
+    hs = model.apply(params, xs, mask)  # readout of concat([forward, backward])
+    H = cell.hidden_size
+    w, b = np.asarray(params.readout.w), np.asarray(params.readout.b)
+    for row, n in enumerate(LENGTHS):
+        x = np.asarray(xs[row : row + 1, :n])
+        zero = cell.initial_carry(1, jnp.float64)
+        _, fwd = loop(cell, p.forward, x, zero)
+        _, bwd = loop(cell, p.backward, x[:, ::-1], zero)
+        want = fwd[0] @ w[:H] + bwd[0, ::-1] @ w[H:] + b
+        np.testing.assert_allclose(hs[row, :n], want, rtol=1e-12)
+
+
+def test_feedforward_with_one_step_is_an_mlp():
+    model = rnnbptt.SequenceModel.build(
+        "feedforward", 3, [8, 6], 4, activation="relu", head="many_to_one"
+    )
+    params = model.init(jax.random.key(0))
+    x = np.asarray(jax.random.normal(jax.random.key(1), (5, 3)))
+    h = x
+    for p in params.layers:
+        h = np.maximum(h @ np.asarray(p.w_ih) + np.asarray(p.b), 0)
+    want = h @ np.asarray(params.readout.w) + np.asarray(params.readout.b)
+    np.testing.assert_allclose(model.apply(params, x[:, None]), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["elman", "lstm"])
+def test_stateful_stream_in_two_calls_equals_one_call(kind):
+    model, params, xs = _problem(kind)
+    whole, whole_carry = model.apply(params, xs, return_carry=True)
+    first, carry = model.apply(params, xs[:, :4], return_carry=True)
+    second, carry = model.apply(params, xs[:, 4:], carry0=carry, return_carry=True)
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-13)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13), carry, whole_carry
+    )
+    # reset: carry0=None starts from zeros, unlike continuing the stream
+    reset = model.apply(params, xs[:, 4:])
+    np.testing.assert_allclose(
+        reset,
+        model.apply(params, xs[:, 4:], carry0=model.initial_carry(4, jnp.float64)),
+        rtol=0,
+    )
+    assert not np.allclose(reset, second)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_engines_agree_through_the_model(bidirectional):
+    model, params, xs = _problem(bidirectional=bidirectional, dropout=0.3)
+    mask = right_padded_mask(LENGTHS, 7)
+    key = jax.random.key(9)
+
+    def loss(params, backward):
+        return jnp.mean(model.apply(params, xs, mask, key=key, backward=backward) ** 2)
+
+    got, want = jax.grad(loss)(params, "manual"), jax.grad(loss)(params, "autodiff")
+    assert max_rel(got, want) <= 1e-10
+
+
+def test_dropout_only_with_a_key():
+    model, params, xs = _problem(dropout=0.5)
+    plain = rnnbptt.SequenceModel(model.cells, model.output_size)
+    np.testing.assert_array_equal(model.apply(params, xs), plain.apply(params, xs))
+    a = model.apply(params, xs, key=jax.random.key(1))
+    b = model.apply(params, xs, key=jax.random.key(2))
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(a, model.apply(params, xs, key=jax.random.key(1)))
+
+
+@pytest.mark.parametrize(
+    "make, error, text",
+    [
+        (
+            lambda: rnnbptt.SequenceModel((rnnbptt.LSTM(3, 4), rnnbptt.LSTM(5, 4)), 1),
+            ValueError,
+            "layer 1 has input_size 5",
+        ),
+        (lambda: rnnbptt.SequenceModel((), 1), TypeError, "non-empty"),
+        (
+            lambda: rnnbptt.SequenceModel((rnnbptt.LSTM(3, 4),), 0),
+            ValueError,
+            "output_size",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel((rnnbptt.LSTM(3, 4),), 1, head="seq2seq"),
+            ValueError,
+            "head",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel((rnnbptt.LSTM(3, 4),), 1, dropout=1.0),
+            ValueError,
+            "dropout",
+        ),
+        (lambda: rnnbptt.SequenceModel.build("gru", 3, [4], 1), ValueError, "kind"),
+    ],
+)
+def test_bad_model_definitions(make, error, text):
+    with pytest.raises(error, match=text):
+        make()
+
+
+def test_bad_apply_arguments():
+    model, params, xs = _problem(bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        model.apply(params, xs, carry0=model.initial_carry(4))
+    with pytest.raises(TypeError, match="ModelParams"):
+        model.apply(params.layers, xs)
+    with pytest.raises(ValueError, match="mask"):
+        model.apply(params, xs, jnp.ones((4, 6), bool))
+    uni, uni_params, _ = _problem()
+    with pytest.raises(TypeError, match="tuple of 2 carries"):
+        uni.apply(uni_params, xs, carry0=uni.initial_carry(4)[:1])
+    with pytest.raises(ValueError, match="input_size"):
+        uni.apply(uni_params, xs[..., :2])
