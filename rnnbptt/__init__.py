@@ -1,5 +1,6 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
+from . import fit as fit_module
 from . import losses
 from .bptt import bptt
 from .cells import (
@@ -37,6 +38,7 @@ __all__ = [
     "bptt",
     "compare_gradients",
     "fit",
+    "fit_module",
     "load_checkpoint",
     "losses",
     "make_eval_step",

@@ -235,6 +235,7 @@ def fit(
         raise ValueError("fit: early stopping (`patience`) needs `validation` data")
     if resume and checkpoint is None:
         raise ValueError("fit: `resume=True` needs a `checkpoint` path")
+    tx, schedule = make_optimizer(optimizer, learning_rate, clip_norm)
     dtype = jax.tree.leaves(params)[0].dtype
     train = check_dataset("fit", model, xs, ys, mask, loss, dtype)
     n = train[0].shape[0]
@@ -256,7 +257,6 @@ def fit(
             name="validation",
         )
 
-    tx, schedule = make_optimizer(optimizer, learning_rate, clip_norm)
     step_fn = make_train_step(model, loss, tx, backward=backward, tbptt=tbptt)
     eval_fn = make_eval_step(model, loss)
     config = _config(
@@ -272,9 +272,12 @@ def fit(
         shuffle,
         n,
     )
-    k_shuffle, k_dropout = jax.random.split(jax.random.key(seed))
-
-    state = {"params": params, "opt_state": tx.init(params), "best_params": params}
+    state = {
+        "params": params,
+        "opt_state": tx.init(params),
+        "best_params": params,
+        "key": jax.random.key(seed),  # shuffling and dropout keys derive from it
+    }
     meta = {
         "epoch": 0,
         "updates": 0,
@@ -286,6 +289,7 @@ def fit(
     }
     if resume and os.path.exists(checkpoint):
         state, meta = _resume(checkpoint, state, config)
+    k_shuffle, k_dropout = jax.random.split(state["key"])
 
     xs_all, ys_all, mask_all = train
     n_batches = math.ceil(n / batch_size)

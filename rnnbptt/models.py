@@ -208,6 +208,13 @@ class SequenceModel:
         """Zero state of every layer: a tuple of the cells' carries."""
         return tuple(cell.initial_carry(batch_size, dtype) for cell in self.cells)
 
+    def reset_carry(self, carry: tuple, reset) -> tuple:
+        """Zeroes the state of the streams (batch rows) where ``reset`` [B] is True."""
+        reset = jnp.asarray(reset)
+        return jax.tree.map(
+            lambda c: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), 0, c), carry
+        )
+
     def apply(
         self,
         params: ModelParams,

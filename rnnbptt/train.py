@@ -110,20 +110,26 @@ def make_train_step(
     backward="autodiff",
     tbptt=None,
 ) -> Callable:
-    """A jitted ``step(params, opt_state, xs, ys, mask, key)``.
+    """A jitted ``step(params, opt_state, xs, ys, mask, key, carry0=None)``.
 
     Returns ``(params, opt_state, metrics)``; ``metrics`` holds ``loss`` (mean over
     the batch's valid targets), ``grad_norm`` (global norm before any clipping,
-    averaged over chunks), ``updates`` (optimizer updates applied) and ``finite``
+    averaged over chunks), ``updates`` (optimizer updates applied), ``finite``
     (False if the loss, the gradients or the new parameters were not finite: the
-    offending update is then not applied, nor any after it).
+    offending update is then not applied, nor any after it) and ``carry``, every
+    layer's state at the end of the batch.
+
+    Stateful streams: pass ``metrics["carry"]`` as the next batch's ``carry0`` to
+    continue the same sequences (the gradient stops at the batch boundary); pass
+    None, or ``model.reset_carry``, to start streams afresh. ``key`` seeds dropout
+    (None: no dropout).
     """
     objective = make_objective(model, loss, backward)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def full_step(params, opt_state, xs, ys, mask, key):
-        (value, _), grads = grad_fn(params, xs, ys, mask, key)
-        norm = optax.global_norm(grads)
+    def full_step(params, opt_state, xs, ys, mask, key, carry0=None):
+        (value, finals), grads = grad_fn(params, xs, ys, mask, key, carry0)
+        norm = optax.tree.norm(grads)
         ok = jnp.isfinite(value) & jnp.isfinite(norm)
         params, opt_state, ok = _apply_update(optimizer, params, opt_state, grads, ok)
         metrics = {
@@ -131,6 +137,7 @@ def make_train_step(
             "grad_norm": norm,
             "updates": ok.astype(jnp.int32),
             "finite": ok,
+            "carry": jax.lax.stop_gradient(finals),
         }
         return params, opt_state, metrics
 
@@ -148,7 +155,7 @@ def make_train_step(
         )
     k1, k2 = tbptt.k1, tbptt.k2
 
-    def tbptt_step(params, opt_state, xs, ys, mask, key):
+    def tbptt_step(params, opt_state, xs, ys, mask, key, carry0=None):
         B, T, _ = xs.shape
         n = tbptt.chunks(T)
         right = n * k1 - T
@@ -167,32 +174,37 @@ def make_train_step(
                 params, x, m, carry0=c, key=key, backward=backward, return_carry=True
             )
             out, carry_next = apply(xw[:, :k1], mw[:, :k1], carry)
+            carry_end = carry_next  # the state at the window's end
             if k2 > k1:
-                out_b, _ = apply(xw[:, k1:], mw[:, k1:], carry_next)
+                out_b, carry_end = apply(xw[:, k1:], mw[:, k1:], carry_next)
                 out = jnp.concatenate([out, out_b], axis=1)
             value = get_loss(loss)(out[:, -k1:], yc, mc)
-            return value, (jax.lax.stop_gradient(carry_next), jnp.sum(mc))
+            aux = jax.lax.stop_gradient((carry_next, carry_end))
+            return value, (*aux, jnp.sum(mc))
 
         chunk_grad = jax.value_and_grad(chunk_loss, has_aux=True)
 
         def one_chunk(state, j):
-            params, opt_state, carry, ok = state
-            (value, (carry_next, count)), grads = chunk_grad(
-                params, carry, j, jax.random.fold_in(key, j)
+            params, opt_state, carry, ok, _ = state
+            chunk_key = None if key is None else jax.random.fold_in(key, j)
+            (value, (carry_next, carry_end, count)), grads = chunk_grad(
+                params, carry, j, chunk_key
             )
-            norm = optax.global_norm(grads)
+            norm = optax.tree.norm(grads)
             chunk_ok = ok & jnp.isfinite(value) & jnp.isfinite(norm)
             has_targets = count > 0  # a chunk of padding only: nothing to learn
             new_params, new_opt, applied = _apply_update(
                 optimizer, params, opt_state, grads, chunk_ok & has_targets
             )
             ok = chunk_ok & (applied | ~has_targets)
-            return (new_params, new_opt, carry_next, ok), (value, norm, count, applied)
+            state = (new_params, new_opt, carry_next, ok, carry_end)
+            return state, (value, norm, count, applied)
 
-        carry0 = model.initial_carry(B, xs.dtype)
-        state = (params, opt_state, carry0, jnp.array(True))
-        (params, opt_state, _, ok), (values, norms, counts, applied) = jax.lax.scan(
-            one_chunk, state, jnp.arange(n)
+        if carry0 is None:
+            carry0 = model.initial_carry(B, xs.dtype)
+        state = (params, opt_state, carry0, jnp.array(True), carry0)
+        (params, opt_state, _, ok, carry_end), (values, norms, counts, applied) = (
+            jax.lax.scan(one_chunk, state, jnp.arange(n))
         )
         weights = counts.astype(values.dtype)
         metrics = {
@@ -201,6 +213,7 @@ def make_train_step(
             / jnp.maximum(jnp.sum(counts > 0), 1),
             "updates": jnp.sum(applied.astype(jnp.int32)),
             "finite": ok,
+            "carry": carry_end,
         }
         return params, opt_state, metrics
 

@@ -1,0 +1,38 @@
+"""A training run for the crash-and-resume test: ``train_run.py MODE CKPT OUT``.
+
+MODE: ``plain`` (no checkpoint), ``slow`` (checkpoint, 0.3 s pause after every
+epoch so the test can kill it part-way) or ``resume`` (continue from CKPT).
+Writes the final parameters' leaves to OUT (.npz).
+"""
+
+import sys
+import time
+
+import jax
+import numpy as np
+
+import rnnbptt
+
+mode, ckpt, out = sys.argv[1:4]
+rng = np.random.default_rng(0)
+t = np.arange(21)[None, :]
+series = np.sin(rng.uniform(0.2, 0.5, (96, 1)) * t + rng.uniform(0, 6, (96, 1)))
+xs, ys = series[:, :-1, None], series[:, 1:, None]
+model = rnnbptt.SequenceModel.build("lstm", 1, [8], 1, dropout=0.0)
+result = rnnbptt.fit(
+    model,
+    model.init(jax.random.key(0)),
+    xs[:64],
+    ys[:64],
+    validation=(xs[64:], ys[64:]),
+    epochs=8,
+    batch_size=16,
+    learning_rate=1e-2,
+    tbptt=(5, 8),
+    checkpoint=None if mode == "plain" else ckpt,
+    resume=mode == "resume",
+    progress=False,
+    on_epoch_end=(lambda row: time.sleep(0.3)) if mode == "slow" else None,
+)
+np.savez(out, *[np.asarray(leaf) for leaf in jax.tree.leaves(result.params)])
+print(result.stop_reason, len(result.history))

@@ -1,0 +1,251 @@
+"""fit: history, determinism, early stopping, non-finite stops, checkpoints, errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from test_train import sine_task
+
+import rnnbptt
+
+SCRIPT = Path(__file__).parent / "scripts" / "train_run.py"
+
+
+@pytest.fixture(scope="module")
+def task():
+    xs, ys = sine_task(n=96, steps=12)
+    model = rnnbptt.SequenceModel.build("elman", 1, [8], 1)
+    return model, model.init(jax.random.key(0)), xs, ys
+
+
+def _fit(task, **kwargs):
+    model, params, xs, ys = task
+    kwargs = {"epochs": 3, "batch_size": 32, "progress": False, **kwargs}
+    return rnnbptt.fit(model, params, xs, ys, **kwargs)
+
+
+def test_history_and_schedule(task):
+    schedule = optax.linear_schedule(1e-2, 1e-3, transition_steps=6)
+    result = _fit(task, learning_rate=schedule, validation=task[2:], epochs=3)
+    h = result.history
+    assert list(h.columns) == rnnbptt.fit_module.HISTORY_COLUMNS
+    assert list(h["epoch"]) == [1, 2, 3]
+    # 3 batches an epoch: the schedule after 3, 6 and 9 updates
+    np.testing.assert_allclose(
+        h["learning_rate"], [schedule(3), schedule(6), schedule(9)]
+    )
+    assert (h["seconds"] > 0).all() and (h["grad_norm"] > 0).all()
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    assert result.stop_reason == "completed"
+
+
+def test_same_seed_same_result_other_seed_other_order(task):
+    a = _fit(task, seed=4, epochs=2)
+    b = _fit(task, seed=4, epochs=2)
+    c = _fit(task, seed=5, epochs=2)
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    assert not np.array_equal(a.params.readout.w, c.params.readout.w)
+
+
+def test_clipping_bounds_each_update(task):
+    before = task[1]
+    result = _fit(
+        task,
+        optimizer="sgd",
+        learning_rate=1.0,
+        clip_norm=0.01,
+        epochs=1,
+        batch_size=96,
+        shuffle=False,
+    )
+    step = optax.tree.norm(jax.tree.map(jnp.subtract, result.params, before))
+    assert result.history["grad_norm"].iloc[0] > 0.01  # reported before clipping
+    np.testing.assert_allclose(step, 0.01, rtol=1e-9)
+
+
+def test_early_stopping_restores_best_epoch(task):
+    model, _, xs, ys = task
+    # validation targets are the negated training targets: fitting one ruins the other
+    result = _fit(
+        task, validation=(xs[:32], -ys[:32]), patience=2, epochs=30, learning_rate=1e-2
+    )
+    h = result.history
+    assert result.stop_reason == "early_stopping"
+    best = result.best_epoch
+    assert len(h) == best + 2 and best < 30
+    assert h["val_loss"].iloc[-1] > h["val_loss"].iloc[best - 1]
+    evaluate = rnnbptt.make_eval_step(model, "mse")
+    restored, _ = evaluate(
+        result.params, jnp.asarray(xs[:32]), jnp.asarray(-ys[:32]), None
+    )
+    np.testing.assert_allclose(restored, h["val_loss"].min(), rtol=1e-10)
+
+
+def test_overflow_stops_with_message_and_finite_params():
+    rng = np.random.default_rng(0)
+    xs = 1e3 * rng.normal(size=(64, 30, 2)).astype(np.float32)
+    ys = 1e3 * rng.normal(size=(64, 30, 1)).astype(np.float32)
+    model = rnnbptt.SequenceModel.build("elman", 2, [16], 1, activation="relu")
+    params = model.init(jax.random.key(0), jnp.float32)
+    with pytest.warns(RuntimeWarning, match="non-finite at step") as caught:
+        result = rnnbptt.fit(
+            model,
+            params,
+            xs,
+            ys,
+            optimizer="sgd",
+            learning_rate=1e3,
+            epochs=20,
+            batch_size=16,
+            progress=False,
+        )
+    assert "clip" in str(caught[0].message) and "learning rate" in str(
+        caught[0].message
+    )
+    assert result.stop_reason == "non_finite"
+    assert len(result.history) < 20
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(result.params))
+
+
+def test_crash_and_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    plain = run("plain", "-", str(tmp_path / "plain.npz"))
+    assert plain.returncode == 0, plain.stderr
+    ckpt = tmp_path / "run.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "slow", str(ckpt), str(tmp_path / "x.npz")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.exists() and rnnbptt.peek_metadata(ckpt)["epoch"] >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = rnnbptt.peek_metadata(ckpt)["epoch"]
+    assert 3 <= killed_at < 8
+    resumed = run("resume", str(ckpt), str(tmp_path / "resumed.npz"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split() == plain.stdout.split()
+    a, b = np.load(tmp_path / "plain.npz"), np.load(tmp_path / "resumed.npz")
+    assert len(a.files) == len(b.files) > 0
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused(task, tmp_path):
+    ckpt = tmp_path / "c.ckpt"
+    _fit(task, epochs=1, checkpoint=ckpt)
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 2])
+    with pytest.raises(rnnbptt.CheckpointError, match="truncated") as info:
+        _fit(task, epochs=2, checkpoint=ckpt, resume=True)
+    assert str(ckpt) in str(info.value)
+    ckpt.write_bytes(good)
+    other = rnnbptt.SequenceModel.build("elman", 1, [9], 1)
+    with pytest.raises(rnnbptt.CheckpointError, match="different model"):
+        rnnbptt.fit(
+            other,
+            other.init(jax.random.key(0)),
+            task[2],
+            task[3],
+            epochs=2,
+            checkpoint=ckpt,
+            resume=True,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="configuration"):
+        _fit(task, epochs=2, checkpoint=ckpt, resume=True, learning_rate=0.5)
+
+
+def test_progress_bar_shows_loss(task, capsys):
+    _fit(task, epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "fit" in err and "loss=" in err
+
+
+def _bad_calls():
+    model = rnnbptt.SequenceModel.build("lstm", 2, [4], 3)
+    clf = rnnbptt.SequenceModel.build("lstm", 2, [4], 3, head="many_to_one")
+    params, clf_params = model.init(jax.random.key(0)), clf.init(jax.random.key(0))
+    xs = np.zeros((8, 5, 2))
+    ys = np.zeros((8, 5, 3))
+    labels = np.zeros(8, int)
+    nan_xs = xs.copy()
+    nan_xs[6, 2, 1] = np.nan
+
+    def fit(m=model, p=params, x=xs, y=ys, **kw):
+        kw = {"batch_size": 4, "progress": False, **kw}
+        return lambda: rnnbptt.fit(m, p, x, y, **kw)
+
+    return [
+        ("fewer targets", fit(y=ys[:7]), ValueError, "same number of sequences"),
+        ("shorter targets", fit(y=ys[:, :4]), ValueError, "and steps"),
+        ("wrong outputs", fit(y=ys[..., :2]), ValueError, "output_size is 3"),
+        ("wrong features", fit(x=xs[..., :1]), ValueError, "input_size is 2"),
+        ("empty", fit(x=xs[:0], y=ys[:0]), ValueError, "empty"),
+        ("nan in xs", fit(x=nan_xs), ValueError, "row 6, step 2"),
+        (
+            "inf in ys",
+            fit(y=np.where(np.arange(3) == 1, np.inf, ys)),
+            ValueError,
+            "row 0, step 0",
+        ),
+        ("batch too big", fit(batch_size=9), ValueError, "larger than the training"),
+        (
+            "label range",
+            fit(
+                m=clf,
+                p=clf_params,
+                y=np.array([0, 1, 2, 3, 0, 1, 2, 0]),
+                loss="cross_entropy",
+            ),
+            ValueError,
+            "label 3 at row 3",
+        ),
+        (
+            "negative label",
+            fit(m=clf, p=clf_params, y=labels - 1, loss="cross_entropy"),
+            ValueError,
+            "out of range",
+        ),
+        (
+            "float labels",
+            fit(m=clf, p=clf_params, y=labels * 1.0, loss="cross_entropy"),
+            TypeError,
+            "integers",
+        ),
+        ("unknown loss", fit(loss="hinge"), ValueError, "`loss` must be one of"),
+        ("unknown optimizer", fit(optimizer="adamax2"), ValueError, "`optimizer`"),
+        ("tbptt k1", fit(tbptt=0), ValueError, "k1"),
+        ("tbptt k2 < k1", fit(tbptt=(4, 2)), ValueError, "k2"),
+        ("unknown backward", fit(backward="numeric"), ValueError, "backward"),
+        ("patience without validation", fit(patience=2), ValueError, "validation"),
+        ("mask shape", fit(mask=np.ones((8, 4), bool)), ValueError, "mask"),
+        ("resume without path", fit(resume=True), ValueError, "checkpoint"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_calls(), ids=lambda c: c[0])
+def test_bad_input(case):
+    _, call, error, text = case
+    with pytest.raises(error, match=text):
+        call()

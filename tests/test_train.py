@@ -1,0 +1,233 @@
+"""Training steps: both engines learn and agree; truncated BPTT(k1, k2) is exact."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import max_rel, right_padded_mask
+
+import rnnbptt
+from rnnbptt.losses import mean_squared_error
+
+
+def sine_task(n=192, steps=24, seed=0):
+    """Next-step prediction of noisy sines with random phase and frequency."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps + 1)[None, :]
+    phase, freq = rng.uniform(0, 2 * np.pi, (n, 1)), rng.uniform(0.2, 0.5, (n, 1))
+    series = np.sin(freq * t + phase) + 0.05 * rng.normal(size=(n, steps + 1))
+    return series[:, :-1, None], series[:, 1:, None]
+
+
+@pytest.mark.parametrize("kind", ["elman", "lstm"])
+def test_both_engines_learn_and_agree(kind):
+    xs, ys = sine_task()
+    model = rnnbptt.SequenceModel.build(kind, 1, [16], 1)
+    params = model.init(jax.random.key(0))
+    baseline = float(np.mean((ys - ys.mean()) ** 2))  # predicting the mean
+    runs = {}
+    for engine in ("autodiff", "manual"):
+        runs[engine] = rnnbptt.fit(
+            model,
+            params,
+            xs,
+            ys,
+            loss="mse",
+            learning_rate=1e-2,
+            epochs=8,
+            batch_size=32,
+            backward=engine,
+            progress=False,
+        )
+        assert runs[engine].history["train_loss"].iloc[-1] < 0.1 * baseline
+    # the same parameters after a few steps (float64), within 1e-9
+    few = {
+        engine: rnnbptt.fit(
+            model,
+            params,
+            xs,
+            ys,
+            epochs=1,
+            batch_size=32,
+            learning_rate=1e-2,
+            backward=engine,
+            progress=False,
+        ).params
+        for engine in ("autodiff", "manual")
+    }
+    assert max_rel(few["manual"], few["autodiff"]) <= 1e-9
+    assert max_rel(few["manual"], params) > 1e-3  # the steps really moved them
+
+
+def grad_recorder():
+    """An optax transformation that leaves params alone and sums the gradients."""
+
+    def init(params):
+        return jax.tree.map(jnp.zeros_like, params)
+
+    def update(grads, state, params=None):
+        return jax.tree.map(jnp.zeros_like, grads), jax.tree.map(jnp.add, state, grads)
+
+    return optax.GradientTransformation(init, update)
+
+
+def truncated_objective(model, params, xs, ys, mask, k1, k2):
+    """Williams and Peng's BPTT(k1, k2) objective, built directly.
+
+    Chunk j's loss is on outputs [j*k1, (j+1)*k1); its forward pass starts
+    (k2 steps before the chunk's end) from the carry of a forward run from t = 0,
+    with the gradient stopped there.
+    """
+    steps = xs.shape[1]
+    total = 0.0
+    for j in range(-(-steps // k1)):
+        start, end = j * k1, min((j + 1) * k1, steps)
+        w = max(0, (j + 1) * k1 - k2)
+        carry = None
+        if w > 0:
+            _, carry = model.apply(params, xs[:, :w], mask[:, :w], return_carry=True)
+            carry = jax.lax.stop_gradient(carry)
+        out = model.apply(params, xs[:, w:end], mask[:, w:end], carry0=carry)
+        total = total + mean_squared_error(
+            out[:, start - w :], ys[:, start:end], mask[:, start:end]
+        )
+    return total
+
+
+@pytest.mark.parametrize(
+    "kind, backward, k1, k2",
+    [
+        ("elman", "autodiff", 3, 3),  # chunked, T = 10 not a multiple of k1
+        ("elman", "manual", 5, 5),
+        ("elman", "manual", 3, 5),  # k2 > k1
+        ("elman", "autodiff", 5, 11),  # k2 > T
+        ("lstm", "manual", 3, 3),
+        ("lstm", "autodiff", 2, 7),
+        ("lstm", "manual", 3, 4),
+        ("lstm", "autodiff", 4, 10),
+    ],
+)
+def test_tbptt_gradient_equals_direct_truncated_objective(kind, backward, k1, k2):
+    xs, ys = sine_task(n=4, steps=10)
+    mask = right_padded_mask([10, 7, 4, 9], 10)
+    model = rnnbptt.SequenceModel.build(kind, 1, [5, 4], 1)
+    params = model.init(jax.random.key(3))
+    tx = grad_recorder()
+    step = rnnbptt.make_train_step(
+        model, "mse", tx, backward=backward, tbptt=rnnbptt.TBPTT(k1, k2)
+    )
+    new_params, summed, metrics = step(params, tx.init(params), xs, ys, mask, None)
+    want = jax.grad(truncated_objective, argnums=1)(model, params, xs, ys, mask, k1, k2)
+    assert max_rel(summed, want) <= 1e-10
+    jax.tree.map(np.testing.assert_array_equal, new_params, params)
+    assert int(metrics["updates"]) == -(-10 // k1)
+    # cutting the graph matters: the full-BPTT gradient is different
+    full = jax.grad(lambda p: mean_squared_error(model.apply(p, xs, mask), ys, mask))(
+        params
+    )
+    assert max_rel(summed, full) > 1e-3
+
+
+@pytest.mark.parametrize("backward", ["autodiff", "manual"])
+def test_tbptt_over_the_whole_sequence_is_full_bptt(backward):
+    xs, ys = sine_task(n=6, steps=12)
+    mask = right_padded_mask([12, 5, 9, 12, 1, 7], 12)
+    model = rnnbptt.SequenceModel.build("lstm", 1, [6], 1)
+    params = model.init(jax.random.key(1))
+    tx = optax.sgd(0.1)
+    full = rnnbptt.make_train_step(model, "mse", tx, backward=backward)
+    whole = rnnbptt.make_train_step(
+        model, "mse", tx, backward=backward, tbptt=rnnbptt.TBPTT(12, 12)
+    )
+    p_full, _, m_full = full(params, tx.init(params), xs, ys, mask, None)
+    p_tb, _, m_tb = whole(params, tx.init(params), xs, ys, mask, None)
+    assert max_rel(p_tb, p_full) <= 1e-12
+    np.testing.assert_allclose(m_tb["loss"], m_full["loss"], rtol=1e-12)
+
+
+def test_tbptt_chunks_update_online():
+    """Each chunk is one optimizer update: chunk 2's gradient sees chunk 1's update."""
+    xs, ys = sine_task(n=4, steps=8)
+    model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
+    params = model.init(jax.random.key(2))
+    tx = optax.sgd(0.5)
+    step = rnnbptt.make_train_step(model, "mse", tx, tbptt=rnnbptt.TBPTT(4))
+    got, _, _ = step(params, tx.init(params), xs, ys, None, None)
+    # by hand: update on chunk 1, carry from chunk 1's forward, update on chunk 2
+    g1 = jax.grad(lambda p: mean_squared_error(model.apply(p, xs[:, :4]), ys[:, :4]))(
+        params
+    )
+    _, carry = model.apply(params, xs[:, :4], return_carry=True)
+    p1 = jax.tree.map(lambda p, g: p - 0.5 * g, params, g1)
+    g2 = jax.grad(
+        lambda p: mean_squared_error(model.apply(p, xs[:, 4:], carry0=carry), ys[:, 4:])
+    )(p1)
+    want = jax.tree.map(lambda p, g: p - 0.5 * g, p1, g2)
+    assert max_rel(got, want) <= 1e-12
+
+
+def test_tbptt_program_does_not_grow_with_chunks():
+    model = rnnbptt.SequenceModel.build("lstm", 1, [4], 1)
+    params = model.init(jax.random.key(0))
+    tx = optax.sgd(0.1)
+    step = rnnbptt.make_train_step(model, "mse", tx, tbptt=rnnbptt.TBPTT(5, 8))
+    sizes = []
+    for steps in (20, 2000):
+        xs, ys = jnp.zeros((2, steps, 1)), jnp.zeros((2, steps, 1))
+        text = step.lower(params, tx.init(params), xs, ys, None, None).as_text()
+        sizes.append(len(text.splitlines()))
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize(
+    "k1, k2, text", [(0, None, "k1"), (3, 2, "k2"), (2, 0, "k2"), (True, None, "k1")]
+)
+def test_bad_tbptt(k1, k2, text):
+    with pytest.raises(ValueError, match=text):
+        rnnbptt.TBPTT(k1, k2)
+
+
+def test_tbptt_needs_a_causal_many_to_many_model():
+    tx = optax.sgd(0.1)
+    one = rnnbptt.SequenceModel.build("lstm", 1, [4], 1, head="many_to_one")
+    with pytest.raises(ValueError, match="many_to_many"):
+        rnnbptt.make_train_step(one, "mse", tx, tbptt=rnnbptt.TBPTT(2))
+    bi = rnnbptt.SequenceModel.build("lstm", 1, [4], 1, bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        rnnbptt.make_train_step(bi, "mse", tx, tbptt=rnnbptt.TBPTT(2))
+
+
+def test_stateful_stream_equals_tbptt_over_the_whole_series():
+    """Windows fed one call at a time, the carry passed on, are TBPTT(k, k)."""
+    xs, ys = sine_task(n=3, steps=20)
+    model = rnnbptt.SequenceModel.build("lstm", 1, [5], 1)
+    params = model.init(jax.random.key(4))
+    tx = optax.sgd(0.3)
+    step = rnnbptt.make_train_step(model, "mse", tx, backward="manual")
+    p, state, carry = params, tx.init(params), None
+    for start in range(0, 20, 5):
+        window = slice(start, start + 5)
+        p, state, metrics = step(
+            p, state, xs[:, window], ys[:, window], None, None, carry
+        )
+        carry = metrics["carry"]
+    whole = rnnbptt.make_train_step(model, "mse", tx, tbptt=rnnbptt.TBPTT(5))
+    want, _, want_metrics = whole(params, tx.init(params), xs, ys, None, None)
+    assert max_rel(p, want) <= 1e-12
+    assert max_rel(carry, want_metrics["carry"]) <= 1e-12
+
+
+def test_reset_carry_zeroes_only_the_chosen_streams():
+    model = rnnbptt.SequenceModel.build("lstm", 1, [5, 3], 1)
+    params = model.init(jax.random.key(0))
+    xs, _ = sine_task(n=4, steps=6)
+    _, carry = model.apply(params, xs, return_carry=True)
+    reset = model.reset_carry(carry, np.array([False, True, False, True]))
+    for before, after in zip(
+        jax.tree.leaves(carry), jax.tree.leaves(reset), strict=True
+    ):
+        before, after = np.asarray(before), np.asarray(after)
+        np.testing.assert_array_equal(after[[1, 3]], 0)
+        np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
+        assert np.all(before[[1, 3]] != 0)
