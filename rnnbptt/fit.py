@@ -30,6 +30,7 @@ from .losses import LOSSES
 from .train import TBPTT, make_eval_step, make_train_step
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
+_SCALAR_METRICS = ("loss", "grad_norm", "updates", "finite", "count")
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -96,36 +97,11 @@ def _as_tbptt(tbptt) -> TBPTT | None:
     raise TypeError(f"fit: `tbptt` must be None, k, (k1, k2) or TBPTT, got {tbptt!r}")
 
 
-def _config(
-    model,
-    loss,
-    optimizer,
-    learning_rate,
-    batch_size,
-    tbptt,
-    clip_norm,
-    backward,
-    seed,
-    shuffle,
-    n,
-) -> dict:
-    """What must not change between a checkpoint and the run resuming from it."""
-    name = lambda v: v if isinstance(v, str) else getattr(v, "__name__", repr(v))  # noqa: E731
-    return {
-        "model": repr(model),
-        "loss": name(loss),
-        "optimizer": name(optimizer),
-        "learning_rate": "schedule"
-        if callable(learning_rate)
-        else float(learning_rate),
-        "batch_size": batch_size,
-        "tbptt": None if tbptt is None else [tbptt.k1, tbptt.k2],
-        "clip_norm": clip_norm,
-        "backward": backward,
-        "seed": seed,
-        "shuffle": shuffle,
-        "train_size": n,
-    }
+def _describe(value) -> str:
+    """A name for a loss or optimizer given as a string, function or object."""
+    if isinstance(value, str):
+        return value
+    return getattr(value, "__name__", type(value).__name__)
 
 
 def _resume(path, template, config):
@@ -259,19 +235,21 @@ def fit(
 
     step_fn = make_train_step(model, loss, tx, backward=backward, tbptt=tbptt)
     eval_fn = make_eval_step(model, loss)
-    config = _config(
-        model,
-        loss,
-        optimizer,
-        learning_rate,
-        batch_size,
-        tbptt,
-        clip_norm,
-        backward,
-        seed,
-        shuffle,
-        n,
-    )
+    config = {  # what must not change between a checkpoint and its resumption
+        "model": repr(model),
+        "loss": _describe(loss),
+        "optimizer": _describe(optimizer),
+        "learning_rate": (
+            "schedule" if callable(learning_rate) else float(learning_rate)
+        ),
+        "batch_size": batch_size,
+        "tbptt": None if tbptt is None else [tbptt.k1, tbptt.k2],
+        "clip_norm": clip_norm,
+        "backward": backward,
+        "seed": seed,
+        "shuffle": shuffle,
+        "train_size": n,
+    }
     state = {
         "params": params,
         "opt_state": tx.init(params),
@@ -317,23 +295,20 @@ def fit(
             params, opt_state, metrics = step_fn(
                 params, opt_state, xs_all[idx], ys_all[idx], batch_mask, key
             )
+            metrics = jax.device_get({k: metrics[k] for k in _SCALAR_METRICS})
             meta["updates"] += int(metrics["updates"])
-            if not bool(metrics["finite"]):
+            if not metrics["finite"]:
                 stop_reason = "non_finite"
                 message = (
                     f"fit: the loss or the gradients became non-finite at step "
                     f"{meta['updates'] + 1} (epoch {epoch + 1}, batch {b + 1}); "
-                    "training "
-                    "stopped and the last good parameters are returned. Likely fixes: "
+                    "training stopped and the last good parameters are returned. "
+                    "Likely fixes: "
                     "clip the gradients (clip_norm=1.0), lower the learning rate, or "
                     "check the data for extreme values."
                 )
                 break
-            weight = float(
-                len(idx)
-                if batch_mask is None or model.head == "many_to_one"
-                else jnp.sum(batch_mask)
-            )
+            weight = float(metrics["count"])
             loss_sum += float(metrics["loss"]) * weight
             count += weight
             norm_sum += float(metrics["grad_norm"])

@@ -116,8 +116,9 @@ def make_train_step(
     the batch's valid targets), ``grad_norm`` (global norm before any clipping,
     averaged over chunks), ``updates`` (optimizer updates applied), ``finite``
     (False if the loss, the gradients or the new parameters were not finite: the
-    offending update is then not applied, nor any after it) and ``carry``, every
-    layer's state at the end of the batch.
+    offending update is then not applied, nor any after it), ``count`` (the
+    valid targets the loss averages over) and ``carry``, every layer's state at
+    the end of the batch.
 
     Stateful streams: pass ``metrics["carry"]`` as the next batch's ``carry0`` to
     continue the same sequences (the gradient stops at the batch boundary); pass
@@ -137,6 +138,7 @@ def make_train_step(
             "grad_norm": norm,
             "updates": ok.astype(jnp.int32),
             "finite": ok,
+            "count": valid_count(model, ys, mask),
             "carry": jax.lax.stop_gradient(finals),
         }
         return params, opt_state, metrics
@@ -213,6 +215,7 @@ def make_train_step(
             / jnp.maximum(jnp.sum(counts > 0), 1),
             "updates": jnp.sum(applied.astype(jnp.int32)),
             "finite": ok,
+            "count": valid_count(model, ys, mask),
             "carry": carry_end,
         }
         return params, opt_state, metrics
