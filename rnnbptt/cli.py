@@ -3,12 +3,19 @@
 ``rnnbptt gradcheck`` compares the hand-written BPTT with autodiff and float64
 finite differences on a demo problem for every cell, in float32 and float64, and
 prints one table. It exits with status 1 if any difference exceeds its tolerance.
+
+``rnnbptt experiment NAME [--quick] [--backward manual|autodiff] [--seed N]
+[--out DIR]`` runs the script ``experiments/NAME.py`` of this checkout (each
+script is also runnable on its own) and writes ``DIR/NAME/``. Mistakes in the
+command or the data end with a one-line error and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+from pathlib import Path
 
 import jax
 import pandas as pd
@@ -101,10 +108,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grad.add_argument("--seed", type=int, default=0)
     grad.set_defaults(run=_gradcheck)
+    commands.add_parser(
+        "experiment",
+        help="run an experiment: rnnbptt experiment NAME --help",
+        add_help=False,
+    )
     return parser
 
 
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def experiment_names() -> list[str]:
+    if not EXPERIMENTS.is_dir():
+        return []
+    return sorted(
+        p.stem for p in EXPERIMENTS.glob("*.py") if not p.stem.startswith("_")
+    )
+
+
+def _fail(message: str):
+    """A one-line error for a user's mistake: no traceback, exit status 2."""
+    sys.stderr.write(message + "\n")
+    raise SystemExit(2)
+
+
+def _load_experiment(name: str):
+    """The experiment script ``experiments/NAME.py`` as a module."""
+    names = experiment_names()
+    if name not in names:
+        _fail(
+            f"rnnbptt experiment: unknown experiment {name!r}; choose one of "
+            f"{', '.join(names) or '(none: experiments/ is not in this install)'}"
+        )
+    spec = importlib.util.spec_from_file_location(
+        f"rnnbptt_experiment_{name}", EXPERIMENTS / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def experiment_parser(name: str, module) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"rnnbptt experiment {name}",
+        description=(module.__doc__ or "").strip().splitlines()[0],
+    )
+    parser.add_argument("--quick", action="store_true", help="a run of seconds")
+    parser.add_argument("--backward", choices=["manual", "autodiff"], default="manual")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs", help="results go to OUT/NAME/")
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    return parser
+
+
+def run_experiment(name: str, argv: list[str]) -> int:
+    """Parses the options, runs the experiment in a ``Run``, prints its table."""
+    from .runs import Run
+
+    module = _load_experiment(name)
+    parser = experiment_parser(name, module)
+    args = parser.parse_args(argv)
+    config = {"experiment": name, **vars(args)}
+    try:
+        with Run(args.out, name, config) as run:
+            table = module.run(args, run)
+    except (ValueError, OSError) as error:  # a user's data or option, not a bug
+        parser.exit(2, f"rnnbptt experiment {name}: error: {error}\n")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nresults in {run.destination}/ ({run.seconds:.1f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["experiment"]:
+        if len(argv) < 2 or argv[1].startswith("-"):
+            _fail(
+                "usage: rnnbptt experiment NAME [options]; experiments: "
+                + ", ".join(experiment_names())
+            )
+        return run_experiment(argv[1], argv[2:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

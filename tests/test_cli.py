@@ -34,3 +34,28 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_unknown_experiment_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment", "telepathy"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'telepathy'" in err and "memory" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_experiment_option_keeps_old_results(tmp_path, capsys):
+    assert cli.main(["experiment", "memory", "--quick", "--out", str(tmp_path)]) == 0
+    old = (tmp_path / "memory" / "summary.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(
+            ["experiment", "memory", "--quick", "--steps", "1", "--out", str(tmp_path)]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps must all be >= 2" in err and "Traceback" not in err
+    assert (tmp_path / "memory" / "summary.json").read_bytes() == old
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment", "memory", "--no-such-option"])
+    assert exit_info.value.code == 2

@@ -1,0 +1,128 @@
+"""Experiment runs: one folder per run, written completely or not at all.
+
+A run writes ``config.json``, ``metrics.csv``, ``summary.json`` and its plots into
+a temporary folder beside the destination; only when the experiment finishes is
+it moved to ``OUT/NAME``. A run that fails leaves whatever was in ``OUT/NAME``
+before untouched, and no half-written files anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import pandas as pd
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for config and summary values (NaN becomes null)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+def machine() -> dict:
+    """What the run ran on: platform, device kind and count, CPU count."""
+    devices = jax.devices()
+    return {
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+
+
+class Run:
+    """A context manager for one experiment run.
+
+    Example:
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> with Run(out, "demo", {"seed": 0}) as run:
+        ...     run.metrics([{"epoch": 1, "loss": 0.5}])
+        ...     run.summary({"loss": 0.5})
+        >>> sorted(p.name for p in (Path(out) / "demo").iterdir())
+        ['config.json', 'metrics.csv', 'summary.json']
+    """
+
+    def __init__(self, out: str | os.PathLike, name: str, config: dict):
+        self.destination = Path(out) / name
+        self.config = {**config, "machine": machine()}
+        self.dir: Path | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> Run:
+        self.destination.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(
+            tempfile.mkdtemp(
+                prefix=f".{self.destination.name}.", dir=self.destination.parent
+            )
+        )
+        self._started = time.perf_counter()
+        self.write_json("config.json", self.config)
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        # swap the finished folder in: the old one goes only once the new is complete
+        old = None
+        if self.destination.exists():
+            old = self.destination.with_name(f".{self.destination.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.destination, old)
+        os.replace(self.dir, self.destination)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.dir = self.destination
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._started
+
+    def path(self, name: str) -> Path:
+        """Where to write a file of this run (inside the temporary folder)."""
+        return self.dir / name
+
+    def write_json(self, name: str, data: dict) -> None:
+        self.path(name).write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+
+    def metrics(self, rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+        """Writes ``metrics.csv``; returns the table."""
+        table = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        table.to_csv(self.path("metrics.csv"), index=False)
+        return table
+
+    def summary(self, data: dict) -> dict:
+        """Writes ``summary.json`` (with the run's wall time); returns it."""
+        data = {**data, "seconds": round(self.seconds, 2)}
+        self.write_json("summary.json", data)
+        return data
+
+    def figure(self, fig, name: str) -> Path:
+        """Saves a matplotlib figure as PNG and closes it."""
+        import matplotlib.pyplot as plt
+
+        path = self.path(name)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return path

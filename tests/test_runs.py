@@ -1,0 +1,44 @@
+"""Run folders: written completely or not at all; old results survive failures."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rnnbptt.runs import Run
+
+
+def test_run_writes_config_metrics_summary(tmp_path):
+    with Run(tmp_path, "exp", {"seed": 3, "nan": float("nan")}) as run:
+        run.metrics([{"epoch": 1, "loss": 0.25}, {"epoch": 2, "loss": 0.125}])
+        run.summary({"best": 0.125})
+        assert not (tmp_path / "exp").exists()  # nothing visible until done
+    out = tmp_path / "exp"
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 3 and config["nan"] is None
+    assert config["machine"]["platform"] == "cpu"
+    assert list(pd.read_csv(out / "metrics.csv")["loss"]) == [0.25, 0.125]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"] == 0.125 and summary["seconds"] >= 0
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no temporary leftovers
+
+
+def test_failed_run_leaves_previous_results_untouched(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
+    with pytest.raises(RuntimeError), Run(tmp_path, "exp", {"attempt": 2}) as run:
+        run.summary({"score": 2})
+        raise RuntimeError("crash mid-run")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_successful_rerun_replaces_results(tmp_path):
+    for attempt in (1, 2):
+        with Run(tmp_path, "exp", {"attempt": attempt}) as run:
+            run.summary({"score": attempt})
+    summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert summary["score"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
