@@ -1,7 +1,7 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
+from . import data, losses, runs
 from . import fit as fit_module
-from . import losses
 from .bptt import bptt
 from .cells import (
     LSTM,
@@ -37,6 +37,7 @@ __all__ = [
     "SequenceModel",
     "bptt",
     "compare_gradients",
+    "data",
     "fit",
     "fit_module",
     "load_checkpoint",
@@ -44,6 +45,7 @@ __all__ = [
     "make_eval_step",
     "make_train_step",
     "peek_metadata",
+    "runs",
     "save_checkpoint",
     "unroll",
 ]

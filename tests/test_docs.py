@@ -12,6 +12,8 @@ MODULES = [
     "rnnbptt.bptt",
     "rnnbptt.checkpoint",
     "rnnbptt.models",
+    "rnnbptt.data",
+    "rnnbptt.runs",
 ]
 
 

@@ -1,0 +1,384 @@
+"""Data loading: gap filling, leak-free scaling, window contents, bad files."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnbptt import data
+from rnnbptt.data import (
+    Scaler,
+    chronological_split,
+    forecasting_data,
+    load_digits,
+    load_misspellings,
+    load_series,
+    load_words,
+    sliding_windows,
+)
+
+
+@pytest.fixture
+def write(tmp_path):
+    """write(text, name) -> path of a new file in tmp_path holding ``text``."""
+
+    def _write(text, name="series.csv"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+def shipped(name):
+    """Path of data/<name>, or skip the test while the file is not there yet."""
+    try:
+        return data.data_path(name)
+    except FileNotFoundError:
+        pytest.skip(f"data/{name} is not in the repository yet")
+
+
+# ------------------------------------------------------------------ series
+
+
+def test_gaps_are_reindexed_counted_and_filled_linearly_in_time(write):
+    # Weekly on Saturdays, 12 steps from 2021-01-02. Missing rows: steps 3, 7, 8;
+    # empty values: step 0 (leading) and step 5. The rows are not in date order.
+    weeks = pd.date_range("2021-01-02", periods=12, freq="W-SAT")
+    given = {1: 10.0, 2: 12.0, 4: 20.0, 6: 30.0, 9: 33.0, 10: 31.0, 11: 40.0}
+    rows = [f"{weeks[i].date()},{given.get(i, '')}" for i in (0, 5, *given)]
+    path = write("date,level\n" + "\n".join(rows[::-1]) + "\n")
+
+    series = load_series(path)
+
+    assert series.filled == 5
+    assert series.name == "level"
+    assert series.freq == "W-SAT"
+    assert series.values.dtype == np.float64
+    pd.testing.assert_index_equal(series.values.index, weeks, check_names=False)
+    assert series.values.index.freq == "W-SAT"
+    # By hand: a value at t between (t0, v0) and (t1, v1) is v0 + (v1-v0)(t-t0)/(t1-t0).
+    expected = dict(given)
+    expected[0] = 10.0  # leading gap: the first valid value
+    expected[3] = 12.0 + (20.0 - 12.0) * 1 / 2
+    expected[5] = 20.0 + (30.0 - 20.0) * 1 / 2
+    expected[7] = 30.0 + (33.0 - 30.0) * 1 / 3
+    expected[8] = 30.0 + (33.0 - 30.0) * 2 / 3
+    np.testing.assert_allclose(
+        series.values.to_numpy(), [expected[i] for i in range(12)], rtol=0, atol=1e-12
+    )
+
+
+def test_interpolation_weights_by_time_not_by_position(write):
+    # Daily series; the gap is 3 days, so the filled values are 1/3 and 2/3 of the
+    # way, not halfway as position-based filling of a single missing row would give.
+    path = write("t,v\n2020-03-01,0\n2020-03-02,3\n2020-03-05,12\n2020-03-06,15\n")
+    series = load_series(path, date_column="t")
+    assert series.freq == "D"
+    assert series.filled == 2
+    np.testing.assert_allclose(series.values.to_numpy(), [0, 3, 6, 9, 12, 15])
+
+
+def test_trailing_gap_and_explicit_freq(write):
+    path = write("date,a,b\n2020-01-31,1,5\n2020-03-31,9,7\n2020-04-30,2,\n")
+    series = load_series(path, value_column="b", freq=pd.offsets.MonthEnd())
+    assert series.name == "b"
+    assert series.filled == 2  # the missing February row and the empty April cell
+    feb = 5.0 + (7.0 - 5.0) * 29 / 60  # Jan 31 -> Feb 29 is 29 of the 60 days
+    np.testing.assert_allclose(series.values.to_numpy(), [5, feb, 7, 7])
+    with pytest.raises(ValueError, match="not on the grid"):
+        load_series(path, value_column="b", freq=pd.offsets.MonthBegin())
+
+
+@pytest.mark.parametrize(
+    ("dates", "freq"),
+    [
+        (["2020-01-01", "2020-02-01", "2020-04-01", "2020-05-01"], "MS"),
+        (["2020-01-31", "2020-02-29", "2020-04-30", "2020-05-31"], "ME"),
+        (["2020-01-01 00:00", "2020-01-01 01:00", "2020-01-01 03:00"], "h"),
+    ],
+)
+def test_frequency_is_inferred_through_a_missing_step(write, dates, freq):
+    # infer_freq gives up on these (a step is missing); the most common spacing,
+    # checked against every date, still finds the calendar frequency.
+    path = write("date,v\n" + "".join(f"{d},{i}\n" for i, d in enumerate(dates)))
+    series = load_series(path)
+    assert series.freq == freq
+    assert series.filled == 1
+    assert len(series.values) == len(dates) + 1
+
+
+def test_bad_freq_is_an_error(write):
+    path = write("date,v\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n")
+    with pytest.raises(ValueError, match="`freq` must be a pandas frequency"):
+        load_series(path, freq="fortnightly-ish")
+
+
+# ----------------------------------------------------------------- scaling
+
+
+def test_inverse_undoes_transform_on_any_shape():
+    rng = np.random.default_rng(0)
+    scaler = Scaler.fit(rng.normal(3.0, 2.0, 50))
+    x = rng.normal(size=(4, 5, 2))
+    np.testing.assert_allclose(scaler.inverse(scaler.transform(x)), x, atol=1e-12)
+    z = scaler.transform(rng.normal(3.0, 2.0, 50))
+    assert z.shape == (50,)
+    np.testing.assert_allclose(Scaler.fit(z).mean, 0, atol=0.5)
+
+
+def test_scaler_uses_population_statistics():
+    scaler = Scaler.fit([2.0, 4.0, 6.0, 8.0])
+    assert scaler.mean == 5.0
+    assert scaler.std == pytest.approx(np.sqrt(5.0))
+    np.testing.assert_allclose(scaler.transform([5.0, 5.0 + np.sqrt(5.0)]), [0, 1])
+
+
+def test_scaler_is_fitted_on_the_training_span_only():
+    n, L, H = 100, 5, 2
+    base = np.sin(np.arange(n) / 3.0) + np.arange(n) / 50.0
+    spiked = base.copy()
+    train, _, test = chronological_split(n)
+    spiked[test] += 1e6  # a huge offset that only the test span sees
+
+    first, second = (forecasting_data(v, L, H, 0.15, 0.15) for v in (base, spiked))
+
+    assert second.scaler.mean == pytest.approx(base[train].mean(), rel=1e-12)
+    assert second.scaler.std == pytest.approx(base[train].std(), rel=1e-12)
+    assert second.scaler == first.scaler
+    for name in ("train", "validation"):
+        a, b = getattr(first, name), getattr(second, name)
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+    assert np.all(second.test.y_raw > 1e5)  # the offset did reach the test targets
+
+
+# ----------------------------------------------------------------- windows
+
+
+def test_sliding_windows_shapes_and_contents():
+    values = np.arange(20.0) ** 2  # distinct values, so a shifted slice fails
+    L, H = 4, 3
+    X, Y = sliding_windows(values, L, H)
+    assert X.shape == (20 - L - H + 1, L, 1)
+    assert Y.shape == (20 - L - H + 1, H)
+    for i in range(X.shape[0]):
+        np.testing.assert_array_equal(X[i, :, 0], values[i : i + L])
+        np.testing.assert_array_equal(Y[i], values[i + L : i + L + H])
+    X[0, 0, 0] = -1.0
+    assert values[0] == 0.0  # windows are copies, not views of the series
+
+
+def test_sliding_windows_takes_every_window_of_an_exact_length_series():
+    X, Y = sliding_windows(np.arange(5), 3, 2)
+    assert X.dtype == np.float64
+    np.testing.assert_array_equal(X[:, :, 0], [[0, 1, 2]])
+    np.testing.assert_array_equal(Y, [[3, 4]])
+
+
+def test_chronological_split_sizes_and_order():
+    train, val, test = chronological_split(200, validation=0.1, test=0.25)
+    assert (train, val, test) == (slice(0, 130), slice(130, 150), slice(150, 200))
+
+
+def test_forecasting_windows_targets_lie_in_their_own_span():
+    n, L, H = 60, 6, 3
+    values = np.arange(n, dtype=float)  # a value is its own time index
+    result = forecasting_data(values, L, H, validation=0.2, test=0.2)
+    train, val, test = result.spans
+    assert (train, val, test) == (slice(0, 36), slice(36, 48), slice(48, 60))
+    for name, span in zip(("train", "validation", "test"), result.spans, strict=True):
+        windows = getattr(result, name)
+        targets = windows.y_raw
+        # Every step of the span is a target of some window; none outside it is.
+        assert targets.min() == (span.start + L if name == "train" else span.start)
+        assert targets.max() == span.stop - 1
+        np.testing.assert_array_equal(windows.first_target, targets[:, 0])
+        # Inputs are the L steps just before the first target, in scaled units.
+        inputs = result.scaler.inverse(windows.x[:, :, 0])
+        np.testing.assert_allclose(inputs[:, -1] + 1, targets[:, 0], atol=1e-9)
+        np.testing.assert_allclose(inputs[:, 0], targets[:, 0] - L, atol=1e-9)
+        np.testing.assert_allclose(result.scaler.transform(targets), windows.y)
+    assert result.validation.x.shape == (12 - H + 1, L, 1)
+    assert result.validation.x[0, 0, 0] < result.scaler.transform(36.0)  # reaches back
+    assert result.train.x.shape == (36 - L - H + 1, L, 1)
+
+
+# ------------------------------------------------------------- fixed files
+
+
+def test_load_digits_scales_pixels_and_reads_labels(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 17, size=(5, 64))
+    labels = np.array([3, 0, 9, 1, 7])
+    text = "\n".join(
+        ",".join(f"{v}.0" for v in (*p, lab))
+        for p, lab in zip(pixels, labels, strict=True)
+    )
+    path = tmp_path / "digits.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    images, got = load_digits(path)
+    assert images.shape == (5, 8, 8)
+    np.testing.assert_allclose(images, pixels.reshape(5, 8, 8) / 16)
+    np.testing.assert_array_equal(got, labels)
+    assert got.dtype.kind == "i"
+
+
+def test_load_words_keeps_words_pandas_would_read_as_missing(write):
+    path = write("word,frequency\nthe,100\nnull,40\nnan,40\nna,3\n", "words.csv")
+    words, frequency = load_words(path)
+    assert words == ["the", "null", "nan", "na"]
+    np.testing.assert_array_equal(frequency, [100, 40, 40, 3])
+    assert frequency.dtype == np.float64
+
+
+def test_load_misspellings_pairs_in_file_order(write):
+    path = write("spelling: speling spellin\n\nwrite: rite\n", "misspellings.txt")
+    assert load_misspellings(path) == [
+        ("speling", "spelling"),
+        ("spellin", "spelling"),
+        ("rite", "write"),
+    ]
+
+
+# --------------------------------------------------------------- bad input
+
+
+def test_missing_file_names_it(tmp_path):
+    missing = tmp_path / "nope.csv"
+    for load in (load_series, load_digits, load_words, load_misspellings):
+        with pytest.raises(FileNotFoundError, match=r"nope.csv"):
+            load(missing)
+    with pytest.raises(FileNotFoundError, match=r"no shipped data file 'nope.csv'"):
+        data.data_path("nope.csv")
+
+
+def test_missing_column_lists_the_columns(write):
+    path = write("day,level,other\n2020-01-01,1,2\n2020-01-02,2,3\n")
+    with pytest.raises(
+        ValueError, match=r"no column 'date'.*\['day', 'level', 'other'\]"
+    ):
+        load_series(path)
+    with pytest.raises(
+        ValueError, match=r"no column 'co2'.*\['day', 'level', 'other'\]"
+    ):
+        load_series(path, date_column="day", value_column="co2")
+    with pytest.raises(ValueError, match="pass `value_column`"):
+        load_series(path, date_column="day")
+
+
+def test_non_numeric_value_names_its_row_and_value(write):
+    path = write("date,v\n2020-01-01,1.5\n2020-01-02,2\n2020-01-03,n/a?\n")
+    with pytest.raises(ValueError, match=r"series.csv, line 4 \(data row 3\).*'n/a\?'"):
+        load_series(path)
+
+
+def test_bad_date_and_duplicate_date(write):
+    path = write("date,v\n2020-01-01,1\n2020-13-45,2\n")
+    with pytest.raises(ValueError, match=r"line 3 .*must hold dates, got '2020-13-45'"):
+        load_series(path)
+    path = write("date,v\n2020-01-02,1\n2020-01-01,2\n2020-01-03,3\n2020-01-02,4\n")
+    with pytest.raises(ValueError, match=r"2020-01-02 appears more .*lines 2 and 5"):
+        load_series(path)
+
+
+def test_too_few_values(write):
+    path = write("date,v\n2020-01-01,1\n2020-01-02,\n2020-01-03,NaN\n")
+    with pytest.raises(ValueError, match=r"at least 2 values.*got 1"):
+        load_series(path)
+
+
+def test_series_too_short_for_the_window():
+    with pytest.raises(ValueError, match=r"length 6 .*input_length 5 plus horizon 2"):
+        sliding_windows(np.arange(6.0), 5, 2)
+    with pytest.raises(ValueError, match="`horizon` must be positive, got 0"):
+        sliding_windows(np.arange(6.0), 2, 0)
+    with pytest.raises(TypeError, match="`input_length` must be an int"):
+        sliding_windows(np.arange(6.0), 2.0)
+    with pytest.raises(ValueError, match="shape \\[n\\]"):
+        sliding_windows(np.zeros((6, 1)), 2)
+    with pytest.raises(ValueError, match="validation span has 2 steps, fewer than"):
+        forecasting_data(np.arange(20.0), 4, 3, validation=0.1, test=0.2)
+
+
+@pytest.mark.parametrize(
+    ("validation", "test", "message"),
+    [
+        (0.0, 0.1, r"`validation` must be in \(0, 1\), got 0.0"),
+        (0.1, 1.0, r"`test` must be in \(0, 1\), got 1.0"),
+        (-0.2, 0.1, r"`validation` must be in \(0, 1\)"),
+        (0.5, 0.5, "leaves an empty span"),
+        (0.01, 0.1, "leaves an empty span"),
+    ],
+)
+def test_bad_split_fractions(validation, test, message):
+    with pytest.raises(ValueError, match=message):
+        chronological_split(20, validation, test)
+
+
+def test_malformed_misspelling_line_names_its_number(write):
+    path = write("right: rihgt\nwrong wrnog\n", "m.txt")
+    with pytest.raises(ValueError, match=r"m.txt, line 2: expected 'right: wrong1"):
+        load_misspellings(path)
+    path = write("right: rihgt\n\nwrong:\n", "m.txt")
+    with pytest.raises(ValueError, match="line 3"):
+        load_misspellings(path)
+
+
+def test_constant_training_span_is_an_error():
+    with pytest.raises(ValueError, match=r"must vary.*std 0"):
+        Scaler.fit(np.full(10, 3.0))
+    with pytest.raises(ValueError, match="must vary"):
+        Scaler.fit(np.full(10, 0.1))  # rounding leaves std ~1e-17, not exactly 0
+    values = np.concatenate([np.full(70, 2.0), np.arange(30.0)])
+    with pytest.raises(ValueError, match="must vary"):
+        forecasting_data(values, 3, 1, validation=0.15, test=0.15)
+
+
+def test_bad_words_file(write):
+    path = write("word,frequency\nthe,10\nBig,5\n", "w.csv")
+    with pytest.raises(
+        ValueError, match="line 3: words must be lowercase a-z, got 'Big'"
+    ):
+        load_words(path)
+    path = write("word,frequency\nthe,10\nof,12\n", "w.csv")
+    with pytest.raises(ValueError, match="line 3: frequencies must not increase"):
+        load_words(path)
+
+
+# ----------------------------------------------------- shipped files (optional)
+
+
+def test_shipped_co2_is_weekly_with_gaps_filled():
+    series = load_series(shipped("co2.csv"))
+    assert series.values.index.freqstr.startswith("W")
+    assert series.filled > 0
+    assert not series.values.isna().any()
+    assert series.values.index.is_monotonic_increasing
+
+
+def test_shipped_digits():
+    images, labels = load_digits(shipped("digits.csv.gz"))
+    assert images.shape == (1797, 8, 8)
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_shipped_words():
+    words, frequency = load_words(shipped("words.csv"))
+    assert len(words) == len(frequency) > 0
+    assert all(w.isascii() and w.isalpha() and w.islower() for w in words)
+    assert np.all(np.diff(frequency) <= 0)
+
+
+def test_shipped_misspellings():
+    pairs = load_misspellings(shipped("spell-testset1.txt"))
+    assert len(pairs) == 270
+    lines = {}
+    for line in shipped("spell-testset1.txt").read_text().splitlines():
+        right, _, wrongs = line.partition(":")
+        lines[right.strip()] = wrongs.split()
+    for wrong, right in pairs:
+        assert wrong in lines[right]
+    assert pairs[0] == ("contenpted", "contented")
