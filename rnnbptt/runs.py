@@ -57,8 +57,8 @@ class Run:
         >>> import tempfile
         >>> out = tempfile.mkdtemp()
         >>> with Run(out, "demo", {"seed": 0}) as run:
-        ...     run.metrics([{"epoch": 1, "loss": 0.5}])
-        ...     run.summary({"loss": 0.5})
+        ...     table = run.metrics([{"epoch": 1, "loss": 0.5}])
+        ...     summary = run.summary({"loss": 0.5})
         >>> sorted(p.name for p in (Path(out) / "demo").iterdir())
         ['config.json', 'metrics.csv', 'summary.json']
     """
