@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -278,6 +279,7 @@ def fit(
         disable=not progress,
         unit="step",
         desc="fit",
+        mininterval=0.1 if sys.stderr.isatty() else 15.0,  # logs: a line per 15 s
     )
     params, opt_state = state["params"], state["opt_state"]
     for epoch in range(meta["epoch"], epochs):
