@@ -9,8 +9,10 @@ sequence, which backpropagation through time can teach an LSTM but hardly an
 Elman network, whose gradients vanish over that distance.
 
 Command:  rnnbptt experiment memory            (or: python experiments/memory.py)
-Expected: LSTM test MSE < 0.01 at T = 100 (and T = 50); Elman stays near the
-          trivial 0.167 at T >= 100. About 12 minutes on 2 CPU cores.
+Expected: LSTM test MSE < 0.01 at every T; Elman stays at the trivial 0.167 for
+          T >= 100. Obtained (seed 0, 30 epochs): LSTM 7.6e-5, 7.6e-5, 5.5e-5 at
+          T = 50, 100, 200; Elman 0.066, 0.168, 0.167. That run took 11.5 minutes
+          on 2 CPU cores shared with other jobs (load about 8); 20 epochs now.
 Quick:    --quick trains T = 10 briefly (seconds), for the tests.
 """
 
@@ -23,7 +25,7 @@ import pandas as pd
 import rnnbptt
 
 TRIVIAL_MSE = 1.0 / 6.0  # predicting the mean, 1.0, of a sum of two U(0, 1)
-FULL = {"steps": [50, 100, 200], "train": 10_000, "epochs": 30, "hidden": 64}
+FULL = {"steps": [50, 100, 200], "train": 10_000, "epochs": 20, "hidden": 64}
 QUICK = {"steps": [10], "train": 512, "epochs": 3, "hidden": 16}
 
 
