@@ -145,6 +145,7 @@ def _load_experiment(name: str):
         f"rnnbptt_experiment_{name}", EXPERIMENTS / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as for any import (dataclasses need it)
     spec.loader.exec_module(module)
     return module
 
