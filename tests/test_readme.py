@@ -28,7 +28,7 @@ def test_quick_start_runs_and_engines_agree():
 def test_setup_commands_come_first():
     commands = _blocks("bash")[0].splitlines()
     runs = [line for line in commands if not line.startswith("#")]
-    assert runs[0].endswith("rnnbptt gradcheck")
+    assert runs[0].endswith("rnnbptt experiment forecast")
     assert "'.[test]'" in runs[1] and runs[1].endswith("pytest -q -n auto")
     # .ci/run runs exactly the README's test command
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
