@@ -6,24 +6,16 @@ from rnnbptt import cli
 
 
 def test_gradcheck_prints_table_and_passes(capsys):
-    code = cli.main(
-        ["gradcheck", "-T", "4", "-B", "2", "-H", "3", "--dtype", "float64"]
-    )
+    code = cli.main(["gradcheck", "-T", "4", "-B", "2", "-H", "3"])
     out = capsys.readouterr().out
     assert code == 0
     for name in ("elman-tanh", "elman-relu", "lstm", "feedforward", "carry0.c"):
         assert name in out
-    assert "19/19 gradients agree" in out
-
-
-def test_gradcheck_table_flags_disagreement():
-    table = cli.gradcheck_table(3, 2, 2, 3, ["float32"], seed=1)
-    assert table["ok"].all()
-    assert set(table["dtype"]) == {"float32"}
-    tightened = (
-        table["manual_autodiff_rel"] <= 0.0
-    )  # what "ok" would be at zero tolerance
-    assert not tightened.all()  # float32 rounding is really measured, not zeroed
+    assert "38/38 gradients agree" in out
+    # float32 rounding is really measured, not zeroed: some float32 row differs
+    rows = [line.split() for line in out.splitlines() if " float32 " in line]
+    assert len(rows) == 19
+    assert any(float(row[-7]) > 0 for row in rows)  # manual_autodiff_abs
 
 
 @pytest.mark.parametrize(
@@ -46,7 +38,8 @@ def test_unknown_experiment_is_a_one_line_error(capsys):
 
 
 def test_bad_experiment_option_keeps_old_results(tmp_path, capsys):
-    assert cli.main(["experiment", "memory", "--quick", "--out", str(tmp_path)]) == 0
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "summary.json").write_text('{"earlier": "run"}')
     old = (tmp_path / "memory" / "summary.json").read_bytes()
     with pytest.raises(SystemExit) as exit_info:
         cli.main(
