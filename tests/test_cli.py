@@ -52,3 +52,28 @@ def test_bad_experiment_option_keeps_old_results(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["experiment", "memory", "--no-such-option"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "content, text",
+    [
+        (None, "No such file"),
+        ("date,value\n2020-01-01,1.0\n2020-01-02,abc\n2020-01-03,2.0\n", "abc"),
+        ("date,value\n2020-01-01,1.0\n2020-01-02,2.0\n2020-01-03,3.0\n", "more steps"),
+        ("when,value\n2020-01-01,1.0\n2020-01-02,2.0\n", "date"),
+    ],
+    ids=["missing file", "non-numeric", "too short", "no date column"],
+)
+def test_bad_user_data_is_a_one_line_error(tmp_path, capsys, content, text):
+    path = tmp_path / "series.csv"
+    if content is not None:
+        path.write_text(content)
+    argv = ["experiment", "forecast", "--quick", "--out", str(tmp_path / "out")]
+    argv += ["--data", str(path), "--date-column", "date", "--value-column", "value"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert text.lower() in err.lower()
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "forecast").exists()
