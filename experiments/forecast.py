@@ -492,10 +492,7 @@ def run(args, run) -> pd.DataFrame:
 
 
 def _plot(run, name: str, plot: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
 
     dates, truth = plot["dates"], plot["truth"]
     zoom = max(2 * (plot["season"] or 0), ZOOM_STEPS)  # a closer look at the end

@@ -274,10 +274,7 @@ def _styles(metrics: pd.DataFrame):
 
 
 def _plot_errors(run, metrics: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
 
     colors, lines = _styles(metrics)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
@@ -311,10 +308,7 @@ def _plot_errors(run, metrics: pd.DataFrame) -> None:
 
 
 def _plot_cost(run, timed: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
 
     colors, lines = _styles(timed)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

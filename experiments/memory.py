@@ -102,10 +102,7 @@ def run(args, run) -> pd.DataFrame:
 
 
 def _plot(run, history: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for (steps, cell), part in history.groupby(["steps", "cell"]):

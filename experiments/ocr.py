@@ -277,10 +277,7 @@ def run(args, run) -> pd.DataFrame:
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
 
     return plt
 

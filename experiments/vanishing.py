@@ -302,10 +302,7 @@ def _log10(values: np.ndarray) -> np.ndarray:
 
 
 def _plot_heatmap(run, metrics: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
     from matplotlib.colors import TwoSlopeNorm
 
     cells = list(dict.fromkeys(metrics["cell"]))
@@ -333,10 +330,7 @@ def _plot_heatmap(run, metrics: pd.DataFrame) -> None:
 
 
 def _plot_lines(run, metrics: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = rnnbptt.runs.pyplot()
 
     cells = list(dict.fromkeys(metrics["cell"]))
     radii = sorted(metrics["radius"].unique())

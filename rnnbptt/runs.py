@@ -50,6 +50,16 @@ def machine() -> dict:
     }
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (files, no screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 class Run:
     """A context manager for one experiment run.
 
@@ -120,9 +130,7 @@ class Run:
 
     def figure(self, fig, name: str) -> Path:
         """Saves a matplotlib figure as PNG and closes it."""
-        import matplotlib.pyplot as plt
-
         path = self.path(name)
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        pyplot().close(fig)
         return path
