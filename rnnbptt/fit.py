@@ -315,7 +315,7 @@ def fit(
             count += weight
             norm_sum += float(metrics["grad_norm"])
             bar.update()
-            bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4g}")
+            bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4g}", refresh=False)
         if stop_reason == "non_finite":
             break
         val_loss = (
