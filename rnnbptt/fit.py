@@ -24,10 +24,10 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._checks import BACKWARDS
+from ._checks import check_backward
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_checks import check_dataset
-from .losses import LOSSES
+from .losses import get_loss
 from .train import TBPTT, make_eval_step, make_train_step
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
@@ -197,14 +197,8 @@ def fit(
         ValueError, TypeError: for inconsistent data or settings, before training.
     """
     tbptt = _as_tbptt(tbptt)
-    if backward not in BACKWARDS:
-        raise ValueError(
-            f"fit: `backward` must be one of {BACKWARDS}, got {backward!r}"
-        )
-    if not callable(loss) and loss not in LOSSES:
-        raise ValueError(
-            f"fit: `loss` must be one of {sorted(LOSSES)} or a callable, got {loss!r}"
-        )
+    check_backward("fit", backward)
+    get_loss(loss, "fit")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"fit: `{name}` must be a positive int, got {value!r}")

@@ -68,13 +68,13 @@ LOSSES = {
 CLASSIFICATION = ("cross_entropy",)
 
 
-def get_loss(name_or_fn):
+def get_loss(name_or_fn, fn: str = "get_loss"):
     """A loss function from its name (``LOSSES``) or a callable, checked early."""
     if callable(name_or_fn):
         return name_or_fn
     if name_or_fn not in LOSSES:
         raise ValueError(
-            f"`loss` must be one of {sorted(LOSSES)} or a callable "
+            f"{fn}: `loss` must be one of {sorted(LOSSES)} or a callable "
             f"loss(predictions, targets, mask), got {name_or_fn!r}"
         )
     return LOSSES[name_or_fn]

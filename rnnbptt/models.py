@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_backward, check_mask
-from .cells import LSTM, Elman, Feedforward
+from .cells import LSTM, Elman, Feedforward, _check_size
 from .unroll import unroll
 
 Array = jax.Array
@@ -120,16 +120,7 @@ class SequenceModel:
                     f"SequenceModel: layer {i + 1} has input_size {above.input_size} "
                     f"but layer {i} outputs {width * below.hidden_size} features"
                 )
-        if isinstance(self.output_size, bool) or not isinstance(self.output_size, int):
-            raise TypeError(
-                f"SequenceModel: `output_size` must be a positive int, got "
-                f"{self.output_size!r}"
-            )
-        if self.output_size < 1:
-            raise ValueError(
-                f"SequenceModel: `output_size` must be a positive int, got "
-                f"{self.output_size}"
-            )
+        _check_size("SequenceModel", "output_size", self.output_size)
         if self.head not in HEADS:
             raise ValueError(
                 f"SequenceModel: `head` must be one of {HEADS}, got {self.head!r}"

@@ -125,6 +125,7 @@ def make_train_step(
     None, or ``model.reset_carry``, to start streams afresh. ``key`` seeds dropout
     (None: no dropout).
     """
+    loss_fn = get_loss(loss)
     objective = make_objective(model, loss, backward)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
@@ -180,7 +181,7 @@ def make_train_step(
             if k2 > k1:
                 out_b, carry_end = apply(xw[:, k1:], mw[:, k1:], carry_next)
                 out = jnp.concatenate([out, out_b], axis=1)
-            value = get_loss(loss)(out[:, -k1:], yc, mc)
+            value = loss_fn(out[:, -k1:], yc, mc)
             aux = jax.lax.stop_gradient((carry_next, carry_end))
             return value, (*aux, jnp.sum(mc))
 
