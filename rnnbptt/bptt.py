@@ -21,7 +21,14 @@ import jax.numpy as jnp
 
 from ._checks import check_carry, check_unroll_args
 from .cells import LSTM, LSTMCarry, activation_derivative
-from .forward import Saved, forward, time_major_mask
+from .forward import (
+    GATE_SLOPE,
+    Saved,
+    forward,
+    lstm_gates,
+    per_gate,
+    time_major_mask,
+)
 
 Array = jax.Array
 
@@ -49,39 +56,39 @@ def _elman_back_scan(cell, params, saved: Saved, d_out, dh_last, m):
 
 def _lstm_back_scan(cell, params, saved: Saved, c_prev, d_out, d_last, m):
     """Reverse scan for the LSTM: returns ((dh_0, dc_0), d_pre [T, B, 4H])."""
+    H = cell.hidden_size
     w_hh_t = params.w_hh.T
+    slope = per_gate(GATE_SLOPE, H, d_out.dtype)
 
     def back_step(d_carry, inputs):
         dh, dc = d_carry
-        (i, f, g, o), c_prev_t, c_t, d_out_t, m_t = inputs
+        t, c_prev_t, c_t, d_out_t, m_t = inputs
         dh, dh_skip = _split_carry_grad(m_t, dh + d_out_t)  # h_t feeds out_t and h_t+1
         dc, dc_skip = _split_carry_grad(m_t, dc)
+        i, f, g, o = lstm_gates(t, H)
         tanh_c = jnp.tanh(c_t)
-        d_o = dh * tanh_c  # h = o * tanh(c): backprop into o
-        dc = dc + dh * o * (1 - tanh_c * tanh_c)  # ... and into c, through tanh
-        d_i = dc * g  # c = f * c_prev + i * g: backprop into i, g, f and c_prev
-        d_g = dc * i
-        d_f = dc * c_prev_t
-        dc_prev = dc * f + dc_skip
-        d_pre = jnp.concatenate(  # through the gate non-linearities
-            [
-                d_i * i * (1 - i),
-                d_f * f * (1 - f),
-                d_g * (1 - g * g),
-                d_o * o * (1 - o),
-            ],
-            axis=-1,
-        )
+        dc = dc + dh * o * (1 - tanh_c * tanh_c)  # h = o * tanh(c): into c ...
+        # ... and into o; c = f * c_prev + i * g: into i, f and g. Then through the
+        # gate non-linearities, all affine in t = tanh(scaled pre-activation).
+        d_gates = jnp.concatenate([dc * g, dc * c_prev_t, dc * i, dh * tanh_c], 1)
+        d_pre = d_gates * slope * (1 - t * t)
         dh_prev = d_pre @ w_hh_t + dh_skip  # backprop into h_{t-1}
+        dc_prev = dc * f + dc_skip  # ... and into c_{t-1}
         return (dh_prev, dc_prev), d_pre
 
-    inputs = (saved.gates, c_prev, saved.c, d_out, m)
+    inputs = (saved.t, c_prev, saved.c, d_out, m)
     return jax.lax.scan(back_step, d_last, inputs, reverse=True)
 
 
 def _previous(seq: Array, first: Array) -> Array:
     """[T, B, H] carries after each step -> carries before each step."""
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+def _rows(a: Array) -> Array:
+    """[N, M, K] -> [N*M, K]: the weight gradients are plain 2-D GEMMs over rows
+    (XLA:CPU runs a product contracting two axes at a fraction of the speed)."""
+    return a.reshape(-1, a.shape[-1])
 
 
 def backward(cell, params, xs, carry0, mask, saved: Saved, d_hs, d_final):
@@ -93,31 +100,36 @@ def backward(cell, params, xs, carry0, mask, saved: Saved, d_hs, d_final):
         d_hs: [B, T, H] cotangent of the outputs.
         d_final: cotangent of the final carry (same structure as the carry).
     """
-    m = time_major_mask(mask)
-    d_out = jnp.swapaxes(d_hs, 0, 1)
-    if m is not None:
-        d_out = jnp.where(m, d_out, 0)  # out_t = m ? h_t : 0
-    if not cell.recurrent:
+    if not cell.recurrent:  # batch-major, no scan: out = m ? act(x W + b) : 0
+        d_out = d_hs if mask is None else jnp.where(mask[..., None], d_hs, 0)
         d_pre = d_out * activation_derivative(cell.activation, saved.h)
-        d_carry0 = ()
-    elif isinstance(cell, LSTM):
-        c_prev = _previous(saved.c, carry0.c)
-        d_last = tuple(d_final)
-        d_carry0, d_pre = _lstm_back_scan(cell, params, saved, c_prev, d_out, d_last, m)
-        d_carry0 = LSTMCarry(*d_carry0)
+        d_carry0, xs_seq = (), xs
     else:
-        d_carry0, d_pre = _elman_back_scan(cell, params, saved, d_out, d_final, m)
+        m = time_major_mask(mask)
+        d_out = jnp.swapaxes(d_hs, 0, 1)
+        if m is not None:
+            d_out = jnp.where(m, d_out, 0)  # out_t = m ? h_t : 0
+        if isinstance(cell, LSTM):
+            c_prev = _previous(saved.c, carry0.c)
+            d_last = tuple(d_final)
+            d_carry0, d_pre = _lstm_back_scan(
+                cell, params, saved, c_prev, d_out, d_last, m
+            )
+            d_carry0 = LSTMCarry(*d_carry0)
+        else:
+            d_carry0, d_pre = _elman_back_scan(cell, params, saved, d_out, d_final, m)
+        xs_seq = jnp.swapaxes(xs, 0, 1)  # time-major, like d_pre
 
     # Weight gradients: one GEMM each over all T*B rows.
-    grads = {
-        "w_ih": jnp.einsum("btd,tbg->dg", xs, d_pre),
-        "b": jnp.sum(d_pre, axis=(0, 1)),
-    }
+    d_rows = _rows(d_pre)
+    grads = {"w_ih": _rows(xs_seq).T @ d_rows, "b": jnp.sum(d_rows, axis=0)}
     if cell.recurrent:
         h_prev = _previous(saved.h, carry0[0] if isinstance(cell, LSTM) else carry0)
-        grads["w_hh"] = jnp.einsum("tbh,tbg->hg", h_prev, d_pre)
+        grads["w_hh"] = _rows(h_prev).T @ d_rows
     d_params = type(params)(**grads)
-    d_xs = jnp.einsum("tbg,dg->btd", d_pre, params.w_ih)
+    d_xs = (d_rows @ params.w_ih.T).reshape(xs_seq.shape)
+    if cell.recurrent:
+        d_xs = jnp.swapaxes(d_xs, 0, 1)
     return d_params, d_xs, d_carry0
 
 

@@ -1,8 +1,18 @@
 """The forward pass through time, shared by both gradient engines.
 
-The input projection ``x_t W_ih + b`` of all T steps is one matrix product outside
-the scan; the scan carries only the recurrence ``h_{t-1} W_hh``. With ``save=True``
-it also returns what the hand-written BPTT needs (``Saved``), time-major.
+Inside the scan, everything runs time-major ([T, B, ...]). Each recurrent step is
+one matrix product ``[x_t, h_{t-1}] @ [W_ih; W_hh]``: the input projection rides
+along with the recurrent one, so no [T, B, G*H] projection of all steps is ever
+written to memory and read back (on XLA:CPU that round trip, not the arithmetic,
+dominated; see PERFORMANCE.md). With ``save=True`` the pass also returns what the
+hand-written BPTT needs (``Saved``).
+
+The LSTM's gates come from one ``tanh`` over all 4H pre-activations: a sigmoid
+is an affine function of a tanh, ``σ(x) = (1 + tanh(x/2)) / 2``, so with the
+pre-activations scaled by ``GATE_SCALE`` (0.5 for i, f, o and 1 for g; powers of
+two, so the scaling is exact) every gate is ``gate = a*t + b`` of the same
+``t = tanh(scaled pre-activation)``. The hand-written backward uses the same
+form: ``d gate / d pre = GATE_SLOPE * (1 - t²)``.
 
 Masking: where ``mask[b, t]`` is False the step is skipped: the carry passes
 through unchanged and the output is zero, so the step contributes nothing to any
@@ -20,23 +30,37 @@ from .cells import ACTIVATIONS, LSTM, LSTMCarry
 
 Array = jax.Array
 
+# Per gate block (i, f, g, o): the scale inside the tanh, and the resulting
+# derivative factor d gate / d pre = GATE_SLOPE * (1 - t**2).
+GATE_SCALE = (0.5, 0.5, 1.0, 0.5)
+GATE_SLOPE = (0.25, 0.25, 1.0, 0.25)
+
 
 class Saved(NamedTuple):
     """Residuals of the forward pass, all time-major [T, B, ...].
 
     ``h``/``c`` are the carries after each step (equal to the previous carry at a
-    masked step); ``gates`` are the LSTM's activated gates (i, f, g, o), each
-    [T, B, H]. Fields a cell does not have are None.
+    masked step); ``t`` is the LSTM's ``tanh`` of the scaled pre-activations
+    [T, B, 4H], from which ``lstm_gates`` gives (i, f, g, o). Fields a cell does
+    not have are None. For Feedforward, ``h`` is batch-major [B, T, H].
     """
 
     h: Array | None
     c: Array | None = None
-    gates: tuple[Array, Array, Array, Array] | None = None
+    t: Array | None = None
 
 
-def project_inputs(params, xs: Array) -> Array:
-    """``x_t W_ih + b`` for all steps, one matrix product: [B, T, D] -> [T, B, G*H]."""
-    return jnp.einsum("btd,dg->tbg", xs, params.w_ih) + params.b
+def per_gate(values, hidden_size: int, dtype) -> Array:
+    """A [4H] vector repeating one value per LSTM gate block (i, f, g, o)."""
+    return jnp.repeat(jnp.asarray(values, dtype), hidden_size)
+
+
+def lstm_gates(t: Array, hidden_size: int):
+    """(i, f, g, o) from ``t = tanh(GATE_SCALE * pre)`` [..., 4H]."""
+    H = hidden_size
+    half = 0.5 * t[..., : 2 * H] + 0.5  # i and f: one contiguous block
+    g, o = t[..., 2 * H : 3 * H], 0.5 * t[..., 3 * H :] + 0.5
+    return half[..., :H], half[..., H:], g, o
 
 
 def time_major_mask(mask: Array | None) -> Array | None:
@@ -49,37 +73,42 @@ def _keep(m_t: Array | None, new: Array, old: Array) -> Array:
     return new if m_t is None else jnp.where(m_t, new, old)
 
 
-def _elman_scan(cell, params, xw, h0, m):
+def stacked_weights(params, scale=None):
+    """``[W_ih; W_hh]`` [D+H, G*H] and ``b``, times ``scale`` [G*H] if given."""
+    w = jnp.concatenate([params.w_ih, params.w_hh])
+    if scale is None:
+        return w, params.b
+    return w * scale, params.b * scale
+
+
+def _elman_scan(cell, params, xs_t, h0, m):
     act = ACTIVATIONS[cell.activation]
+    w, b = stacked_weights(params)
 
     def step(h_prev, inputs):
-        xw_t, m_t = inputs
-        h = _keep(m_t, act(xw_t + h_prev @ params.w_hh), h_prev)
+        x_t, m_t = inputs
+        h = _keep(m_t, act(jnp.concatenate([x_t, h_prev], 1) @ w + b), h_prev)
         return h, h
 
-    h_final, h_seq = jax.lax.scan(step, h0, (xw, m))
+    h_final, h_seq = jax.lax.scan(step, h0, (xs_t, m))
     return h_final, Saved(h=h_seq)
 
 
-def _lstm_scan(cell, params, xw, carry0, m, save):
+def _lstm_scan(cell, params, xs_t, carry0, m, save):
     H = cell.hidden_size
+    w, b = stacked_weights(params, per_gate(GATE_SCALE, H, xs_t.dtype))
 
     def step(carry, inputs):
         h_prev, c_prev = carry
-        xw_t, m_t = inputs
-        pre = xw_t + h_prev @ params.w_hh
-        # i and f are one contiguous block: one sigmoid for both.
-        i_f = jax.nn.sigmoid(pre[:, : 2 * H])
-        i, f = i_f[:, :H], i_f[:, H:]
-        g = jnp.tanh(pre[:, 2 * H : 3 * H])
-        o = jax.nn.sigmoid(pre[:, 3 * H :])
+        x_t, m_t = inputs
+        t = jnp.tanh(jnp.concatenate([x_t, h_prev], 1) @ w + b)
+        i, f, g, o = lstm_gates(t, H)
         c = _keep(m_t, f * c_prev + i * g, c_prev)
         h = _keep(m_t, o * jnp.tanh(c), h_prev)
-        out = (h, c, (i, f, g, o)) if save else (h, None, None)
-        return LSTMCarry(h, c), out
+        return LSTMCarry(h, c), ((h, c, t) if save else (h, None, None))
 
-    final, (h_seq, c_seq, gates) = jax.lax.scan(step, carry0, (xw, m))
-    return final, Saved(h=h_seq, c=c_seq, gates=gates)
+    final, (h_seq, c_seq, t_seq) = jax.lax.scan(step, carry0, (xs_t, m))
+    return final, Saved(h=h_seq, c=c_seq, t=t_seq)
 
 
 def forward(cell, params, xs: Array, carry0, mask: Array | None, *, save: bool):
@@ -95,16 +124,20 @@ def forward(cell, params, xs: Array, carry0, mask: Array | None, *, save: bool):
 
     Returns:
         ``(final_carry, hs, saved)``: ``hs`` is [B, T, H], zero at masked steps;
-        ``saved`` is a ``Saved`` (time-major), or None unless ``save``.
+        ``saved`` is a ``Saved``, or None unless ``save``.
     """
-    xw = project_inputs(params, xs)
-    m = time_major_mask(mask)
     if not cell.recurrent:
-        # The zero-recurrence case: every step at once, no scan needed.
-        final, saved = (), Saved(h=ACTIVATIONS[cell.activation](xw))
-    elif isinstance(cell, LSTM):
-        final, saved = _lstm_scan(cell, params, xw, carry0, m, save)
+        # The zero-recurrence case: every step at once, one matrix product.
+        B, T, D = xs.shape
+        pre = (xs.reshape(B * T, D) @ params.w_ih + params.b).reshape(B, T, -1)
+        h = ACTIVATIONS[cell.activation](pre)
+        hs = h if mask is None else jnp.where(mask[..., None], h, 0)
+        return (), hs, (Saved(h=h) if save else None)
+    xs_t = jnp.swapaxes(xs, 0, 1)
+    m = time_major_mask(mask)
+    if isinstance(cell, LSTM):
+        final, saved = _lstm_scan(cell, params, xs_t, carry0, m, save)
     else:
-        final, saved = _elman_scan(cell, params, xw, carry0, m)
+        final, saved = _elman_scan(cell, params, xs_t, carry0, m)
     h_seq = saved.h if m is None else jnp.where(m, saved.h, 0)
     return final, jnp.swapaxes(h_seq, 0, 1), (saved if save else None)
