@@ -22,6 +22,9 @@ from .cells import (
 )
 
 BACKWARDS = ("autodiff", "manual")
+# The hand-written BPTT is the faster engine for every cell and size measured
+# (PERFORMANCE.md), so it is the default; "autodiff" is needed for forward mode.
+DEFAULT_BACKWARD = "manual"
 
 
 def check_cell(fn: str, cell: Any) -> None:
@@ -37,6 +40,22 @@ def check_backward(fn: str, backward: Any) -> None:
         raise ValueError(
             f"{fn}: `backward` must be one of {BACKWARDS}, got {backward!r}"
         )
+
+
+def check_checkpoint_every(fn: str, every: Any) -> int | None:
+    """None (store every step) or a positive int: keep a carry every k steps."""
+    if every is None:
+        return None
+    if isinstance(every, bool) or not isinstance(every, int):
+        raise TypeError(
+            f"{fn}: `checkpoint_every` must be None or a positive int (steps between "
+            f"kept carries), got {type(every).__name__} {every!r}"
+        )
+    if every < 1:
+        raise ValueError(
+            f"{fn}: `checkpoint_every` must be a positive number of steps, got {every}"
+        )
+    return every
 
 
 def params_type(cell) -> type:

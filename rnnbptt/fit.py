@@ -24,7 +24,7 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._checks import check_backward
+from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_checks import check_dataset
 from .losses import get_loss
@@ -151,7 +151,8 @@ def fit(
     shuffle: bool = True,
     clip_norm: float | None = None,
     tbptt=None,
-    backward: str = "autodiff",
+    backward: str = DEFAULT_BACKWARD,
+    checkpoint_every: int | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
     seed: int = 0,
@@ -180,7 +181,11 @@ def fit(
         clip_norm: clip gradients by this global norm before the optimizer.
         tbptt: truncated BPTT: ``k`` (chunks of k), ``(k1, k2)`` or ``TBPTT``;
             None is full BPTT.
-        backward: ``"autodiff"`` or ``"manual"`` (hand-written BPTT).
+        backward: ``"manual"`` (hand-written BPTT, the default) or
+            ``"autodiff"``; both give the same numbers.
+        checkpoint_every: checkpointing through time: keep the carry every k
+            steps and recompute the rest in the backward pass (see ``unroll``);
+            None stores every step. Same numbers, less memory.
         patience: stop after this many epochs without a validation improvement
             of more than ``min_delta``; needs ``validation``.
         min_delta: the smallest decrease of validation loss that counts.
@@ -198,6 +203,7 @@ def fit(
     """
     tbptt = _as_tbptt(tbptt)
     check_backward("fit", backward)
+    checkpoint_every = check_checkpoint_every("fit", checkpoint_every)
     get_loss(loss, "fit")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -228,7 +234,14 @@ def fit(
             name="validation",
         )
 
-    step_fn = make_train_step(model, loss, tx, backward=backward, tbptt=tbptt)
+    step_fn = make_train_step(
+        model,
+        loss,
+        tx,
+        backward=backward,
+        checkpoint_every=checkpoint_every,
+        tbptt=tbptt,
+    )
     eval_fn = make_eval_step(model, loss)
     config = {  # what must not change between a checkpoint and its resumption
         "model": repr(model),

@@ -22,7 +22,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._checks import check_backward, check_mask
+from ._checks import (
+    DEFAULT_BACKWARD,
+    check_backward,
+    check_checkpoint_every,
+    check_mask,
+)
 from .cells import LSTM, Elman, Feedforward, _check_size
 from .unroll import unroll
 
@@ -214,7 +219,8 @@ class SequenceModel:
         *,
         carry0=None,
         key: Array | None = None,
-        backward: str = "autodiff",
+        backward: str = DEFAULT_BACKWARD,
+        checkpoint_every: int | None = None,
         return_carry: bool = False,
     ):
         """Runs the model.
@@ -227,7 +233,11 @@ class SequenceModel:
                 stream from a previous call; None for zeros. Not for bidirectional
                 models.
             key: PRNG key for dropout; None means no dropout (evaluation).
-            backward: gradient engine of the recurrent layers.
+            backward: gradient engine of the recurrent layers, ``"manual"``
+                (hand-written BPTT, the default) or ``"autodiff"``.
+            checkpoint_every: checkpointing through time in every layer: keep
+                the carry every k steps and recompute the rest in the backward
+                pass (see ``unroll``); None stores every step.
             return_carry: also return every layer's final carry (stateful streams:
                 feed it back as ``carry0``; reset by passing None).
 
@@ -236,6 +246,8 @@ class SequenceModel:
             ``return_carry``, ``(outputs, final_carries)``.
         """
         check_backward("SequenceModel.apply", backward)
+        every = check_checkpoint_every("SequenceModel.apply", checkpoint_every)
+        run = dict(backward=backward, checkpoint_every=every)
         if not isinstance(params, ModelParams) or len(params.layers) != len(self.cells):
             raise TypeError(
                 "SequenceModel.apply: `params` must be the ModelParams of this model "
@@ -264,9 +276,9 @@ class SequenceModel:
             if i > 0 and self.dropout > 0 and key is not None:
                 h = _dropout(jax.random.fold_in(key, i), self.dropout, h)
             if self.bidirectional:
-                final, h = self._bidirectional(cell, p, h, mask, backward)
+                final, h = self._bidirectional(cell, p, h, mask, run)
             else:
-                final, h = unroll(cell, p, h, c0, mask=mask, backward=backward)
+                final, h = unroll(cell, p, h, c0, mask=mask, **run)
             finals.append(final)
         if self.head == "many_to_one":
             if self.bidirectional:
@@ -278,12 +290,10 @@ class SequenceModel:
         return (out, tuple(finals)) if return_carry else out
 
     @staticmethod
-    def _bidirectional(cell, p: BidirectionalParams, xs, mask, backward):
+    def _bidirectional(cell, p: BidirectionalParams, xs, mask, run):
         B, T, _ = xs.shape
         rev = _reverse_index(mask, T, B)
-        f_final, hs_f = unroll(cell, p.forward, xs, mask=mask, backward=backward)
-        b_final, hs_b = unroll(
-            cell, p.backward, _along_time(xs, rev), mask=mask, backward=backward
-        )
+        f_final, hs_f = unroll(cell, p.forward, xs, mask=mask, **run)
+        b_final, hs_b = unroll(cell, p.backward, _along_time(xs, rev), mask=mask, **run)
         hs = jnp.concatenate([hs_f, _along_time(hs_b, rev)], axis=-1)
         return (f_final, b_final), hs

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
 from .losses import get_loss
 
 Array = jax.Array
@@ -82,7 +83,9 @@ def valid_count(model, ys, mask) -> Array:
     return jnp.asarray(ys.shape[0] * ys.shape[1]) if mask is None else jnp.sum(mask)
 
 
-def make_objective(model, loss, backward: str) -> Callable:
+def make_objective(
+    model, loss, backward: str = DEFAULT_BACKWARD, checkpoint_every=None
+) -> Callable:
     """``objective(params, xs, ys, mask, key, carry0) -> (loss, final carries)``."""
     loss_fn = get_loss(loss)
 
@@ -94,6 +97,7 @@ def make_objective(model, loss, backward: str) -> Callable:
             carry0=carry0,
             key=key,
             backward=backward,
+            checkpoint_every=checkpoint_every,
             return_carry=True,
         )
         loss_mask = mask if model.head == "many_to_many" else None
@@ -107,7 +111,8 @@ def make_train_step(
     loss,
     optimizer: optax.GradientTransformation,
     *,
-    backward="autodiff",
+    backward=DEFAULT_BACKWARD,
+    checkpoint_every=None,
     tbptt=None,
 ) -> Callable:
     """A jitted ``step(params, opt_state, xs, ys, mask, key, carry0=None)``.
@@ -123,10 +128,14 @@ def make_train_step(
     Stateful streams: pass ``metrics["carry"]`` as the next batch's ``carry0`` to
     continue the same sequences (the gradient stops at the batch boundary); pass
     None, or ``model.reset_carry``, to start streams afresh. ``key`` seeds dropout
-    (None: no dropout).
+    (None: no dropout). ``backward`` and ``checkpoint_every`` choose the gradient
+    engine and checkpointing through time (see ``unroll``); neither changes the
+    result.
     """
+    check_backward("make_train_step", backward)
+    every = check_checkpoint_every("make_train_step", checkpoint_every)
     loss_fn = get_loss(loss)
-    objective = make_objective(model, loss, backward)
+    objective = make_objective(model, loss, backward, every)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def full_step(params, opt_state, xs, ys, mask, key, carry0=None):
@@ -174,7 +183,14 @@ def make_train_step(
             yc = jax.lax.dynamic_slice_in_dim(ys_p, j * k1, k1, axis=1)
             mc = jax.lax.dynamic_slice_in_dim(loss_mask_p, j * k1, k1, axis=1)
             apply = lambda x, m, c: model.apply(  # noqa: E731
-                params, x, m, carry0=c, key=key, backward=backward, return_carry=True
+                params,
+                x,
+                m,
+                carry0=c,
+                key=key,
+                backward=backward,
+                checkpoint_every=every,
+                return_carry=True,
             )
             out, carry_next = apply(xw[:, :k1], mw[:, :k1], carry)
             carry_end = carry_next  # the state at the window's end
@@ -226,7 +242,7 @@ def make_train_step(
 
 def make_eval_step(model, loss) -> Callable:
     """A jitted ``evaluate(params, xs, ys, mask) -> (mean loss, valid count)``."""
-    objective = make_objective(model, loss, "autodiff")
+    objective = make_objective(model, loss)
 
     @jax.jit
     def evaluate(params, xs, ys, mask):
