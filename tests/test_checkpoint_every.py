@@ -1,0 +1,128 @@
+"""Checkpointing through time (``checkpoint_every``): same numbers, fewer residuals."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import CELLS, RECURRENT, make_problem, max_rel, probe_loss_fn
+
+import rnnbptt
+
+STEPS = 7  # not a multiple of 3: the last chunk is padded with masked steps
+
+
+def _value_and_grads(cell, params, xs, carry0, mask, backward, every):
+    def loss(params, xs, carry0):
+        final, hs = rnnbptt.unroll(
+            cell,
+            params,
+            xs,
+            carry0,
+            mask=mask,
+            backward=backward,
+            checkpoint_every=every,
+        )
+        return probe_loss_fn(1, hs.shape, final)(hs, final)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
+
+
+@pytest.mark.parametrize("backward", ["manual", "autodiff"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_checkpointed_unroll_matches_full_bptt(cell, backward, masked):
+    params, xs, carry0 = make_problem(cell, steps=STEPS)
+    mask = np.arange(STEPS)[None] < np.array([STEPS, 2, 5])[:, None] if masked else None
+    want = _value_and_grads(cell, params, xs, carry0, mask, "autodiff", None)
+    got = _value_and_grads(cell, params, xs, carry0, mask, backward, 3)
+    assert max_rel(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("every", [1, STEPS, STEPS + 5])
+def test_every_chunk_length_gives_the_same_gradients(every):
+    cell = CELLS["lstm"]
+    params, xs, carry0 = make_problem(cell, steps=STEPS)
+    want = _value_and_grads(cell, params, xs, carry0, None, "autodiff", None)
+    got = _value_and_grads(cell, params, xs, carry0, None, "manual", every)
+    assert max_rel(got, want) < 1e-12
+
+
+def _residual_bytes(cell, backward, every, steps=10_000, batch=16):
+    """Bytes the VJP keeps for the backward pass (shapes only: nothing runs)."""
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), jnp.float32))
+    xs = jax.ShapeDtypeStruct((batch, steps, cell.input_size), jnp.float32)
+
+    def unroll(params, xs):
+        return rnnbptt.unroll(
+            cell, params, xs, backward=backward, checkpoint_every=every
+        )
+
+    residuals = jax.eval_shape(lambda p, x: jax.vjp(unroll, p, x)[1], params, xs)
+    return sum(
+        math.prod(r.shape) * r.dtype.itemsize for r in jax.tree.leaves(residuals)
+    )
+
+
+@pytest.mark.parametrize("backward", ["manual", "autodiff"])
+@pytest.mark.parametrize("name", ["lstm", "elman-tanh"])
+def test_checkpointing_keeps_under_a_quarter_of_the_residuals(name, backward):
+    cell = type(CELLS[name])(8, 128)
+    full = _residual_bytes(cell, backward, None)
+    kept = _residual_bytes(cell, backward, 100)
+    # full BPTT keeps at least the outputs of all 10000 steps
+    assert full >= 10_000 * 16 * 128 * 4
+    assert kept <= full / 4
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_train_step_with_checkpointing_matches(bidirectional):
+    model = rnnbptt.SequenceModel.build(
+        "lstm",
+        input_size=3,
+        hidden_sizes=(4, 4),
+        output_size=2,
+        bidirectional=bidirectional,
+        head="many_to_one" if bidirectional else "many_to_many",
+    )
+    params = model.init(jax.random.key(0), jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (3, STEPS, 3), jnp.float64)
+    shape = (3, 2) if bidirectional else (3, STEPS, 2)
+    ys = jax.random.normal(jax.random.key(2), shape, jnp.float64)
+    mask = jnp.arange(STEPS)[None] < jnp.array([STEPS, 3, 5])[:, None]
+    tx = optax.sgd(0.1)
+    results = [
+        rnnbptt.make_train_step(model, "mse", tx, checkpoint_every=every)(
+            params, tx.init(params), xs, ys, mask, None
+        )[0]
+        for every in (None, 2)
+    ]
+    assert max_rel(results[1], results[0]) < 1e-12
+    assert max_rel(results[0], params) > 1e-3  # the step did change the params
+
+
+@pytest.mark.parametrize(
+    "every, error",
+    [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)],
+)
+def test_bad_checkpoint_every_is_refused_by_name(every, error):
+    cell = CELLS[RECURRENT[0]]
+    params, xs, _ = make_problem(cell)
+    model = rnnbptt.SequenceModel.build("elman", 3, (4,), 1)
+    model_params = model.init(jax.random.key(0), jnp.float64)
+    calls = {
+        "unroll": lambda: rnnbptt.unroll(cell, params, xs, checkpoint_every=every),
+        "SequenceModel.apply": lambda: model.apply(
+            model_params, xs, checkpoint_every=every
+        ),
+        "make_train_step": lambda: rnnbptt.make_train_step(
+            model, "mse", optax.sgd(0.1), checkpoint_every=every
+        ),
+        "fit": lambda: rnnbptt.fit(
+            model, model_params, xs, xs[..., :1], checkpoint_every=every
+        ),
+    }
+    for fn, call in calls.items():
+        with pytest.raises(error, match=rf"{fn}: `checkpoint_every`"):
+            call()
