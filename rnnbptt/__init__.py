@@ -14,7 +14,7 @@ from .cells import (
 )
 from .checkpoint import CheckpointError, load_checkpoint, peek_metadata, save_checkpoint
 from .fit import FitResult, fit
-from .gradcheck import GradientTable, compare_gradients
+from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
 from .train import TBPTT, make_eval_step, make_train_step
 from .unroll import unroll
@@ -45,6 +45,7 @@ __all__ = [
     "make_eval_step",
     "make_train_step",
     "peek_metadata",
+    "residual_bytes",
     "runs",
     "save_checkpoint",
     "unroll",

@@ -4,6 +4,9 @@
 finite differences on a demo problem for every cell, in float32 and float64, and
 prints one table. It exits with status 1 if any difference exceeds its tolerance.
 
+``rnnbptt bench [options]`` is ``rnnbptt experiment benchmark``: one gradient
+through time timed side by side with torch.nn and Flax (see that script).
+
 ``rnnbptt experiment NAME [--quick] [--backward manual|autodiff] [--seed N]
 [--out DIR]`` runs the script ``experiments/NAME.py`` of this checkout (each
 script is also runnable on its own) and writes ``DIR/NAME/``. Mistakes in the
@@ -109,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--seed", type=int, default=0)
     grad.set_defaults(run=_gradcheck)
     commands.add_parser(
+        "bench",
+        help="time one gradient beside torch.nn and Flax: rnnbptt bench --help",
+        add_help=False,
+    )
+    commands.add_parser(
         "experiment",
         help="run an experiment: rnnbptt experiment NAME --help",
         add_help=False,
@@ -184,6 +192,8 @@ def run_experiment(name: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return run_experiment("benchmark", argv[1:])
     if argv[:1] == ["experiment"]:
         if len(argv) < 2 or argv[1].startswith("-"):
             _fail(

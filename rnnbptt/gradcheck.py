@@ -12,6 +12,7 @@ finite differences); it is well defined where single coordinates are near zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -219,3 +220,38 @@ def compare_gradients(
     table.attrs["dtype"] = str(xs.dtype)
     table.attrs["cell"] = repr(cell)
     return table
+
+
+def residual_bytes(
+    cell,
+    params,
+    xs,
+    carry0=None,
+    *,
+    mask=None,
+    backward="manual",
+    checkpoint_every=None,
+) -> int:
+    """Bytes ``unroll`` keeps from its forward pass for its backward pass.
+
+    Counts the residuals of ``jax.vjp`` of ``unroll`` with respect to ``params``,
+    ``xs`` and ``carry0`` from shapes alone (``jax.eval_shape``: nothing runs, so
+    it works at any T). Arguments as for ``unroll``; ``params`` and ``xs`` may be
+    ``jax.ShapeDtypeStruct``s.
+    """
+
+    def run(params, xs, carry0):
+        return unroll(
+            cell,
+            params,
+            xs,
+            carry0,
+            mask=mask,
+            backward=backward,
+            checkpoint_every=checkpoint_every,
+        )
+
+    residuals = jax.eval_shape(lambda *args: jax.vjp(run, *args)[1], params, xs, carry0)
+    return sum(
+        math.prod(r.shape) * r.dtype.itemsize for r in jax.tree.leaves(residuals)
+    )

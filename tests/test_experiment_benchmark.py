@@ -1,0 +1,110 @@
+"""The benchmark, in quick mode through ``rnnbptt bench``."""
+
+import contextlib
+import importlib.util
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnbptt import cli
+
+NAME = "benchmark"
+# optional framework (module name) -> the implementation it adds
+OPTIONAL = {"torch": "torch.nn", "flax": "flax nn.RNN"}
+INSTALLED = {m: importlib.util.find_spec(m) is not None for m in OPTIONAL}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """(exit code, printed output, results folder) of one quick run."""
+    out = tmp_path_factory.mktemp("runs")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["bench", "--quick", "--out", str(out)])
+    return code, printed.getvalue(), out / NAME
+
+
+@pytest.fixture(scope="module")
+def metrics(quick_run):
+    return pd.read_csv(quick_run[2] / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def summary(quick_run):
+    return json.loads((quick_run[2] / "summary.json").read_text())
+
+
+def test_writes_tables_summary_and_plot(quick_run):
+    code, printed, folder = quick_run
+    assert code == 0
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "checkpointing.csv",
+        "compile.csv",
+        "summary.json",
+        "benchmark.png",
+    ):
+        assert (folder / name).stat().st_size > 0
+    assert "one gradient, float32" in printed and "targets:" in printed
+
+
+def test_every_engine_and_each_installed_framework_is_timed(metrics, summary):
+    want = {"rnnbptt manual", "rnnbptt autodiff"}
+    want |= {impl for module, impl in OPTIONAL.items() if INSTALLED[module]}
+    for cell in ("lstm", "elman"):
+        got = set(metrics.loc[metrics["cell"] == cell, "implementation"])
+        assert got == want
+    assert (metrics["ms"] > 0).all()
+    for module in OPTIONAL:  # a missing framework is named in a note
+        noted = any(
+            note.startswith(f"{module} not installed") for note in summary["notes"]
+        )
+        assert noted == (not INSTALLED[module])
+
+
+def test_throughput_columns_follow_from_the_times(metrics, summary):
+    # 2*T*B*G*H*(2D + 3H) floating-point operations per gradient, G gates
+    gates = metrics["cell"].map({"lstm": 4, "elman": 1})
+    flops = (
+        2.0
+        * metrics["T"]
+        * metrics["B"]
+        * gates
+        * metrics["H"]
+        * (2 * metrics["D"] + 3 * metrics["H"])
+    )
+    np.testing.assert_allclose(
+        metrics["gflops"], flops / metrics["ms"] / 1e6, rtol=1e-9
+    )
+    peak = max(summary["gemm_peak_gflops"].values())
+    np.testing.assert_allclose(metrics["pct_peak"], 100 * metrics["gflops"] / peak)
+    torch_rows = metrics[metrics["implementation"] == "torch.nn"]
+    np.testing.assert_allclose(torch_rows["vs_torch"], 1.0)
+    rnnbptt_rows = metrics[metrics["implementation"].str.startswith("rnnbptt")]
+    assert (rnnbptt_rows["compile_s"] > 0).all() and (
+        rnnbptt_rows["scratch_mb"] > 0
+    ).all()
+
+
+def test_checkpointing_keeps_fewer_residuals(quick_run):
+    table = pd.read_csv(quick_run[2] / "checkpointing.csv")
+    assert set(zip(table["cell"], table["engine"], strict=True)) == {
+        (c, e) for c in ("lstm", "elman") for e in ("manual", "autodiff")
+    }
+    assert (table["residual_ratio"] < 1).all()
+    lstm = table[table["cell"] == "lstm"]
+    assert (lstm["residual_ratio"] <= 0.25).all()
+
+
+def test_summary_grades_each_target(summary):
+    targets = summary["targets"]
+    assert any("checkpointed / full residuals" in name for name in targets)
+    for check in targets.values():
+        assert check["met"] in (True, False, None)
+        if check["met"] is not None:
+            assert check["target"].startswith(("<=", ">="))
+    assert summary["machine"]
