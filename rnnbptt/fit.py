@@ -28,6 +28,7 @@ from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_checks import check_dataset
 from .losses import get_loss
+from .parallel import check_divisible, global_batch, replicate, resolve_mesh
 from .train import TBPTT, make_eval_step, make_train_step
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
@@ -122,8 +123,21 @@ def _resume(path, template, config):
     return state, meta
 
 
+def _local(tree):
+    """This process's copy of replicated arrays (all of them, on one process)."""
+
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(local, tree)
+
+
 def _evaluate(eval_fn, params, data, batch_size) -> float:
+    """Mean loss over this process's validation data, then over all processes."""
     xs, ys, mask = data
+    params = _local(params)
     total, count = 0.0, 0.0
     for start in range(0, xs.shape[0], batch_size):
         part = slice(start, start + batch_size)
@@ -132,7 +146,13 @@ def _evaluate(eval_fn, params, data, batch_size) -> float:
         )
         total += float(value) * float(n)
         count += float(n)
-    return total / max(count, 1.0)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        total, count = multihost_utils.process_allgather(jnp.array([total, count])).sum(
+            0
+        )
+    return float(total) / max(float(count), 1.0)
 
 
 def fit(
@@ -153,6 +173,7 @@ def fit(
     tbptt=None,
     backward: str = DEFAULT_BACKWARD,
     checkpoint_every: int | None = None,
+    data_parallel=None,
     patience: int | None = None,
     min_delta: float = 0.0,
     seed: int = 0,
@@ -186,6 +207,17 @@ def fit(
         checkpoint_every: checkpointing through time: keep the carry every k
             steps and recompute the rest in the backward pass (see ``unroll``);
             None stores every step. Same numbers, less memory.
+        data_parallel: None (one device, the default), True (every device JAX
+            sees) or a ``jax.sharding.Mesh`` with a ``"batch"`` axis: each
+            minibatch is split across the devices, parameters and optimizer state
+            replicated, gradients reduced by XLA (``rnnbptt.parallel``). Every
+            minibatch, the last one included, must divide evenly across the
+            devices (a ValueError before training says which does not). With
+            several processes (``rnnbptt.distributed.initialize``), ``xs``, ``ys``,
+            ``mask`` and ``validation`` are this process's own equal share of the
+            data, ``batch_size`` is the global minibatch (an equal part from each
+            process), and only process 0 writes the checkpoint (on a filesystem
+            every process can read, to resume).
         patience: stop after this many epochs without a validation improvement
             of more than ``min_delta``; needs ``validation``.
         min_delta: the smallest decrease of validation loss that counts.
@@ -203,6 +235,7 @@ def fit(
     """
     tbptt = _as_tbptt(tbptt)
     check_backward("fit", backward)
+    mesh = resolve_mesh("fit", data_parallel)
     checkpoint_every = check_checkpoint_every("fit", checkpoint_every)
     get_loss(loss, "fit")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -216,11 +249,38 @@ def fit(
     dtype = jax.tree.leaves(params)[0].dtype
     train = check_dataset("fit", model, xs, ys, mask, loss, dtype)
     n = train[0].shape[0]
-    if batch_size > n:
+    processes = jax.process_count()
+    if batch_size % processes:
+        raise ValueError(
+            f"fit: `batch_size` {batch_size} must be a multiple of the {processes} "
+            "processes (each contributes an equal part of every minibatch)"
+        )
+    local_batch = batch_size // processes  # this process's part of a minibatch
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        sizes = multihost_utils.process_allgather(jnp.asarray(n))
+        if len(set(sizes.tolist())) != 1:
+            raise ValueError(
+                f"fit: every process must hold the same number of training "
+                f"sequences, got {sizes.tolist()} (process order)"
+            )
+    if local_batch > n:
         raise ValueError(
             f"fit: `batch_size` {batch_size} is larger than the training data "
-            f"({n} sequences)"
+            f"({n * processes} sequences)"
         )
+    if mesh is not None:
+        check_divisible("fit", "`batch_size`", batch_size, mesh)
+        last = (n % local_batch) * processes
+        if last:
+            check_divisible(
+                "fit",
+                f"the last minibatch ({n * processes} sequences in minibatches of "
+                f"{batch_size})",
+                last,
+                mesh,
+            )
     if validation is not None:
         if not isinstance(validation, tuple) or len(validation) not in (2, 3):
             raise TypeError("fit: `validation` must be (xs, ys) or (xs, ys, mask)")
@@ -241,6 +301,7 @@ def fit(
         backward=backward,
         checkpoint_every=checkpoint_every,
         tbptt=tbptt,
+        data_parallel=mesh,
     )
     eval_fn = make_eval_step(model, loss)
     config = {  # what must not change between a checkpoint and its resumption
@@ -278,17 +339,20 @@ def fit(
     k_shuffle, k_dropout = jax.random.split(state["key"])
 
     xs_all, ys_all, mask_all = train
-    n_batches = math.ceil(n / batch_size)
+    n_batches = math.ceil(n / local_batch)
+    main_process = jax.process_index() == 0
     stop_reason, message = "completed", f"trained {epochs} epochs"
     bar = tqdm(
         total=epochs * n_batches,
         initial=meta["epoch"] * n_batches,
-        disable=not progress,
+        disable=not (progress and main_process),
         unit="step",
         desc="fit",
         mininterval=0.1 if sys.stderr.isatty() else 15.0,  # logs: a line per 15 s
     )
     params, opt_state = state["params"], state["opt_state"]
+    if mesh is not None:
+        params, opt_state = replicate(mesh, (params, opt_state))
     for epoch in range(meta["epoch"], epochs):
         started = time.perf_counter()
         order = (
@@ -298,13 +362,17 @@ def fit(
         )
         loss_sum, count, norm_sum = 0.0, 0.0, 0.0
         for b in range(n_batches):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            batch_mask = None if mask_all is None else mask_all[idx]
-            key = jax.random.fold_in(k_dropout, epoch * n_batches + b)
-            params, opt_state, metrics = step_fn(
-                params, opt_state, xs_all[idx], ys_all[idx], batch_mask, key
+            idx = order[b * local_batch : (b + 1) * local_batch]
+            batch = (
+                xs_all[idx],
+                ys_all[idx],
+                None if mask_all is None else mask_all[idx],
             )
-            metrics = jax.device_get({k: metrics[k] for k in _SCALAR_METRICS})
+            if mesh is not None:
+                batch = global_batch(mesh, batch)
+            key = jax.random.fold_in(k_dropout, epoch * n_batches + b)
+            params, opt_state, metrics = step_fn(params, opt_state, *batch, key)
+            metrics = jax.device_get(_local({k: metrics[k] for k in _SCALAR_METRICS}))
             meta["updates"] += int(metrics["updates"])
             if not metrics["finite"]:
                 stop_reason = "non_finite"
@@ -349,8 +417,8 @@ def fit(
             else:
                 meta["bad_epochs"] += 1
         state["params"], state["opt_state"] = params, opt_state
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, state, meta)
+        if checkpoint is not None and main_process:
+            save_checkpoint(checkpoint, _local(state), meta)
         if on_epoch_end is not None:
             on_epoch_end(row)
         if patience is not None and meta["bad_epochs"] >= patience:

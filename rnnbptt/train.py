@@ -25,6 +25,7 @@ import optax
 
 from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
 from .losses import get_loss
+from .parallel import batch_sharding, check_divisible, replicated, resolve_mesh
 
 Array = jax.Array
 
@@ -114,6 +115,7 @@ def make_train_step(
     backward=DEFAULT_BACKWARD,
     checkpoint_every=None,
     tbptt=None,
+    data_parallel=None,
 ) -> Callable:
     """A jitted ``step(params, opt_state, xs, ys, mask, key, carry0=None)``.
 
@@ -131,8 +133,15 @@ def make_train_step(
     (None: no dropout). ``backward`` and ``checkpoint_every`` choose the gradient
     engine and checkpointing through time (see ``unroll``); neither changes the
     result.
+
+    ``data_parallel`` (None, True or a ``Mesh`` with a ``"batch"`` axis; see
+    ``rnnbptt.parallel``) splits each batch across devices with the parameters
+    and optimizer state replicated; the batch must divide evenly across the
+    ``"batch"`` axis (a ValueError says so otherwise). With several processes,
+    pass global arrays (``rnnbptt.parallel.global_batch``).
     """
     check_backward("make_train_step", backward)
+    mesh = resolve_mesh("make_train_step", data_parallel)
     every = check_checkpoint_every("make_train_step", checkpoint_every)
     loss_fn = get_loss(loss)
     objective = make_objective(model, loss, backward, every)
@@ -154,7 +163,7 @@ def make_train_step(
         return params, opt_state, metrics
 
     if tbptt is None:
-        return jax.jit(full_step)
+        return _compile(full_step, mesh)
     if model.bidirectional:
         raise ValueError(
             "make_train_step: truncated BPTT needs a causal model; a bidirectional "
@@ -237,7 +246,22 @@ def make_train_step(
         }
         return params, opt_state, metrics
 
-    return jax.jit(tbptt_step)
+    return _compile(tbptt_step, mesh)
+
+
+def _compile(step, mesh):
+    """``step`` jitted; with a mesh, the batch split and the state replicated."""
+    if mesh is None:
+        return jax.jit(step)
+    data, same = batch_sharding(mesh), replicated(mesh)
+    # (params, opt_state, xs, ys, mask, key, carry0)
+    jitted = jax.jit(step, in_shardings=(same, same, data, data, data, same, data))
+
+    def sharded_step(params, opt_state, xs, ys, mask, key, carry0=None):
+        check_divisible("make_train_step", "a batch", xs.shape[0], mesh)
+        return jitted(params, opt_state, xs, ys, mask, key, carry0)
+
+    return sharded_step
 
 
 def make_eval_step(model, loss) -> Callable:

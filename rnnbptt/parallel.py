@@ -1,0 +1,102 @@
+"""Data parallelism with JAX's own sharding.
+
+A minibatch's batch axis is split across the devices of a ``jax.sharding.Mesh``
+(its axis named ``"batch"``); parameters and optimizer state are replicated. The
+train step is one ``jax.jit`` with those input shardings: XLA partitions the
+computation and reduces the gradients across devices itself (an all-reduce it
+inserts because the replicated parameters depend on every shard), so the code
+is the same on one device or many, and on one host or several.
+
+``data_parallel`` (in ``make_train_step``, ``make_eval_step`` and ``fit``):
+
+* ``None``/``False``: no sharding; the default, as fast as it always was.
+* ``True``: every device JAX sees (``jax.devices()``: all local devices, or all
+  devices of all processes after ``rnnbptt.distributed.initialize``).
+* a ``Mesh`` with an axis named ``"batch"``: the batch is split along that axis
+  (and replicated along any others).
+
+A batch must divide evenly across the ``"batch"`` axis: anything else is refused
+with an error naming both numbers (no silent padding or dropping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+BATCH_AXIS = "batch"
+
+
+def resolve_mesh(fn: str, data_parallel: Any) -> Mesh | None:
+    """The mesh ``data_parallel`` asks for, or None for no sharding."""
+    if data_parallel is None or data_parallel is False:
+        return None
+    if data_parallel is True:
+        return Mesh(np.asarray(jax.devices()), (BATCH_AXIS,))
+    if isinstance(data_parallel, Mesh):
+        if BATCH_AXIS not in data_parallel.axis_names:
+            raise ValueError(
+                f"{fn}: the `data_parallel` mesh needs an axis named {BATCH_AXIS!r} "
+                f"to split the batch over, got axes {tuple(data_parallel.axis_names)}"
+            )
+        return data_parallel
+    raise TypeError(
+        f"{fn}: `data_parallel` must be None, True (all devices) or a "
+        f"jax.sharding.Mesh with a {BATCH_AXIS!r} axis, got "
+        f"{type(data_parallel).__name__}"
+    )
+
+
+def shards(mesh: Mesh) -> int:
+    """How many pieces the batch axis is cut into."""
+    return mesh.shape[BATCH_AXIS]
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh's batch axis, the rest whole."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_divisible(fn: str, what: str, batch: int, mesh: Mesh) -> None:
+    n = shards(mesh)
+    if batch % n:
+        raise ValueError(
+            f"{fn}: {what} of {batch} sequences does not divide evenly across the "
+            f"{n} devices of the {BATCH_AXIS!r} mesh axis; use a multiple of {n}"
+        )
+
+
+def global_batch(mesh: Mesh, local):
+    """A global array from this process's rows of a batch (a pytree; None stays).
+
+    With one process the local rows are the whole batch. With several, each
+    process passes its own rows and the global batch is their concatenation in
+    process order.
+    """
+    sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(local, sharding)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+        local,
+    )
+
+
+def replicate(mesh: Mesh, tree):
+    """A copy of ``tree`` (identical in every process) on every device of ``mesh``."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
