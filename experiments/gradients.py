@@ -14,18 +14,17 @@ program's scratch memory (``temp_size_in_bytes`` of ``memory_analysis()``).
 The common option ``--backward`` is ignored: both engines always run.
 
 Command:  rnnbptt experiment gradients          (or: python experiments/gradients.py)
-Expected: manual BPTT vs autodiff, worst over cells and T <= 1000: 2.0e-15 in
-          float64 and 8.7e-7 in float32 (tolerances 1e-10 and 1e-5); both
-          engines vs float64 finite differences: 4.4e-8 (float64, LSTM at T =
-          1000; 1e-9 or less for T <= 10) and 3.8e-6 (float32). The errors grow
-          slowly with T, float32 by about 5x from T = 1 to 1000. Speed in
-          float32, autodiff time / manual time at T >= 10: 1.4-1.6 for Elman,
-          1.4-1.7 for the LSTM, 1.0-1.5 for Feedforward (at T = 1, a few
-          hundredths of a ms per gradient, it is dispatch noise: 0.8-2.8); at
-          T >= 10 autodiff's compiled scratch memory is 1.7x the manual
-          engine's for Elman, 1.4x for the LSTM and 0.94x for Feedforward (LSTM,
-          T = 1000: 74 MB manual, 104 MB autodiff). Measured: 1.5-2 minutes wall
-          (80 s of CPU) on 2 CPU cores shared with other jobs.
+Expected: manual BPTT vs autodiff, worst over cells and T <= 1000: 1.8e-15 in
+          float64 and 7.9e-7 in float32 (tolerances 1e-10 and 1e-5); both
+          engines vs float64 finite differences: 3.8e-8 (float64, LSTM at T =
+          1000; 1e-9 or less for T <= 10) and 5.3e-6 (float32). The errors grow
+          slowly with T. Speed in float32, autodiff time / manual time at T >=
+          10: 1.5-2.2 for Elman, 1.2-1.8 for the LSTM, 0.8-1.1 for Feedforward
+          (a fraction of a millisecond per gradient: dispatch noise; at T = 1 all
+          three are 0.04-0.09 ms); autodiff's compiled scratch memory is 1.3-1.4x
+          the manual engine's for Elman, 1.5-1.7x for the LSTM and the same for
+          Feedforward (LSTM, T = 1000: 1.5x). Measured: 45 s wall on 2 quiet CPU
+          cores (1.5-2 minutes when other jobs share them).
 Quick:    --quick runs T = 1 and 10 with H = 8 in both dtypes, for the tests:
           about 30 s of CPU, nearly all of it compiling.
 """

@@ -31,11 +31,11 @@ Expected (found, full run, seed 0; split 1078/359/360 images): test accuracy
           feedforward (relu, 128 hidden, 9610 parameters) 0.981 (0.981 and 0.975
           at seeds 1 and 2; 0.967 with --activation tanh), Elman (64 hidden, 5322
           parameters) 0.989, LSTM (64 hidden, 19338 parameters) 0.975; early
-          stopping after 27 to 38 epochs, 16 to 20 seconds of training each.
+          stopping after 27 to 38 epochs, 4.5 to 5 seconds of training each.
           Manual vs autodiff gradients: feedforward bitwise equal in float32 (0)
-          and 2e-16 in float64; Elman and LSTM 5e-7 and 7e-7 in float32, 1e-15
-          in float64. 73 seconds on 2 CPU cores shared with other jobs (28 s of
-          CPU time).
+          and 2e-16 in float64; Elman and LSTM 7.7e-7 and 5.8e-7 in float32,
+          8e-16 and 6e-16 in float64. 19 seconds on 2 quiet CPU cores (73 s
+          before the performance work, with other jobs sharing the cores).
 Quick:    --quick trains 8 epochs on 256 images, validates on 64, tests on 128,
           with 32 hidden units, and compares the engines on the feedforward model
           only (seconds; test accuracies 0.81 to 0.91), for the tests.

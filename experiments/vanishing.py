@@ -38,8 +38,9 @@ Expected (found, full run, seed 0; growth = per-step factor, ratio over 99 steps
           Elman's 2e-47), 0.93 at rho 2.0. Clipping to 1.0 takes the exploding
           relu gradient from 1.3e12 to 1 (its distant part from 7e11 to 0.56) but
           leaves the distant part of the tanh rho-0.5 gradient at 2e-24. The
-          delta gradients agree with ``rnnbptt.bptt`` to 3e-13 (relative).
-          About 30 seconds on 2 busy CPU cores, nearly all of it compilation.
+          delta gradients agree with ``rnnbptt.bptt`` to 4e-13 (relative).
+          About 7 seconds on 2 quiet CPU cores (30 s on busy ones), nearly all of
+          it compilation.
 Quick:    --quick uses T = 50, H = 32 (seconds), for the tests.
 """
 

@@ -4,8 +4,8 @@ Inside the scan, everything runs time-major ([T, B, ...]). Each recurrent step i
 one matrix product ``[x_t, h_{t-1}] @ [W_ih; W_hh]``: the input projection rides
 along with the recurrent one, so no [T, B, G*H] projection of all steps is ever
 written to memory and read back (on XLA:CPU that round trip, not the arithmetic,
-dominated; see PERFORMANCE.md). With ``save=True`` the pass also returns what the
-hand-written BPTT needs (``Saved``).
+dominated; see experiments/PERFORMANCE.md). With ``save=True`` the pass also
+returns what the hand-written BPTT needs (``Saved``).
 
 The LSTM's gates come from one ``tanh`` over all 4H pre-activations: a sigmoid
 is an affine function of a tanh, ``σ(x) = (1 + tanh(x/2)) / 2``, so with the
