@@ -28,16 +28,16 @@ untouched), real misspellings from the Birkbeck corpus, beside Norvig's 75% and
 have a right word outside the vocabulary (at most 92.6% and 91.0% reachable).
 
 Command:  rnnbptt experiment autocorrect    (or: python experiments/autocorrect.py)
-Expected: (measured, seed 0, backward="manual") held-out typos 81.7% (70.6% of
-          those with a changed first letter, 84.3% of the others); Norvig set 1
-          77.8% (84.0% of its in-vocabulary pairs; prior weight 0.9, though any
-          weight in 0..1.2 gives 76-78%) against his 75%; set 2, the final score,
-          75.8% (83.2% in vocabulary) against his 68%. "sesert" -> desert 0.46,
-          secret 0.14, sweet 0.12 (a run before the last small code change:
-          desert 0.62, dessert 0.23, secret 0.04). The summary's "checks" assert
-          sesert -> desert and set 1 >= 60%. Training 551 s for 9000 steps of 256
-          (~0.06 s a step), 9.3 minutes in all, on 2 CPU cores shared with other
-          jobs (load about 2).
+Expected: (measured, seed 0, backward="manual") held-out typos 81.4% (69.6% of
+          those with a changed first letter, 84.2% of the others); Norvig set 1
+          77.4% (83.6% of its in-vocabulary pairs; prior weight 0.6, though any
+          weight in 0..1.0 gives 76.7-77.4%) against his 75%; set 2, the final
+          score, 74.5% (81.9% in vocabulary) against his 68%. "sesert" -> desert
+          0.43, secret 0.14, dessert 0.11 (earlier runs: desert 0.46 and 0.62).
+          The summary's "checks" assert sesert -> desert and set 1 >= 60%.
+          Training 869 s for 9000 steps of 256, 14.6 minutes in all, on 2 CPU
+          cores shared with two other jobs (load about 4); 9.3 minutes at load
+          about 2.
 Quick:    --quick: the top 300 words, 300 steps of 64 (seconds), set 1 restricted
           to its in-vocabulary words; for the tests.
 """
