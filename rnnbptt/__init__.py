@@ -1,6 +1,6 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
-from . import data, losses, runs
+from . import data, distributed, losses, runs
 from . import fit as fit_module
 from .bptt import bptt
 from .cells import (
@@ -38,6 +38,7 @@ __all__ = [
     "bptt",
     "compare_gradients",
     "data",
+    "distributed",
     "fit",
     "fit_module",
     "load_checkpoint",

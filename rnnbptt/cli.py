@@ -4,6 +4,13 @@
 finite differences on a demo problem for every cell, in float32 and float64, and
 prints one table. It exits with status 1 if any difference exceeds its tolerance.
 
+``rnnbptt devices`` prints what JAX sees: the backend, this process's index and
+the process count, the local and global device counts, one line per device (id,
+platform, kind, process) and ``JAX_PLATFORMS`` and ``XLA_FLAGS`` when set. JAX
+reads both itself, e.g. ``JAX_PLATFORMS=cpu
+XLA_FLAGS=--xla_force_host_platform_device_count=4 rnnbptt devices`` shows four
+virtual CPU devices; a backend JAX cannot start is a one-line error (status 2).
+
 ``rnnbptt bench [options]`` is ``rnnbptt experiment benchmark``: one gradient
 through time timed side by side with torch.nn and Flax (see that script).
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +95,62 @@ def _gradcheck(args) -> int:
     return 1 if bad else 0
 
 
+# Environment variables JAX reads when it starts that decide which devices it sees.
+DEVICE_ENV = ("JAX_PLATFORMS", "XLA_FLAGS")
+
+
+def device_report() -> dict:
+    """What JAX sees: backend, processes, device counts, each device, environment."""
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "local_device_count": jax.local_device_count(),
+        "device_count": jax.device_count(),
+        "devices": [
+            {
+                "id": d.id,
+                "platform": d.platform,
+                "device_kind": d.device_kind,
+                "process_index": d.process_index,
+            }
+            for d in jax.devices()
+        ],
+        "environment": {k: os.environ[k] for k in DEVICE_ENV if k in os.environ},
+    }
+
+
+def format_devices(report: dict) -> str:
+    """``device_report()`` as the text ``rnnbptt devices`` prints."""
+    lines = [
+        f"backend: {report['backend']} (jax {report['jax']})",
+        f"process: {report['process_index']} of {report['process_count']}",
+        f"devices: {report['local_device_count']} local, "
+        f"{report['device_count']} global",
+    ]
+    lines += [f"{name}={value}" for name, value in report["environment"].items()]
+    table = pd.DataFrame(report["devices"], columns=list(report["devices"][0]))
+    lines += ["", table.to_string(index=False)]
+    return "\n".join(lines)
+
+
+def _devices(args) -> int:
+    try:
+        report = device_report()
+    except RuntimeError as error:  # e.g. JAX_PLATFORMS names a missing backend
+        setting = ", ".join(
+            f"{k}={os.environ[k]!r}" for k in DEVICE_ENV if k in os.environ
+        )
+        _fail(
+            f"rnnbptt devices: JAX found no usable backend"
+            f"{f' ({setting})' if setting else ''}: "
+            + " ".join(str(error).split())  # one line
+        )
+    print(format_devices(report))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -111,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grad.add_argument("--seed", type=int, default=0)
     grad.set_defaults(run=_gradcheck)
+    devices = commands.add_parser(
+        "devices", help="the backend, processes and devices JAX sees"
+    )
+    devices.set_defaults(run=_devices)
     commands.add_parser(
         "bench",
         help="time one gradient beside torch.nn and Flax: rnnbptt bench --help",

@@ -15,11 +15,13 @@ import os
 import sys
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pandas as pd
 from tqdm.auto import tqdm
@@ -134,6 +136,41 @@ def _local(tree):
     return jax.tree.map(local, tree)
 
 
+def _check_processes_agree(settings: dict[str, tuple[Any, bool]]) -> None:
+    """Raises in every process if the processes passed different ``settings``.
+
+    ``settings`` maps a name to ``(value, shown)``: a shown value is an int (or
+    bool) reported per process; any other value is compared by a digest of its
+    ``repr``. Processes that disagree on the number of steps would otherwise
+    wait for each other's collectives forever, or abort in them.
+    """
+    from jax.experimental import multihost_utils
+
+    def code(value, shown):  # int32 on the wire: x64 may be off
+        if shown and -(2**31) < int(value) < 2**31:
+            return int(value)
+        return zlib.crc32(repr(value).encode()) & 0x7FFFFFFF
+
+    mine = np.array([code(*v) for v in settings.values()], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    differ = []
+    for column, (name, (value, shown)) in zip(every.T, settings.items(), strict=True):
+        if len(set(column.tolist())) == 1:
+            continue
+        if not shown:
+            differ.append(f"{name} (differs)")
+        elif isinstance(value, bool):
+            differ.append(f"{name} {[bool(x) for x in column]}")
+        else:
+            differ.append(f"{name} {column.tolist()}")
+    if differ:
+        raise ValueError(
+            "fit: every process must call fit with the same settings and as many "
+            "training sequences (and resume from the same checkpoint); they differ "
+            f"in: {'; '.join(differ)} (values in process order)"
+        )
+
+
 def _evaluate(eval_fn, params, data, batch_size) -> float:
     """Mean loss over this process's validation data, then over all processes."""
     xs, ys, mask = data
@@ -217,7 +254,9 @@ def fit(
             ``mask`` and ``validation`` are this process's own equal share of the
             data, ``batch_size`` is the global minibatch (an equal part from each
             process), and only process 0 writes the checkpoint (on a filesystem
-            every process can read, to resume).
+            every process can read, to resume). Every process must pass the same
+            settings and as many sequences: a ValueError in every process names
+            what differs (rather than a hang in a collective).
         patience: stop after this many epochs without a validation improvement
             of more than ``min_delta``; needs ``validation``.
         min_delta: the smallest decrease of validation loss that counts.
@@ -250,21 +289,27 @@ def fit(
     train = check_dataset("fit", model, xs, ys, mask, loss, dtype)
     n = train[0].shape[0]
     processes = jax.process_count()
+    will_resume = resume and checkpoint is not None and os.path.exists(checkpoint)
+    if processes > 1:
+        _check_processes_agree(
+            {
+                "training sequences": (n, True),
+                "epochs": (epochs, True),
+                "batch_size": (batch_size, True),
+                "validation given": (validation is not None, True),
+                "patience": (-1 if patience is None else patience, True),
+                "shuffle": (shuffle, True),
+                "seed": (seed, False),
+                "min_delta": (min_delta, False),
+                "resuming from an existing checkpoint": (will_resume, True),
+            }
+        )
     if batch_size % processes:
         raise ValueError(
             f"fit: `batch_size` {batch_size} must be a multiple of the {processes} "
             "processes (each contributes an equal part of every minibatch)"
         )
     local_batch = batch_size // processes  # this process's part of a minibatch
-    if processes > 1:
-        from jax.experimental import multihost_utils
-
-        sizes = multihost_utils.process_allgather(jnp.asarray(n))
-        if len(set(sizes.tolist())) != 1:
-            raise ValueError(
-                f"fit: every process must hold the same number of training "
-                f"sequences, got {sizes.tolist()} (process order)"
-            )
     if local_batch > n:
         raise ValueError(
             f"fit: `batch_size` {batch_size} is larger than the training data "
@@ -334,8 +379,15 @@ def fit(
         "history": [],
         "config": config,
     }
-    if resume and os.path.exists(checkpoint):
+    if will_resume:
         state, meta = _resume(checkpoint, state, config)
+        if processes > 1:
+            _check_processes_agree(
+                {
+                    f"epochs done according to {checkpoint}": (meta["epoch"], True),
+                    "updates done": (meta["updates"], True),
+                }
+            )
     k_shuffle, k_dropout = jax.random.split(state["key"])
 
     xs_all, ys_all, mask_all = train

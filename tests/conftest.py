@@ -1,12 +1,18 @@
 """Shared fixtures. Gradient identities are checked in float64, so x64 is on for
 the whole suite; float32 tests ask for float32 explicitly."""
 
+import contextlib
+import io
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import rnnbptt
+from rnnbptt import cli
 
 jax.config.update("jax_enable_x64", True)
 
@@ -73,3 +79,27 @@ def cell(request):
 @pytest.fixture(params=RECURRENT)
 def recurrent_cell(request):
     return CELLS[request.param]
+
+
+def quick_experiment(tmp_path_factory, name, command=None):
+    """(exit code, printed output, results folder) of one ``--quick`` run of the
+    experiment ``name`` through the CLI (``command`` replaces ``experiment NAME``)."""
+    out = tmp_path_factory.mktemp("runs")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(
+            [*(command or ["experiment", name]), "--quick", "--out", str(out)]
+        )
+    return code, printed.getvalue(), out / name
+
+
+@pytest.fixture(scope="module")
+def metrics(quick_run):
+    """metrics.csv of the module's ``quick_run``."""
+    return pd.read_csv(quick_run[2] / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def summary(quick_run):
+    """summary.json of the module's ``quick_run``."""
+    return json.loads((quick_run[2] / "summary.json").read_text())

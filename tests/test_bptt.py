@@ -58,7 +58,7 @@ def _vjp_both(cell, params, xs, carry0, mask, seed):
     return manual, vjp((d_final, d_hs))
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(problem=problems(), dtype=st.sampled_from([jnp.float64, jnp.float32]))
 def test_bptt_equals_vjp_of_unroll(problem, dtype):
     cell, batch, steps, seed, mask = problem
@@ -69,7 +69,7 @@ def test_bptt_equals_vjp_of_unroll(problem, dtype):
         assert max_rel(got, want) <= TOL[dtype]
 
 
-@settings(max_examples=20, deadline=None, derandomize=True)
+@settings(max_examples=14, deadline=None, derandomize=True)
 @given(problem=problems())
 def test_grad_through_manual_engine_equals_autodiff(problem):
     cell, batch, steps, seed, mask = problem

@@ -1,5 +1,10 @@
 """The rnnbptt command line."""
 
+import os
+import subprocess
+import sys
+
+import jax
 import pytest
 
 from rnnbptt import cli
@@ -77,3 +82,57 @@ def test_bad_user_data_is_a_one_line_error(tmp_path, capsys, content, text):
     assert text.lower() in err.lower()
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "forecast").exists()
+
+
+def _run_devices(**env):
+    """``rnnbptt devices`` in a fresh interpreter (JAX reads its flags at import)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in cli.DEVICE_ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "rnnbptt", "devices"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**full_env, **env},
+    )
+
+
+def _device_rows(out: str) -> list[list[str]]:
+    """The rows of the device table: id, platform, device_kind, process_index."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["id"])
+    return [line.split() for line in lines[header + 1 :] if line.strip()]
+
+
+def test_devices_lists_virtual_cpu_devices_in_a_subprocess():
+    flags = "--xla_force_host_platform_device_count=3"
+    result = _run_devices(JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "backend: cpu" in out
+    assert "process: 0 of 1" in out
+    assert "devices: 3 local, 3 global" in out
+    assert "JAX_PLATFORMS=cpu" in out and f"XLA_FLAGS={flags}" in out
+    rows = _device_rows(out)
+    assert [row[0] for row in rows] == ["0", "1", "2"]
+    assert all(row[1] == "cpu" and row[-1] == "0" for row in rows)
+
+
+def test_devices_with_a_missing_backend_is_a_one_line_error():
+    result = _run_devices(JAX_PLATFORMS="no-such-backend")
+    assert result.returncode == 2
+    err = result.stderr
+    assert "JAX_PLATFORMS='no-such-backend'" in err and "no-such-backend" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_devices_in_process_matches_jax(capsys):
+    assert cli.main(["devices"]) == 0
+    out = capsys.readouterr().out
+    devices = jax.devices()
+    assert f"backend: {jax.default_backend()}" in out
+    assert f"devices: {jax.local_device_count()} local, {len(devices)} global" in out
+    rows = _device_rows(out)
+    assert [int(row[0]) for row in rows] == [d.id for d in devices]
+    assert [row[1] for row in rows] == [d.platform for d in devices]
+    for name in cli.DEVICE_ENV:  # named exactly when set
+        assert (f"{name}=" in out) == (name in os.environ)

@@ -1,15 +1,11 @@
 """The benchmark, in quick mode through ``rnnbptt bench``."""
 
-import contextlib
 import importlib.util
-import io
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from rnnbptt import cli
+from conftest import quick_experiment
 
 NAME = "benchmark"
 # optional framework (module name) -> the implementation it adds
@@ -20,21 +16,7 @@ INSTALLED = {m: importlib.util.find_spec(m) is not None for m in OPTIONAL}
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """(exit code, printed output, results folder) of one quick run."""
-    out = tmp_path_factory.mktemp("runs")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = cli.main(["bench", "--quick", "--out", str(out)])
-    return code, printed.getvalue(), out / NAME
-
-
-@pytest.fixture(scope="module")
-def metrics(quick_run):
-    return pd.read_csv(quick_run[2] / "metrics.csv")
-
-
-@pytest.fixture(scope="module")
-def summary(quick_run):
-    return json.loads((quick_run[2] / "summary.json").read_text())
+    return quick_experiment(tmp_path_factory, NAME, ["bench"])
 
 
 def test_writes_tables_summary_and_plot(quick_run):

@@ -1,12 +1,10 @@
 """The gradients experiment, in quick mode through the CLI."""
 
-import contextlib
-import io
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import quick_experiment
 
 from rnnbptt import cli
 
@@ -21,16 +19,7 @@ FD_TOL = {"float64": 1e-6, "float32": 1e-3}
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """(exit code, printed output, results folder) of one quick run."""
-    out = tmp_path_factory.mktemp("runs")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = cli.main(["experiment", NAME, "--quick", "--out", str(out)])
-    return code, printed.getvalue(), out / NAME
-
-
-@pytest.fixture(scope="module")
-def metrics(quick_run):
-    return pd.read_csv(quick_run[2] / "metrics.csv")
+    return quick_experiment(tmp_path_factory, NAME)
 
 
 def test_writes_config_metrics_summary_and_plots(quick_run):
