@@ -120,6 +120,7 @@ def rnnbptt_gradient(kind, size, backward, checkpoint_every=None):
         )
         return loss_of(hs)
 
+    jax.block_until_ready((params, xs))  # time the compilation, not making xs
     started = time.perf_counter()
     compiled = jax.jit(jax.grad(loss)).lower(params, xs).compile()
     seconds = time.perf_counter() - started
