@@ -15,13 +15,11 @@ import os
 import sys
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pandas as pd
 from tqdm.auto import tqdm
@@ -30,7 +28,14 @@ from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_checks import check_dataset
 from .losses import get_loss
-from .parallel import check_divisible, global_batch, replicate, resolve_mesh
+from .parallel import (
+    check_divisible,
+    check_processes_agree,
+    global_batch,
+    local_copy,
+    replicate,
+    resolve_mesh,
+)
 from .train import TBPTT, make_eval_step, make_train_step
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
@@ -125,56 +130,10 @@ def _resume(path, template, config):
     return state, meta
 
 
-def _local(tree):
-    """This process's copy of replicated arrays (all of them, on one process)."""
-
-    def local(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return x.addressable_data(0)
-        return x
-
-    return jax.tree.map(local, tree)
-
-
-def _check_processes_agree(settings: dict[str, tuple[Any, bool]]) -> None:
-    """Raises in every process if the processes passed different ``settings``.
-
-    ``settings`` maps a name to ``(value, shown)``: a shown value is an int (or
-    bool) reported per process; any other value is compared by a digest of its
-    ``repr``. Processes that disagree on the number of steps would otherwise
-    wait for each other's collectives forever, or abort in them.
-    """
-    from jax.experimental import multihost_utils
-
-    def code(value, shown):  # int32 on the wire: x64 may be off
-        if shown and -(2**31) < int(value) < 2**31:
-            return int(value)
-        return zlib.crc32(repr(value).encode()) & 0x7FFFFFFF
-
-    mine = np.array([code(*v) for v in settings.values()], np.int32)
-    every = np.asarray(multihost_utils.process_allgather(mine))
-    differ = []
-    for column, (name, (value, shown)) in zip(every.T, settings.items(), strict=True):
-        if len(set(column.tolist())) == 1:
-            continue
-        if not shown:
-            differ.append(f"{name} (differs)")
-        elif isinstance(value, bool):
-            differ.append(f"{name} {[bool(x) for x in column]}")
-        else:
-            differ.append(f"{name} {column.tolist()}")
-    if differ:
-        raise ValueError(
-            "fit: every process must call fit with the same settings and as many "
-            "training sequences (and resume from the same checkpoint); they differ "
-            f"in: {'; '.join(differ)} (values in process order)"
-        )
-
-
 def _evaluate(eval_fn, params, data, batch_size) -> float:
     """Mean loss over this process's validation data, then over all processes."""
     xs, ys, mask = data
-    params = _local(params)
+    params = local_copy(params)
     total, count = 0.0, 0.0
     for start in range(0, xs.shape[0], batch_size):
         part = slice(start, start + batch_size)
@@ -291,7 +250,7 @@ def fit(
     processes = jax.process_count()
     will_resume = resume and checkpoint is not None and os.path.exists(checkpoint)
     if processes > 1:
-        _check_processes_agree(
+        check_processes_agree(
             {
                 "training sequences": (n, True),
                 "epochs": (epochs, True),
@@ -382,7 +341,7 @@ def fit(
     if will_resume:
         state, meta = _resume(checkpoint, state, config)
         if processes > 1:
-            _check_processes_agree(
+            check_processes_agree(
                 {
                     f"epochs done according to {checkpoint}": (meta["epoch"], True),
                     "updates done": (meta["updates"], True),
@@ -424,7 +383,9 @@ def fit(
                 batch = global_batch(mesh, batch)
             key = jax.random.fold_in(k_dropout, epoch * n_batches + b)
             params, opt_state, metrics = step_fn(params, opt_state, *batch, key)
-            metrics = jax.device_get(_local({k: metrics[k] for k in _SCALAR_METRICS}))
+            metrics = jax.device_get(
+                local_copy({k: metrics[k] for k in _SCALAR_METRICS})
+            )
             meta["updates"] += int(metrics["updates"])
             if not metrics["finite"]:
                 stop_reason = "non_finite"
@@ -470,7 +431,7 @@ def fit(
                 meta["bad_epochs"] += 1
         state["params"], state["opt_state"] = params, opt_state
         if checkpoint is not None and main_process:
-            save_checkpoint(checkpoint, _local(state), meta)
+            save_checkpoint(checkpoint, local_copy(state), meta)
         if on_epoch_end is not None:
             on_epoch_end(row)
         if patience is not None and meta["bad_epochs"] >= patience:

@@ -21,6 +21,7 @@ with an error naming both numbers (no silent padding or dropping).
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import jax
@@ -100,3 +101,49 @@ def replicate(mesh: Mesh, tree):
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree.map(put, tree)
+
+
+def local_copy(tree):
+    """This process's copy of replicated arrays (all of them, on one process)."""
+
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(local, tree)
+
+
+def check_processes_agree(settings: dict[str, tuple[Any, bool]]) -> None:
+    """Raises in every process if the processes passed different ``settings``.
+
+    ``settings`` maps a name to ``(value, shown)``: a shown value is an int (or
+    bool) reported per process; any other value is compared by a digest of its
+    ``repr``. Processes that disagree on the number of steps would otherwise
+    wait for each other's collectives forever, or abort in them.
+    """
+    from jax.experimental import multihost_utils
+
+    def code(value, shown):  # int32 on the wire: x64 may be off
+        if shown and -(2**31) < int(value) < 2**31:
+            return int(value)
+        return zlib.crc32(repr(value).encode()) & 0x7FFFFFFF
+
+    mine = np.array([code(*v) for v in settings.values()], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    differ = []
+    for column, (name, (value, shown)) in zip(every.T, settings.items(), strict=True):
+        if len(set(column.tolist())) == 1:
+            continue
+        if not shown:
+            differ.append(f"{name} (differs)")
+        elif isinstance(value, bool):
+            differ.append(f"{name} {[bool(x) for x in column]}")
+        else:
+            differ.append(f"{name} {column.tolist()}")
+    if differ:
+        raise ValueError(
+            "fit: every process must call fit with the same settings and as many "
+            "training sequences (and resume from the same checkpoint); they differ "
+            f"in: {'; '.join(differ)} (values in process order)"
+        )
