@@ -1,6 +1,6 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
-from . import data, distributed, losses, runs
+from . import data, distributed, losses, parallel, runs
 from . import fit as fit_module
 from .bptt import bptt
 from .cells import (
@@ -45,6 +45,7 @@ __all__ = [
     "losses",
     "make_eval_step",
     "make_train_step",
+    "parallel",
     "peek_metadata",
     "residual_bytes",
     "runs",
