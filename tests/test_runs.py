@@ -1,6 +1,9 @@
 """Run folders: written completely or not at all; old results survive failures."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -42,3 +45,22 @@ def test_successful_rerun_replaces_results(tmp_path):
     summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
     assert summary["score"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+def test_config_records_the_devices_jax_was_given(tmp_path):
+    """JAX_PLATFORMS and XLA_FLAGS are respected and the devices recorded."""
+    code = (
+        "import sys; from rnnbptt.runs import Run\n"
+        "with Run(sys.argv[1], 'exp', {}) as run: pass\n"
+    )
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=3",
+    }
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, check=True, timeout=120
+    )
+    machine = json.loads((tmp_path / "exp" / "config.json").read_text())["machine"]
+    assert machine["platform"] == "cpu" and machine["device_kind"] == "cpu"
+    assert machine["device_count"] == 3
