@@ -124,7 +124,7 @@ def rnnbptt_gradient(kind, size, backward, checkpoint_every=None):
     started = time.perf_counter()
     compiled = jax.jit(jax.grad(loss)).lower(params, xs).compile()
     seconds = time.perf_counter() - started
-    scratch = compiled.memory_analysis().temp_size_in_bytes
+    scratch = rnnbptt.runs.scratch_bytes(compiled)
     return _ready(compiled, params, xs), seconds, scratch
 
 
@@ -168,22 +168,8 @@ def gemm_peak(n: int, repeats: int) -> dict:
         calls["torch"] = lambda: torch.matmul(t, t)
     except ImportError:
         pass
-    times = interleaved(calls, repeats)
+    times = rnnbptt.runs.interleaved_medians(calls, repeats)
     return {name: 2 * n**3 / seconds / 1e9 for name, seconds in times.items()}
-
-
-def interleaved(calls: dict, repeats: int) -> dict:
-    """Median seconds per call: two warm-up calls each, then one of each in turn."""
-    for call in calls.values():
-        call()
-        call()
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - started)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def optional_frameworks(torch_threads: int) -> tuple[dict, list[str]]:
@@ -221,7 +207,7 @@ def time_sizes(sizes, repeats, frameworks, peak) -> pd.DataFrame:
                 calls[(kind, "torch.nn")] = torch_gradient(kind, size)
             if "flax" in frameworks:
                 calls[(kind, "flax nn.RNN")] = flax_gradient(kind, size)
-        times = interleaved(calls, repeats)
+        times = rnnbptt.runs.interleaved_medians(calls, repeats)
         T, B, D, H = size
         for (kind, impl), seconds in times.items():
             flops = gradient_flops(T, B, D, H, GATES[kind])
@@ -265,7 +251,7 @@ def time_checkpointing(spec, every, repeats) -> pd.DataFrame:
                     cell, params, xs, backward=backward, checkpoint_every=k
                 )
                 info[backward, k] = (residuals, scratch)
-        times = interleaved(calls, repeats)
+        times = rnnbptt.runs.interleaved_medians(calls, repeats)
         for backward in ("manual", "autodiff"):
             full, kept = (backward, None), (backward, every)
             rows.append(

@@ -31,8 +31,6 @@ Quick:    --quick runs T = 1 and 10 with H = 8 in both dtypes, for the tests:
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,29 +152,18 @@ def compiled_gradient(cell, engine: str, params, xs, carry0, mask):
     return jax.jit(jax.grad(loss)).lower(params, xs, carry0, mask).compile()
 
 
-def temp_bytes(compiled) -> float:
-    """Scratch memory of a compiled program, or NaN where the backend says nothing."""
-    stats = compiled.memory_analysis()
-    value = getattr(stats, "temp_size_in_bytes", None) if stats is not None else None
-    return float("nan") if value is None else float(value)
-
-
 def time_engines(cell, problem, repeats: int) -> dict:
     """Median milliseconds of one gradient per engine, and its scratch bytes."""
     compiled = {e: compiled_gradient(cell, e, *problem) for e in ENGINES}
-    for fn in compiled.values():  # warm-up: first-call allocations, caches
-        jax.block_until_ready(fn(*problem))
-    times = {e: [] for e in ENGINES}
-    for rep in range(repeats):
-        # interleaved, in alternating order, so drifting load hits both alike
-        for engine in ENGINES if rep % 2 == 0 else ENGINES[::-1]:
-            start = time.perf_counter()
-            jax.block_until_ready(compiled[engine](*problem))
-            times[engine].append(time.perf_counter() - start)
+    calls = {
+        e: (lambda fn=fn: jax.block_until_ready(fn(*problem)))
+        for e, fn in compiled.items()
+    }
+    seconds = rnnbptt.runs.interleaved_medians(calls, repeats)
     result = {}
     for engine in ENGINES:
-        result[f"ms_{engine}"] = 1e3 * float(np.median(times[engine]))
-        result[f"temp_bytes_{engine}"] = temp_bytes(compiled[engine])
+        result[f"ms_{engine}"] = 1e3 * seconds[engine]
+        result[f"temp_bytes_{engine}"] = rnnbptt.runs.scratch_bytes(compiled[engine])
     return result
 
 

@@ -7,7 +7,7 @@ computation and reduces the gradients across devices itself (an all-reduce it
 inserts because the replicated parameters depend on every shard), so the code
 is the same on one device or many, and on one host or several.
 
-``data_parallel`` (in ``make_train_step``, ``make_eval_step`` and ``fit``):
+``data_parallel`` (in ``make_train_step`` and ``fit``):
 
 * ``None``/``False``: no sharding; the default, as fast as it always was.
 * ``True``: every device JAX sees (``jax.devices()``: all local devices, or all

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import pandas as pd
 
 
@@ -48,6 +49,31 @@ def machine() -> dict:
         "python": platform.python_version(),
         "jax": jax.__version__,
     }
+
+
+def interleaved_medians(calls: dict, repeats: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each ``calls[name]()`` (which must block until
+    its result is ready): ``warmup`` untimed calls each, then ``repeats`` rounds of
+    one call each, in alternating order, so drifting load hits all alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    names = list(calls)
+    times = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            started = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def scratch_bytes(compiled) -> float:
+    """Scratch memory of a compiled program (``temp_size_in_bytes`` of its
+    ``memory_analysis()``), or NaN where the backend says nothing."""
+    stats = compiled.memory_analysis()
+    value = getattr(stats, "temp_size_in_bytes", None) if stats is not None else None
+    return float("nan") if value is None else float(value)
 
 
 def pyplot():

@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
+from rnnbptt import runs
 from rnnbptt.runs import Run
 
 
@@ -64,3 +65,25 @@ def test_config_records_the_devices_jax_was_given(tmp_path):
     machine = json.loads((tmp_path / "exp" / "config.json").read_text())["machine"]
     assert machine["platform"] == "cpu" and machine["device_kind"] == "cpu"
     assert machine["device_count"] == 3
+
+
+def test_interleaved_medians_warm_up_alternate_and_take_medians(monkeypatch):
+    clock, order = [0.0], []
+    durations = {"a": [5.0, 1.0, 3.0], "b": [2.0, 9.0, 4.0]}  # timed rounds only
+
+    def perf_counter():
+        return clock[0]
+
+    def make(name):
+        def call():
+            order.append(name)
+            timed = [n for n in order[4:] if n == name]  # after 2 warm-ups each
+            if len(order) > 4:
+                clock[0] += durations[name][len(timed) - 1]
+
+        return call
+
+    monkeypatch.setattr(runs.time, "perf_counter", perf_counter)
+    got = runs.interleaved_medians({"a": make("a"), "b": make("b")}, repeats=3)
+    assert order == ["a", "a", "b", "b", "a", "b", "b", "a", "a", "b"]
+    assert got == {"a": 3.0, "b": 4.0}
