@@ -365,20 +365,38 @@ def targets(timing, checkpointing, compiling) -> dict:
     return out
 
 
+def cpu_line(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU as ``cpuinfo`` names it, with family, model and clock: hosts of one
+    VM type differ (the same "AMD EPYC" name covered GEMM peaks of 190 and 390
+    GFLOP/s), so a table must say which one it ran on."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = [
+        f"{key.split()[-1]} {fields[key]}"
+        for key in ("cpu family", "model", "stepping")
+        if key in fields
+    ]
+    if "cpu MHz" in fields:
+        details.append(f"{float(fields['cpu MHz']):.0f} MHz")
+    if "avx512f" in fields.get("flags", "").split():
+        details.append("AVX-512")
+    return f"{name} ({', '.join(details)})" if details else name
+
+
 def machine_line(frameworks) -> str:
     device = jax.devices()[0]
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in f if "model name" in line
-            )
-    except (OSError, StopIteration):
-        pass
     versions = ", ".join(f"{k} {v}" for k, v in frameworks.items())
     return (
-        f"{cpu}, {os.cpu_count()} cores, {device.platform} ({device.device_kind}); "
-        f"jax {jax.__version__}" + (f", {versions}" if versions else "")
+        f"{cpu_line()}, {os.cpu_count()} cores, {device.platform} "
+        f"({device.device_kind}); jax {jax.__version__}"
+        + (f", {versions}" if versions else "")
     )
 
 

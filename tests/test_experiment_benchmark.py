@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from conftest import quick_experiment
 
+from rnnbptt import cli
+
 NAME = "benchmark"
 # optional framework (module name) -> the implementation it adds
 OPTIONAL = {"torch": "torch.nn", "flax": "flax nn.RNN"}
@@ -90,3 +92,18 @@ def test_summary_grades_each_target(summary):
         if check["met"] is not None:
             assert check["target"].startswith(("<=", ">="))
     assert summary["machine"]
+
+
+def test_machine_line_names_the_cpu_family_model_and_clock(tmp_path, summary):
+    bench = cli._load_experiment(NAME)
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "stepping\t: 1\ncpu MHz\t\t: 2596.134\nflags\t\t: fpu avx2 avx512f\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC\ncpu family\t: 26\n"
+    )
+    line = bench.cpu_line(str(info))
+    assert line == "AMD EPYC (family 25, model 17, stepping 1, 2596 MHz, AVX-512)"
+    fallback = bench.cpu_line(str(tmp_path / "missing"))
+    assert fallback and "(" not in fallback  # no /proc/cpuinfo: the bare name
+    assert summary["machine"].startswith(bench.cpu_line())
