@@ -8,7 +8,9 @@ side in one process: rnnbptt's LSTM and Elman with each gradient engine,
 ``torch.nn.LSTM`` and ``torch.nn.RNN`` (``--torch-threads``, default 2), and
 Flax's ``nn.RNN`` with ``OptimizedLSTMCell`` and ``SimpleCell`` (torch and flax
 are optional: ``pip install -e '.[bench]'``; a missing one is skipped with a
-note). Every implementation is warmed up, then the repetitions are interleaved
+note). When JAX runs on a GPU, torch runs on CUDA too (``--torch-device``) and
+TF32 is off on both sides, so every column is float32 on the same hardware.
+Every implementation is warmed up, then the repetitions are interleaved
 (one call of each in turn) and the median is reported, with its ratio to the
 PyTorch cell of the same kind, the achieved GFLOP/s of the matrix products
 (2*T*B*G*H*(2D + 3H) multiply-adds x 2, G = 4 gates for the LSTM, 1 for Elman;
@@ -92,6 +94,12 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--repeats", type=int, help="timed calls per implementation")
     parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument(
+        "--torch-device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where torch.nn runs; auto: cuda when JAX runs on a GPU, else cpu",
+    )
 
 
 def gradient_flops(steps, batch, inputs, hidden, gates) -> float:
@@ -140,46 +148,83 @@ def flax_gradient(kind, size):
     return _ready(grad, params, xs)
 
 
-def torch_gradient(kind, size):
+def _torch_ready(device: str):
+    """A function that waits for torch's queued work on ``device``."""
+    import torch
+
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def torch_gradient(kind, size, device="cpu"):
     import torch
 
     T, B, D, H = size
     torch.manual_seed(0)
-    module = (torch.nn.LSTM if kind == "lstm" else torch.nn.RNN)(D, H, batch_first=True)
-    xs = torch.randn(B, T, D)
+    cell = torch.nn.LSTM if kind == "lstm" else torch.nn.RNN
+    module = cell(D, H, batch_first=True).to(device)
+    xs = torch.randn(B, T, D, device=device)
+    ready = _torch_ready(device)
 
     def call():
         for p in module.parameters():
             p.grad = None
         hs, _ = module(xs)
         (0.5 * (hs * hs).sum()).backward()
+        ready()
 
     return call
 
 
-def gemm_peak(n: int, repeats: int) -> dict:
+def gemm_peak(n: int, repeats: int, torch_device: str = "cpu") -> dict:
     """Best GFLOP/s of an n x n float32 matrix product, by XLA and by torch."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     calls = {"xla": _ready(jax.jit(jnp.matmul), a, a)}
     try:
         import torch
 
-        t = torch.randn(n, n)
-        calls["torch"] = lambda: torch.matmul(t, t)
+        t = torch.randn(n, n, device=torch_device)
+        ready = _torch_ready(torch_device)
+        calls["torch"] = lambda: (torch.matmul(t, t), ready())
     except ImportError:
         pass
     times = rnnbptt.runs.interleaved_medians(calls, repeats)
     return {name: 2 * n**3 / seconds / 1e9 for name, seconds in times.items()}
 
 
-def optional_frameworks(torch_threads: int) -> tuple[dict, list[str]]:
-    """{"torch": version, "flax": version} for those importable, and notes."""
+def torch_device_for(choice: str) -> str:
+    """``--torch-device``: auto picks cuda when JAX runs on a GPU and torch sees
+    one, so both frameworks time the same hardware."""
+    if choice != "auto":
+        return choice
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    return "cuda" if on_gpu else "cpu"
+
+
+def full_float32(torch_device: str) -> None:
+    """float32 means float32 on a GPU too: no TF32 in JAX's matrix products (its
+    GPU default) nor in torch's cuBLAS and cuDNN calls. A no-op on the CPU."""
+    if jax.default_backend() == "gpu":
+        jax.config.update("jax_default_matmul_precision", "highest")
+    if torch_device == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def optional_frameworks(torch_threads: int, torch_device="cpu"):
+    """({"torch": version, "flax": version} for those importable, notes)."""
     found, notes = {}, []
     try:
         import torch
 
         torch.set_num_threads(torch_threads)
-        found["torch"] = torch.__version__
+        where = "cuda" if torch_device == "cuda" else f"{torch_threads} threads"
+        found["torch"] = f"{torch.__version__} ({where})"
     except ImportError:
         notes.append(
             "torch not installed: no torch.nn rows (pip install -e '.[bench]')"
@@ -193,7 +238,7 @@ def optional_frameworks(torch_threads: int) -> tuple[dict, list[str]]:
     return found, notes
 
 
-def time_sizes(sizes, repeats, frameworks, peak) -> pd.DataFrame:
+def time_sizes(sizes, repeats, frameworks, peak, torch_device) -> pd.DataFrame:
     rows = []
     for name in sizes:
         size = TINY if name == "tiny" else SIZES[name]
@@ -204,7 +249,7 @@ def time_sizes(sizes, repeats, frameworks, peak) -> pd.DataFrame:
                 calls[impl], seconds, scratch = rnnbptt_gradient(kind, size, backward)
                 extra[impl] = {"compile_s": seconds, "scratch_mb": scratch / 1e6}
             if "torch" in frameworks:
-                calls[(kind, "torch.nn")] = torch_gradient(kind, size)
+                calls[(kind, "torch.nn")] = torch_gradient(kind, size, torch_device)
             if "flax" in frameworks:
                 calls[(kind, "flax nn.RNN")] = flax_gradient(kind, size)
         times = rnnbptt.runs.interleaved_medians(calls, repeats)
@@ -402,13 +447,17 @@ def machine_line(frameworks) -> str:
 
 def run(args, run) -> pd.DataFrame:
     size = QUICK if args.quick else FULL
-    frameworks, notes = optional_frameworks(args.torch_threads)
+    torch_device = torch_device_for(args.torch_device)
+    full_float32(torch_device)
+    frameworks, notes = optional_frameworks(args.torch_threads, torch_device)
     for note in notes:
         print(f"note: {note}")
     repeats = args.repeats or size["repeats"]
-    peaks = gemm_peak(size["gemm"], max(3, repeats // 3))
+    peaks = gemm_peak(size["gemm"], max(3, repeats // 3), torch_device)
     peak = max(peaks.values())
-    timing = time_sizes(args.sizes or size["sizes"], repeats, frameworks, peak)
+    timing = time_sizes(
+        args.sizes or size["sizes"], repeats, frameworks, peak, torch_device
+    )
     checkpointing = time_checkpointing(
         size["checkpoint"], size["checkpoint_every"], size["checkpoint_repeats"]
     )

@@ -1,7 +1,11 @@
 """The benchmark, in quick mode through ``rnnbptt bench``."""
 
 import importlib.util
+import re
+import subprocess
+from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +14,7 @@ from conftest import quick_experiment
 from rnnbptt import cli
 
 NAME = "benchmark"
+ROOT = Path(__file__).resolve().parent.parent
 # optional framework (module name) -> the implementation it adds
 OPTIONAL = {"torch": "torch.nn", "flax": "flax nn.RNN"}
 INSTALLED = {m: importlib.util.find_spec(m) is not None for m in OPTIONAL}
@@ -107,3 +112,24 @@ def test_machine_line_names_the_cpu_family_model_and_clock(tmp_path, summary):
     fallback = bench.cpu_line(str(tmp_path / "missing"))
     assert fallback and "(" not in fallback  # no /proc/cpuinfo: the bare name
     assert summary["machine"].startswith(bench.cpu_line())
+
+
+def test_torch_runs_where_jax_runs():
+    bench = cli._load_experiment(NAME)
+    assert jax.default_backend() == "cpu"  # the suite runs on the CPU
+    assert bench.torch_device_for("auto") == "cpu"
+    assert bench.torch_device_for("cuda") == "cuda"  # asked for: taken as given
+    before = jax.config.jax_default_matmul_precision
+    bench.full_float32("cpu")  # nothing to change on the CPU
+    assert jax.config.jax_default_matmul_precision == before
+
+
+def test_gpu_script_is_valid_and_runs_tests_that_exist():
+    script = ROOT / "experiments" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    named = re.findall(r"tests/test_\w+\.py", text)
+    assert "tests/test_bptt.py" in named and "tests/test_gradcheck.py" in named
+    for path in named:
+        assert (ROOT / path).is_file(), path
+    assert "rnnbptt bench" in text
