@@ -29,7 +29,7 @@ Command:  rnnbptt bench     (also: rnnbptt experiment benchmark, or
           python experiments/benchmark.py)
 Expected: see the README's Performance section for the latest table and the
           machine it ran on, and experiments/PERFORMANCE.md for what was tried.
-          About 3 minutes on 2 cores.
+          About 2-3 minutes on 2 cores.
 Quick:    --quick times one tiny size with 3 repetitions and checkpointing at
           T = 200, for the tests (about 20 s, mostly compiling).
 """
