@@ -2,6 +2,7 @@
 the whole suite; float32 tests ask for float32 explicitly."""
 
 import contextlib
+import functools
 import io
 import json
 
@@ -25,33 +26,38 @@ CELLS = {
 RECURRENT = ["elman-tanh", "elman-relu", "lstm"]
 
 
-def random_carry(cell, key, batch, dtype):
-    """A non-zero initial carry, so gradients into it are not trivially zero."""
-    carry = cell.initial_carry(batch, dtype)
-    leaves, treedef = jax.tree.flatten(carry)
-    return jax.tree.unflatten(
-        treedef,
-        [
-            0.5 * jax.random.normal(jax.random.fold_in(key, i), x.shape, dtype)
-            for i, x in enumerate(leaves)
-        ],
-    )
-
-
 def right_padded_mask(lengths, steps):
     """[B, T] bool, True for the first lengths[b] steps of row b."""
     return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 def make_problem(cell, seed=0, batch=3, steps=6, dtype=jnp.float64):
-    """(params, xs, carry0) drawn from ``seed``, with non-zero biases."""
-    k_p, k_b, k_x, k_c = jax.random.split(jax.random.key(seed), 4)
-    params = cell.init(k_p, dtype)
-    params = params._replace(
-        b=params.b + 0.3 * jax.random.normal(k_b, params.b.shape, dtype)
-    )
-    xs = jax.random.normal(k_x, (batch, steps, cell.input_size), dtype)
-    return params, xs, random_carry(cell, k_c, batch, dtype)
+    """(params, xs, carry0) drawn from ``seed``: params with the structure, shapes
+    and dtype of ``cell.init`` (weights uniform in +-1/sqrt(fan-in), biases and
+    the initial carry non-zero, so no gradient is trivially zero) and inputs.
+
+    The draws come from NumPy: jax.random and ``cell.init`` compile a sampler
+    (and a QR) for every new shape, about a second per problem, which was a
+    large part of the suite's time. ``cell.init`` itself is tested in
+    test_cells.py."""
+    rng = np.random.default_rng(seed)
+    as_jax = functools.partial(jnp.asarray, dtype=np.dtype(dtype))
+
+    def draw(shape, scale):
+        return as_jax((scale * rng.standard_normal(shape)).astype(dtype))
+
+    def weight(leaf):
+        if leaf.ndim == 1:  # a bias
+            return draw(leaf.shape, 0.3)
+        bound = 1 / np.sqrt(leaf.shape[0])
+        return as_jax(rng.uniform(-bound, bound, leaf.shape).astype(dtype))
+
+    shapes = jax.eval_shape(lambda key: cell.init(key, dtype), jax.random.key(0))
+    params = jax.tree.map(weight, shapes)
+    xs = draw((batch, steps, cell.input_size), 1.0)
+    carry_shapes = jax.eval_shape(lambda: cell.initial_carry(batch, dtype))
+    carry = jax.tree.map(lambda leaf: draw(leaf.shape, 0.5), carry_shapes)
+    return params, xs, carry
 
 
 def probe_loss_fn(seed, hs_shape, carry, dtype=jnp.float64):
