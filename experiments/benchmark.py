@@ -468,9 +468,10 @@ def run(args, run) -> pd.DataFrame:
     compiling.to_csv(run.path("compile.csv"), index=False)
     metrics = run.metrics(timing)
     checks = targets(timing, checkpointing, compiling)
+    machine = machine_line(frameworks)
     run.summary(
         {
-            "machine": machine_line(frameworks),
+            "machine": machine,
             "gemm_peak_gflops": peaks,
             "notes": notes,
             "targets": checks,
@@ -480,7 +481,7 @@ def run(args, run) -> pd.DataFrame:
     show = functools.partial(
         pd.DataFrame.to_string, index=False, float_format="{:.3g}".format
     )
-    print(f"machine: {machine_line(frameworks)}")
+    print(f"machine: {machine}")
     print(
         "float32 GEMM peak (GFLOP/s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())

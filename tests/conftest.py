@@ -2,7 +2,6 @@
 the whole suite; float32 tests ask for float32 explicitly."""
 
 import contextlib
-import functools
 import io
 import json
 
@@ -31,6 +30,12 @@ def right_padded_mask(lengths, steps):
     return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
+def normal(rng, shape, dtype, scale=1.0):
+    """``scale`` times standard normal draws from the NumPy generator ``rng``, as
+    a JAX array of ``dtype`` (jax.random would compile a sampler per shape)."""
+    return jnp.asarray((scale * rng.standard_normal(shape)).astype(dtype))
+
+
 def make_problem(cell, seed=0, batch=3, steps=6, dtype=jnp.float64):
     """(params, xs, carry0) drawn from ``seed``: params with the structure, shapes
     and dtype of ``cell.init`` (weights uniform in +-1/sqrt(fan-in), biases and
@@ -41,22 +46,18 @@ def make_problem(cell, seed=0, batch=3, steps=6, dtype=jnp.float64):
     large part of the suite's time. ``cell.init`` itself is tested in
     test_cells.py."""
     rng = np.random.default_rng(seed)
-    as_jax = functools.partial(jnp.asarray, dtype=np.dtype(dtype))
-
-    def draw(shape, scale):
-        return as_jax((scale * rng.standard_normal(shape)).astype(dtype))
 
     def weight(leaf):
         if leaf.ndim == 1:  # a bias
-            return draw(leaf.shape, 0.3)
+            return normal(rng, leaf.shape, dtype, 0.3)
         bound = 1 / np.sqrt(leaf.shape[0])
-        return as_jax(rng.uniform(-bound, bound, leaf.shape).astype(dtype))
+        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(dtype))
 
     shapes = jax.eval_shape(lambda key: cell.init(key, dtype), jax.random.key(0))
     params = jax.tree.map(weight, shapes)
-    xs = draw((batch, steps, cell.input_size), 1.0)
+    xs = normal(rng, (batch, steps, cell.input_size), dtype)
     carry_shapes = jax.eval_shape(lambda: cell.initial_carry(batch, dtype))
-    carry = jax.tree.map(lambda leaf: draw(leaf.shape, 0.5), carry_shapes)
+    carry = jax.tree.map(lambda leaf: normal(rng, leaf.shape, dtype, 0.5), carry_shapes)
     return params, xs, carry
 
 

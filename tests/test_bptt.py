@@ -13,6 +13,7 @@ from conftest import (
     RECURRENT,
     make_problem,
     max_rel,
+    normal,
     probe_loss_fn,
     right_padded_mask,
 )
@@ -48,12 +49,9 @@ def problems(draw):
 def _vjp_both(cell, params, xs, carry0, mask, seed):
     """(bptt's cotangents, jax.vjp's cotangents) for random output cotangents."""
     final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask)
-    rng = np.random.default_rng(seed + 1)  # NumPy: no sampler compiled per shape
-
-    def draw(a):
-        return jnp.asarray(rng.standard_normal(a.shape).astype(a.dtype))
-
-    d_hs, d_final = draw(hs), jax.tree.map(draw, final)
+    rng = np.random.default_rng(seed + 1)
+    d_hs = normal(rng, hs.shape, hs.dtype)
+    d_final = jax.tree.map(lambda a: normal(rng, a.shape, a.dtype), final)
     manual = rnnbptt.bptt(cell, params, xs, carry0, d_hs, d_final, mask=mask)
     _, vjp = jax.vjp(
         lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask), params, xs, carry0
