@@ -10,10 +10,13 @@ Elman network, whose gradients vanish over that distance.
 
 Command:  rnnbptt experiment memory            (or: python experiments/memory.py)
 Expected: LSTM test MSE < 0.01 at every T; Elman stays at the trivial 0.167 for
-          T >= 100. Obtained (seed 0, 20 epochs, manual BPTT): LSTM 1.5e-4,
-          1.4e-4, 2.3e-4 at T = 50, 100, 200; Elman 0.062, 0.165, 0.167 (the
-          Elman at T = 100 stopped early, after 15 epochs). 3.0 minutes on 2 CPU
-          cores shared with other jobs (3.6 before the performance work).
+          T >= 100. Obtained (seed 0, 20 epochs, manual BPTT): LSTM 1.6e-4,
+          1.1e-4, 3.1e-4 at T = 50, 100, 200; Elman 0.089, 0.164, 0.167 (the
+          Elman at T = 50 stopped early, after 12 epochs). 3.0 minutes on 2 CPU
+          cores shared with other jobs (3.6 before the performance work); 4.9
+          minutes on the slower host of 2026-11-30. (Before the weight gradients
+          took a transposed copy of their operand, float32 rounding gave LSTM
+          1.5e-4, 1.4e-4, 2.3e-4 and Elman 0.062, 0.165, 0.167.)
 Quick:    --quick trains T = 10 briefly (seconds), for the tests.
 """
 
