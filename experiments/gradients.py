@@ -14,12 +14,14 @@ program's scratch memory (``temp_size_in_bytes`` of ``memory_analysis()``).
 The common option ``--backward`` is ignored: both engines always run.
 
 Command:  rnnbptt experiment gradients          (or: python experiments/gradients.py)
-Expected: manual BPTT vs autodiff, worst over cells and T <= 1000: 1.8e-15 in
-          float64 and 7.9e-7 in float32 (tolerances 1e-10 and 1e-5); both
-          engines vs float64 finite differences: 3.8e-8 (float64, LSTM at T =
-          1000; 1e-9 or less for T <= 10) and 5.3e-6 (float32). The errors grow
-          slowly with T. Speed in float32, autodiff time / manual time at T >=
-          10: 1.5-2.2 for Elman, 1.2-1.8 for the LSTM, 0.8-1.1 for Feedforward
+Expected: manual BPTT vs autodiff, worst over cells and T <= 1000: 2.2e-15 in
+          float64 and 9.3e-7 in float32 (tolerances 1e-10 and 1e-5); both
+          engines vs float64 finite differences: 2.2e-8 (float64, LSTM at T =
+          1000; 1.4e-9 or less for T <= 10) and 5.3e-6 (float32). The errors grow
+          slowly with T. (Before the weight gradients took a transposed copy of
+          their operand: 1.8e-15, 7.9e-7 and 3.8e-8.) Speed in float32, autodiff
+          time / manual time at T >= 10: 1.5-2.2 for Elman (1.46-1.81 on the
+          slower host of 2026-11-30), 1.2-1.8 for the LSTM, 0.8-1.1 for Feedforward
           (a fraction of a millisecond per gradient: dispatch noise; at T = 1 all
           three are 0.04-0.09 ms); autodiff's compiled scratch memory is 1.3-1.4x
           the manual engine's for Elman, 1.5-1.7x for the LSTM and the same for
