@@ -12,7 +12,7 @@ MODULES = [
     "rnnbptt.bptt",
     "rnnbptt.checkpoint",
     "rnnbptt.models",
-    "rnnbptt.data",
+    "rnnbptt.data.windows",
     "rnnbptt.runs",
 ]
 

@@ -1,0 +1,53 @@
+"""Loading and preparing the experiments' data, on the host, with NumPy and pandas.
+
+Nothing here is jitted. Loaders check a file once and fail with one line that names
+the file and, where it helps, the line; the arrays they return are ready for
+``rnnbptt.fit``.
+
+Time series go through :func:`load_series` (``series.py``: regular frequency, gaps
+filled), then :func:`forecasting_data` (``windows.py``: chronological split, a
+:class:`Scaler` fitted on the training span only, sliding windows per span). The
+fixed-format files (digits, words, misspellings) have their loaders in
+``datasets.py``. The shipped files live in the repository's ``data/`` folder;
+:func:`data_path` finds them.
+"""
+
+from .datasets import (
+    DIGITS_CLASSES,
+    DIGITS_MAX_PIXEL,
+    DIGITS_SHAPE,
+    load_digits,
+    load_misspellings,
+    load_words,
+)
+from .files import DATA_DIR, data_path
+from .series import Series, load_series
+from .windows import (
+    MIN_RELATIVE_STD,
+    ForecastData,
+    Scaler,
+    Windows,
+    chronological_split,
+    forecasting_data,
+    sliding_windows,
+)
+
+__all__ = [
+    "DATA_DIR",
+    "DIGITS_CLASSES",
+    "DIGITS_MAX_PIXEL",
+    "DIGITS_SHAPE",
+    "MIN_RELATIVE_STD",
+    "ForecastData",
+    "Scaler",
+    "Series",
+    "Windows",
+    "chronological_split",
+    "data_path",
+    "forecasting_data",
+    "load_digits",
+    "load_misspellings",
+    "load_series",
+    "load_words",
+    "sliding_windows",
+]
