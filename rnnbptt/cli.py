@@ -160,7 +160,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rnnbptt", description=__doc__.splitlines()[0]
+        prog="rnnbptt", description=__doc__.splitlines()[0].replace("``", "")
     )
     commands = parser.add_subparsers(dest="command", required=True)
     grad = commands.add_parser(

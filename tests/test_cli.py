@@ -33,6 +33,17 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
     assert "usage" in capsys.readouterr().err
 
 
+def test_help_is_plain_text_and_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "The rnnbptt command line." in out
+    assert "``" not in out  # no reStructuredText markup from the docstring
+    for command in ("gradcheck", "devices", "bench", "experiment"):
+        assert command in out
+
+
 def test_unknown_experiment_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["experiment", "telepathy"])
