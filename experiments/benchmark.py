@@ -49,6 +49,8 @@ import pandas as pd
 import rnnbptt
 import rnnbptt.runs
 
+# No --backward (both engines always run) and no --seed (fixed problems).
+COMMON_OPTIONS = ()
 SIZES = {
     "small": (50, 32, 8, 64),
     "medium": (100, 64, 32, 256),

@@ -11,7 +11,7 @@ float32 it also times one jitted ``jax.grad`` of a mean-square loss with respect
 to the parameters through ``rnnbptt.unroll(..., backward=engine)`` (compiled
 first, then the median of interleaved repetitions) and reads the compiled
 program's scratch memory (``temp_size_in_bytes`` of ``memory_analysis()``).
-The common option ``--backward`` is ignored: both engines always run.
+Both engines always run, so it takes no ``--backward``.
 
 Command:  rnnbptt experiment gradients          (or: python experiments/gradients.py)
 Expected: manual BPTT vs autodiff, worst over cells and T <= 1000: 2.2e-15 in
@@ -46,6 +46,7 @@ import rnnbptt.runs
 ENGINE_TOL = {"float64": 1e-10, "float32": 1e-5}
 FD_TOL = {"float64": 1e-6, "float32": 1e-3}
 ENGINES = ("manual", "autodiff")
+COMMON_OPTIONS = ("seed",)  # no --backward: both engines always run
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 FULL = {
     "steps": [1, 10, 100, 1000],

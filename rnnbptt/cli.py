@@ -16,8 +16,10 @@ through time timed side by side with torch.nn and Flax (see that script).
 
 ``rnnbptt experiment NAME [--quick] [--backward manual|autodiff] [--seed N]
 [--out DIR]`` runs the script ``experiments/NAME.py`` of this checkout (each
-script is also runnable on its own) and writes ``DIR/NAME/``. Mistakes in the
-command or the data end with a one-line error and exit status 2.
+script is also runnable on its own) and writes ``DIR/NAME/``. An experiment that
+runs both engines takes no ``--backward`` (gradients, benchmark), one that draws
+nothing at random no ``--seed`` (benchmark). Mistakes in the command or the data
+end with a one-line error and exit status 2.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import jax
 import pandas as pd
 
+from ._checks import DEFAULT_BACKWARD
 from .cells import LSTM, Elman, Feedforward
 from .gradcheck import compare_gradients, format_table
 
@@ -232,8 +235,15 @@ def experiment_parser(name: str, module) -> argparse.ArgumentParser:
         description=(module.__doc__ or "").strip().splitlines()[0],
     )
     parser.add_argument("--quick", action="store_true", help="a run of seconds")
-    parser.add_argument("--backward", choices=["manual", "autodiff"], default="manual")
-    parser.add_argument("--seed", type=int, default=0)
+    # An experiment that runs both engines, or draws nothing at random, says so
+    # with COMMON_OPTIONS, so that an option it would ignore is refused instead.
+    common = getattr(module, "COMMON_OPTIONS", ("backward", "seed"))
+    if "backward" in common:
+        parser.add_argument(
+            "--backward", choices=["manual", "autodiff"], default=DEFAULT_BACKWARD
+        )
+    if "seed" in common:
+        parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs", help="results go to OUT/NAME/")
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)

@@ -44,6 +44,31 @@ def test_help_is_plain_text_and_lists_every_command(capsys):
         assert command in out
 
 
+@pytest.mark.parametrize(
+    "name, option",
+    [("benchmark", "--backward"), ("benchmark", "--seed"), ("gradients", "--backward")],
+)
+def test_an_option_the_experiment_would_ignore_is_refused(name, option, capsys):
+    value = {"--backward": "autodiff", "--seed": "3"}[option]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment", name, option, value])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {option} {value}" in capsys.readouterr().err
+
+
+def test_common_options_reach_the_experiments_that_use_them():
+    for name, taken in [
+        ("forecast", {"backward": "autodiff", "seed": 3}),
+        ("gradients", {"seed": 3}),
+        ("benchmark", {}),
+    ]:
+        argv = ["--backward", "autodiff"] * ("backward" in taken)
+        argv += ["--seed", "3"] * ("seed" in taken)
+        parser = cli.experiment_parser(name, cli._load_experiment(name))
+        args = vars(parser.parse_args(argv))
+        assert {k: args[k] for k in ("backward", "seed") if k in args} == taken, name
+
+
 def test_unknown_experiment_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["experiment", "telepathy"])
