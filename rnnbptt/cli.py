@@ -17,8 +17,8 @@ through time timed side by side with torch.nn and Flax (see that script).
 ``rnnbptt experiment NAME [--quick] [--backward manual|autodiff] [--seed N]
 [--out DIR]`` runs the script ``experiments/NAME.py`` of this checkout (each
 script is also runnable on its own) and writes ``DIR/NAME/``. An experiment that
-runs both engines takes no ``--backward`` (gradients, benchmark), one that draws
-nothing at random no ``--seed`` (benchmark). Mistakes in the command or the data
+runs both engines takes no ``--backward`` (gradients, benchmark), one whose
+problems are fixed no ``--seed`` (benchmark). Mistakes in the command or the data
 end with a one-line error and exit status 2.
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import pandas as pd
 
-from ._checks import DEFAULT_BACKWARD
+from ._checks import BACKWARDS, DEFAULT_BACKWARD
 from .cells import LSTM, Elman, Feedforward
 from .gradcheck import compare_gradients, format_table
 
@@ -235,13 +235,11 @@ def experiment_parser(name: str, module) -> argparse.ArgumentParser:
         description=(module.__doc__ or "").strip().splitlines()[0],
     )
     parser.add_argument("--quick", action="store_true", help="a run of seconds")
-    # An experiment that runs both engines, or draws nothing at random, says so
+    # An experiment that runs both engines, or whose problems are fixed, says so
     # with COMMON_OPTIONS, so that an option it would ignore is refused instead.
     common = getattr(module, "COMMON_OPTIONS", ("backward", "seed"))
     if "backward" in common:
-        parser.add_argument(
-            "--backward", choices=["manual", "autodiff"], default=DEFAULT_BACKWARD
-        )
+        parser.add_argument("--backward", choices=BACKWARDS, default=DEFAULT_BACKWARD)
     if "seed" in common:
         parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs", help="results go to OUT/NAME/")
