@@ -12,6 +12,7 @@ finite differences); it is well defined where single coordinates are near zero.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -51,27 +52,46 @@ def format_table(table: pd.DataFrame) -> str:
     return pd.DataFrame(table).to_string(float_format=lambda v: f"{v:.2e}")
 
 
-def probe_loss(key: jax.Array, hs_shape, final_carry) -> Loss:
-    """A random linear probe of ``hs`` plus one of the final carry.
-
-    Every output and every part of the final carry receives a random, non-zero
-    cotangent, so no gradient path is left untested.
-    """
+def _probe(key: jax.Array, hs_shape, final_carry) -> tuple:
+    """Random directions for ``hs`` and each leaf of the final carry: the default
+    loss is the linear probe along them, so every output and every part of the
+    final carry receives a random, non-zero cotangent and no gradient path is left
+    untested."""
     k_hs, k_carry = jax.random.split(key)
-    p_hs = jax.random.normal(k_hs, hs_shape)
-    leaves, treedef = jax.tree.flatten(final_carry)
-    p_carry = [
+    p_carry = tuple(
         jax.random.normal(jax.random.fold_in(k_carry, i), leaf.shape)
-        for i, leaf in enumerate(leaves)
-    ]
+        for i, leaf in enumerate(jax.tree.leaves(final_carry))
+    )
+    return jax.random.normal(k_hs, hs_shape), p_carry
 
-    def loss(hs, final):
-        total = jnp.sum(p_hs.astype(hs.dtype) * hs)
-        for p, leaf in zip(p_carry, treedef.flatten_up_to(final), strict=True):
-            total = total + jnp.sum(p.astype(leaf.dtype) * leaf)
-        return total
 
-    return loss
+def _probe_value(probe: tuple, hs, final) -> jax.Array:
+    """``<p_hs, hs> + sum_i <p_i, final_i>``, in the dtype of the outputs."""
+    p_hs, p_carry = probe
+    total = jnp.sum(p_hs.astype(hs.dtype) * hs)
+    for p, leaf in zip(p_carry, jax.tree.leaves(final), strict=True):
+        total = total + jnp.sum(p.astype(leaf.dtype) * leaf)
+    return total
+
+
+def probe_loss(key: jax.Array, hs_shape, final_carry) -> Loss:
+    """``loss(hs, final_carry)``: the random linear probe ``compare_gradients``
+    uses by default, as a function (for checks of one's own)."""
+    return functools.partial(_probe_value, _probe(key, hs_shape, final_carry))
+
+
+def _objective(cell, loss, backward, mask, probe, params, xs, carry0):
+    """The scalar that is differentiated: ``loss``, or the probe when it is None."""
+    final, hs = unroll(cell, params, xs, carry0, mask=mask, backward=backward)
+    return _probe_value(probe, hs, final) if loss is None else loss(hs, final)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _engine_grads(cell, loss, backward, mask, probe, params, xs, carry0):
+    """One engine's gradient with respect to (params, xs, carry0), as one program
+    (arrays as arguments, so a second check of the same shapes compiles nothing)."""
+    objective = functools.partial(_objective, cell, loss, backward, mask, probe)
+    return jax.grad(objective, argnums=(0, 1, 2))(params, xs, carry0)
 
 
 def _leaf_names(cell, params, carry0) -> list[str]:
@@ -147,8 +167,9 @@ def compare_gradients(
 
     Args:
         cell, params, xs, carry0, mask: as for ``unroll``.
-        loss: ``loss(hs, final_carry) -> scalar``; defaults to a random linear
-            probe of ``hs`` plus one of the final carry (``probe_loss``).
+        loss: ``loss(hs, final_carry) -> scalar``, hashable (a function); defaults
+            to a random linear probe of ``hs`` plus one of the final carry
+            (``probe_loss``).
         key: PRNG key for the probe and the sampled coordinates (default key 0).
         fd_samples: coordinates per leaf checked by finite differences.
         fd_step: central-difference step, relative to max(1, |coordinate|).
@@ -182,23 +203,32 @@ def compare_gradients(
         )
     if not fd_step > 0:
         raise ValueError(f"compare_gradients: `fd_step` must be > 0, got {fd_step!r}")
+    if loss is not None:
+        if not callable(loss):
+            raise TypeError(
+                "compare_gradients: `loss` must be a function loss(hs, final_carry) "
+                f"-> scalar, got {type(loss).__name__}"
+            )
+        try:
+            hash(loss)  # it keys the compiled gradients
+        except TypeError:
+            raise TypeError(
+                "compare_gradients: `loss` must be hashable (a function, or an "
+                f"object with __hash__), got an unhashable {type(loss).__name__}"
+            ) from None
     key = jax.random.key(0) if key is None else key
     k_loss, k_fd = jax.random.split(key)
+    probe = None
     if loss is None:
         final, hs = jax.eval_shape(lambda: unroll(cell, params, xs, carry0, mask=mask))
-        loss = probe_loss(k_loss, hs.shape, final)
-
-    def objective(params, xs, carry0, backward="autodiff"):
-        final, hs = unroll(cell, params, xs, carry0, mask=mask, backward=backward)
-        return loss(hs, final)
+        probe = _probe(k_loss, hs.shape, final)
 
     args = (params, xs, carry0)
     grads = {
-        engine: jax.tree.leaves(
-            jax.grad(objective, argnums=(0, 1, 2))(*args, backward=engine)
-        )
+        engine: jax.tree.leaves(_engine_grads(cell, loss, engine, mask, probe, *args))
         for engine in ("manual", "autodiff")
     }
+    objective = functools.partial(_objective, cell, loss, "autodiff", mask, probe)
     with jax.enable_x64(True):
         args64 = jax.tree.map(lambda a: a.astype(jnp.float64), args)
         fd = _finite_differences(objective, args64, k_fd, fd_samples, fd_step)

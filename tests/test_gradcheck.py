@@ -10,6 +10,17 @@ from conftest import CELLS, make_problem, right_padded_mask
 import rnnbptt
 
 unroll_module = importlib.import_module("rnnbptt.unroll")
+gradcheck_module = importlib.import_module("rnnbptt.gradcheck")
+
+
+class Unhashable:
+    """A loss object that defines equality but not hashing."""
+
+    __hash__ = None
+
+    def __call__(self, hs, final):
+        return jnp.sum(hs)
+
 
 LEAVES = {
     "elman-tanh": ["params.w_ih", "params.w_hh", "params.b", "xs", "carry0"],
@@ -79,11 +90,30 @@ def test_a_wrong_manual_gradient_is_caught(monkeypatch):
     assert table.loc["params.w_ih", "manual_autodiff_rel"] < 1e-10
 
 
+def test_a_second_check_of_the_same_shapes_compiles_no_gradient():
+    cell = rnnbptt.Elman(2, 5)  # shapes used nowhere else
+    params, xs, carry0 = make_problem(cell, batch=3, steps=4)
+    engine_grads = gradcheck_module._engine_grads
+    before = engine_grads._cache_size()
+    first = rnnbptt.compare_gradients(cell, params, xs, carry0, key=jax.random.key(1))
+    assert engine_grads._cache_size() == before + 2  # one program per engine
+    second = rnnbptt.compare_gradients(cell, params, xs, carry0, key=jax.random.key(2))
+    assert engine_grads._cache_size() == before + 2
+    # ... with the new key's probe, not the old one's
+    assert (second["manual_autodiff_abs"] != first["manual_autodiff_abs"]).any()
+
+
 @pytest.mark.parametrize(
-    "kwargs, text", [({"fd_samples": 0}, "fd_samples"), ({"fd_step": 0.0}, "fd_step")]
+    "kwargs, error, text",
+    [
+        ({"fd_samples": 0}, ValueError, "fd_samples"),
+        ({"fd_step": 0.0}, ValueError, "fd_step"),
+        ({"loss": "mse"}, TypeError, "`loss` must be a function"),
+        ({"loss": Unhashable()}, TypeError, "`loss` must be hashable"),
+    ],
 )
-def test_bad_arguments(kwargs, text):
+def test_bad_arguments(kwargs, error, text):
     cell = CELLS["elman-tanh"]
     params, xs, carry0 = make_problem(cell)
-    with pytest.raises(ValueError, match=text):
+    with pytest.raises(error, match=text):
         rnnbptt.compare_gradients(cell, params, xs, carry0, **kwargs)
