@@ -104,11 +104,24 @@ def _leaf_names(cell, params, carry0) -> list[str]:
     return names
 
 
-def _finite_differences(objective, args, key, samples, step):
-    """Central differences of ``objective(*args)`` at sampled coordinates, per leaf.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _perturbed(cell, loss, unravel, mask, probe, flat, idx, deltas):
+    """The objective at ``flat`` moved by ``deltas[k]`` along coordinate ``idx[k]``,
+    for every k, in one vmapped program (autodiff's forward: no gradient here)."""
 
-    All leaves are raveled into one vector, so every perturbed evaluation of every
-    leaf runs in one vmapped, once-compiled call.
+    def at(i, delta):
+        args = unravel(flat.at[i].add(delta))
+        return _objective(cell, loss, "autodiff", mask, probe, *args)
+
+    return jax.vmap(at)(idx, deltas)
+
+
+def _finite_differences(cell, loss, mask, probe, args, key, samples, step):
+    """Central differences of the objective at sampled coordinates, per leaf.
+
+    All leaves of ``args`` (params, xs, carry0) are raveled into one vector, so
+    every perturbed evaluation of every leaf runs in one vmapped call, compiled
+    once per structure and shapes.
 
     Returns a list (one entry per leaf of ``args``) of (flat indices, estimates).
     """
@@ -131,10 +144,8 @@ def _finite_differences(objective, args, key, samples, step):
     )
     h = step * jnp.maximum(1.0, jnp.abs(flat[idx]))
 
-    def at(i, delta):
-        return objective(*unravel(flat.at[i].add(delta)))
-
-    both = jax.jit(jax.vmap(at))(jnp.tile(idx, 2), jnp.concatenate([h, -h]))
+    deltas = jnp.concatenate([h, -h])
+    both = _perturbed(cell, loss, unravel, mask, probe, flat, jnp.tile(idx, 2), deltas)
     plus, minus = np.split(np.asarray(both), 2)
     estimates = (plus - minus) / (2 * np.asarray(h))
     splits = np.cumsum([len(i) for i in per_leaf])[:-1]
@@ -228,10 +239,11 @@ def compare_gradients(
         engine: jax.tree.leaves(_engine_grads(cell, loss, engine, mask, probe, *args))
         for engine in ("manual", "autodiff")
     }
-    objective = functools.partial(_objective, cell, loss, "autodiff", mask, probe)
     with jax.enable_x64(True):
         args64 = jax.tree.map(lambda a: a.astype(jnp.float64), args)
-        fd = _finite_differences(objective, args64, k_fd, fd_samples, fd_step)
+        fd = _finite_differences(
+            cell, loss, mask, probe, args64, k_fd, fd_samples, fd_step
+        )
 
     rows = []
     names = _leaf_names(cell, params, carry0)
