@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pandas as pd
 from tqdm.auto import tqdm
@@ -39,6 +40,7 @@ from .parallel import (
 from .train import TBPTT, make_eval_step, make_train_step
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
+DEFAULT_LEARNING_RATE = 1e-3
 _SCALAR_METRICS = ("loss", "grad_norm", "updates", "finite", "count")
 HISTORY_COLUMNS = [
     "epoch",
@@ -61,8 +63,9 @@ class FitResult:
         history: one row per epoch: epoch, train_loss, val_loss, grad_norm,
             learning_rate, seconds.
         opt_state: the optimizer state after the last epoch.
-        best_epoch: the epoch whose parameters were restored (None without
-            validation data).
+        best_epoch: the epoch with the lowest validation loss, whose parameters
+            were restored (None without validation data; after a non-finite stop
+            nothing is restored and ``params`` are the last good ones).
         stop_reason: ``"completed"``, ``"early_stopping"`` or ``"non_finite"``.
         message: a sentence on why training stopped.
     """
@@ -75,25 +78,101 @@ class FitResult:
     message: str
 
 
+def _real(value) -> float | None:
+    """``value`` as a float if it is one real number (not a bool or a string)."""
+    if isinstance(value, bool | str | bytes):
+        return None
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+        return None
+    return None if np.iscomplexobj(arr) else float(arr)
+
+
+def _in_range(value, low: float, *, closed: bool = False) -> bool:
+    """``value`` is a real number, finite and > low (>= low if ``closed``)."""
+    v = _real(value)
+    return v is not None and (v >= low if closed else v > low) and v < math.inf
+
+
 def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Callable]:
-    """(optax transformation, schedule step -> learning rate for the history)."""
-    schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+    """(optax transformation, ``(step, opt_state) ->`` learning rate for the history).
+
+    A named optimizer is made with ``learning_rate`` (default 1e-3). An optax
+    transformation brings its own, so ``learning_rate`` must then be None; the
+    history reports it when the transformation exposes it
+    (``optax.inject_hyperparams``) and NaN otherwise.
+    """
     if isinstance(optimizer, optax.GradientTransformation):
-        tx = optimizer
-    elif optimizer in OPTIMIZERS:
-        if not (callable(learning_rate) or float(learning_rate) > 0):
-            raise ValueError(f"fit: `learning_rate` must be > 0, got {learning_rate!r}")
+        if learning_rate is not None:
+            raise ValueError(
+                "fit: `learning_rate` is for a named optimizer; an optax "
+                "GradientTransformation has its own (leave learning_rate=None, or "
+                "wrap the optimizer in optax.inject_hyperparams to see its rate in "
+                f"the history), got learning_rate={learning_rate!r}"
+            )
+        tx, schedule = optimizer, lambda _, state: _injected_learning_rate(state)
+    elif isinstance(optimizer, str) and optimizer in OPTIMIZERS:
+        if learning_rate is None:
+            learning_rate = DEFAULT_LEARNING_RATE
+        if not (callable(learning_rate) or _in_range(learning_rate, 0)):
+            raise ValueError(
+                "fit: `learning_rate` must be a finite number > 0 or an optax "
+                f"schedule, got {learning_rate!r}"
+            )
         tx = getattr(optax, optimizer)(learning_rate)
+        if callable(learning_rate):
+            schedule = lambda step, _: learning_rate(step)  # noqa: E731
+        else:
+            schedule = lambda *_: learning_rate  # noqa: E731
     else:
         raise ValueError(
             f"fit: `optimizer` must be one of {OPTIMIZERS} or an optax "
             f"GradientTransformation, got {optimizer!r}"
         )
     if clip_norm is not None:
-        if not clip_norm > 0:
-            raise ValueError(f"fit: `clip_norm` must be > 0, got {clip_norm!r}")
+        if not _in_range(clip_norm, 0):
+            raise ValueError(
+                f"fit: `clip_norm` must be a finite number > 0, got {clip_norm!r}"
+            )
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     return tx, schedule
+
+
+def _learning_rate_setting(optimizer, learning_rate):
+    """The learning rate as a checkpoint records it (None: the optimizer's own)."""
+    if callable(learning_rate):
+        return "schedule"
+    if learning_rate is None and isinstance(optimizer, str):
+        return DEFAULT_LEARNING_RATE
+    return None if learning_rate is None else _real(learning_rate)
+
+
+def _injected_learning_rate(opt_state) -> float:
+    """The learning rate held by an ``optax.inject_hyperparams`` state, else NaN."""
+    has_hyperparams = lambda node: hasattr(node, "hyperparams")  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=has_hyperparams):
+        if has_hyperparams(node) and "learning_rate" in node.hyperparams:
+            return float(local_copy(node.hyperparams["learning_rate"]))
+    return math.nan
+
+
+def _check_early_stopping(patience, min_delta, validation) -> None:
+    if patience is None:
+        return
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(
+            "fit: `patience` must be None or an int >= 1 (epochs without "
+            f"improvement before stopping), got {patience!r}"
+        )
+    if validation is None:
+        raise ValueError("fit: early stopping (`patience`) needs `validation` data")
+    if not _in_range(min_delta, 0, closed=True):
+        raise ValueError(
+            f"fit: `min_delta` must be a finite number >= 0, got {min_delta!r}"
+        )
 
 
 def _as_tbptt(tbptt) -> TBPTT | None:
@@ -161,7 +240,7 @@ def fit(
     validation=None,
     loss="mse",
     optimizer="adam",
-    learning_rate=1e-3,
+    learning_rate=None,
     epochs: int = 10,
     batch_size: int = 32,
     shuffle: bool = True,
@@ -190,8 +269,11 @@ def fit(
         validation: ``(xs, ys)`` or ``(xs, ys, mask)``, evaluated each epoch.
         loss: one of ``rnnbptt.losses.LOSSES`` or ``loss(pred, target, mask)``.
         optimizer: a name in ``OPTIMIZERS`` (made with ``learning_rate``) or any
-            optax ``GradientTransformation``.
-        learning_rate: a float or an optax schedule (reported in the history).
+            optax ``GradientTransformation`` (which brings its own learning rate).
+        learning_rate: for a named optimizer: a float or an optax schedule
+            (reported in the history); None means 1e-3. Must be None with an
+            optax transformation (the history shows its rate if it was made with
+            ``optax.inject_hyperparams``, else NaN).
         epochs: passes over the training data.
         batch_size: sequences per minibatch (the last one may be smaller).
         shuffle: reshuffle the sequences each epoch (seeded, reproducible).
@@ -216,12 +298,17 @@ def fit(
             every process can read, to resume). Every process must pass the same
             settings and as many sequences: a ValueError in every process names
             what differs (rather than a hang in a collective).
-        patience: stop after this many epochs without a validation improvement
-            of more than ``min_delta``; needs ``validation``.
+        patience: stop after this many epochs (an int >= 1) without a validation
+            improvement of more than ``min_delta``; needs ``validation``. A run
+            resumed from the checkpoint of a run that stopped early stops again at
+            once, with the same result.
         min_delta: the smallest decrease of validation loss that counts.
         seed: seeds shuffling and dropout.
         checkpoint: file written atomically after every epoch.
-        resume: continue from ``checkpoint`` if it exists.
+        resume: continue from ``checkpoint`` if it exists. The checkpoint records
+            the run's settings and refuses different ones; a loss function or an
+            optax transformation is recorded by name only, so two different
+            ``optax.adam`` instances, say, cannot be told apart.
         progress: show a tqdm progress bar with the loss and speed.
         on_epoch_end: called with each epoch's history row (a dict).
 
@@ -239,8 +326,7 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"fit: `{name}` must be a positive int, got {value!r}")
-    if patience is not None and validation is None:
-        raise ValueError("fit: early stopping (`patience`) needs `validation` data")
+    _check_early_stopping(patience, min_delta, validation)
     if resume and checkpoint is None:
         raise ValueError("fit: `resume=True` needs a `checkpoint` path")
     tx, schedule = make_optimizer(optimizer, learning_rate, clip_norm)
@@ -312,9 +398,7 @@ def fit(
         "model": repr(model),
         "loss": _describe(loss),
         "optimizer": _describe(optimizer),
-        "learning_rate": (
-            "schedule" if callable(learning_rate) else float(learning_rate)
-        ),
+        "learning_rate": _learning_rate_setting(optimizer, learning_rate),
         "batch_size": batch_size,
         "tbptt": None if tbptt is None else [tbptt.k1, tbptt.k2],
         "clip_norm": clip_norm,
@@ -364,7 +448,10 @@ def fit(
     params, opt_state = state["params"], state["opt_state"]
     if mesh is not None:
         params, opt_state = replicate(mesh, (params, opt_state))
+    patience_spent = lambda: patience is not None and meta["bad_epochs"] >= patience  # noqa: E731
     for epoch in range(meta["epoch"], epochs):
+        if patience_spent():  # e.g. resumed from a run that had stopped early
+            break
         started = time.perf_counter()
         order = (
             jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), n)
@@ -416,7 +503,7 @@ def fit(
             "train_loss": loss_sum / max(count, 1),
             "val_loss": val_loss,
             "grad_norm": norm_sum / n_batches,
-            "learning_rate": float(schedule(meta["updates"])),
+            "learning_rate": float(schedule(meta["updates"], opt_state)),
             "seconds": time.perf_counter() - started,
         }
         meta["history"].append(row)
@@ -434,14 +521,13 @@ def fit(
             save_checkpoint(checkpoint, local_copy(state), meta)
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if patience is not None and meta["bad_epochs"] >= patience:
-            stop_reason = "early_stopping"
-            message = (
-                f"fit: validation loss did not improve for {patience} epochs; "
-                f"restored the parameters of epoch {meta['best_epoch']}"
-            )
-            break
     bar.close()
+    if stop_reason != "non_finite" and patience_spent():
+        stop_reason = "early_stopping"
+        message = (
+            f"fit: validation loss did not improve for {patience} epochs; "
+            f"restored the parameters of epoch {meta['best_epoch']}"
+        )
     if stop_reason == "non_finite":
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         final = params

@@ -89,6 +89,44 @@ def test_early_stopping_restores_best_epoch(task):
     np.testing.assert_allclose(restored, h["val_loss"].min(), rtol=1e-10)
 
 
+def test_resuming_an_early_stopped_run_stops_again_at_once(task, tmp_path):
+    model, _, xs, ys = task
+    ckpt = tmp_path / "early.ckpt"
+    settings = dict(
+        validation=(xs[:32], -ys[:32]),
+        patience=1,
+        epochs=30,
+        learning_rate=1e-2,
+        checkpoint=ckpt,
+        resume=True,
+    )
+    first = _fit(task, **settings)
+    assert first.stop_reason == "early_stopping" and len(first.history) < 30
+    epochs_seen = []
+    again = _fit(task, **settings, on_epoch_end=epochs_seen.append)
+    assert epochs_seen == []  # nothing trained
+    assert again.stop_reason == "early_stopping"
+    assert again.best_epoch == first.best_epoch
+    assert again.history.drop(columns="seconds").equals(
+        first.history.drop(columns="seconds")
+    )
+    jax.tree.map(np.testing.assert_array_equal, again.params, first.params)
+
+
+def test_optax_transformation_brings_its_own_learning_rate(task):
+    plain = _fit(task, optimizer=optax.sgd(0.05), epochs=1)
+    assert np.isnan(plain.history["learning_rate"]).all()
+    injected = _fit(
+        task,
+        optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=0.05),
+        epochs=1,
+    )
+    assert list(injected.history["learning_rate"]) == [np.float32(0.05)]
+    named = _fit(task, optimizer="sgd", learning_rate=0.05, epochs=1)
+    jax.tree.map(np.testing.assert_array_equal, named.params, plain.params)
+    jax.tree.map(np.testing.assert_array_equal, named.params, injected.params)
+
+
 def test_overflow_stops_with_message_and_finite_params():
     rng = np.random.default_rng(0)
     xs = 1e3 * rng.normal(size=(64, 30, 2)).astype(np.float32)
@@ -239,6 +277,29 @@ def _bad_calls():
         ("tbptt k2 < k1", fit(tbptt=(4, 2)), ValueError, "k2"),
         ("unknown backward", fit(backward="numeric"), ValueError, "backward"),
         ("patience without validation", fit(patience=2), ValueError, "validation"),
+        ("patience 0", fit(patience=0, validation=(xs, ys)), ValueError, "`patience`"),
+        (
+            "patience as text",
+            fit(patience="3", validation=(xs, ys)),
+            ValueError,
+            "`patience`",
+        ),
+        (
+            "min_delta nan",
+            fit(patience=2, min_delta=np.nan, validation=(xs, ys)),
+            ValueError,
+            "`min_delta`",
+        ),
+        ("learning rate text", fit(learning_rate="1e-3"), ValueError, "learning_rate"),
+        ("learning rate inf", fit(learning_rate=np.inf), ValueError, "learning_rate"),
+        ("learning rate 0", fit(learning_rate=0.0), ValueError, "learning_rate"),
+        (
+            "learning rate beside an optax optimizer",
+            fit(optimizer=optax.adam(1e-2), learning_rate=1e-2),
+            ValueError,
+            "its own",
+        ),
+        ("clip_norm nan", fit(clip_norm=np.nan), ValueError, "`clip_norm`"),
         ("mask shape", fit(mask=np.ones((8, 4), bool)), ValueError, "mask"),
         ("resume without path", fit(resume=True), ValueError, "checkpoint"),
     ]
