@@ -2,7 +2,8 @@
 
 Every loss takes ``(predictions, targets, mask=None)`` and returns a scalar mean.
 With a mask, the mean is over valid entries only: a padded step contributes
-nothing, and a batch with no valid entry gives 0 (not NaN). Shapes:
+nothing (whatever its target holds, NaN or a padding label such as -1), and a
+batch with no valid entry gives 0 (not NaN). Shapes:
 
 * many-to-many: predictions [B, T, K], mask [B, T];
 * many-to-one: predictions [B, K], mask [B] (or None).
@@ -27,18 +28,32 @@ def _masked_mean(values: Array, mask: Array | None) -> Array:
     if mask is None:
         return jnp.mean(values)
     mask = jnp.reshape(mask, mask.shape + (1,) * (values.ndim - mask.ndim))
-    weights = jnp.broadcast_to(mask, values.shape).astype(values.dtype)
-    total = jnp.sum(weights)
-    return jnp.sum(values * weights) / jnp.maximum(total, 1)
+    mask = jnp.broadcast_to(mask, values.shape)
+    total = jnp.sum(mask, dtype=values.dtype)
+    # where, not a product: whatever sits at a padded entry (even inf or NaN)
+    # stays out of the mean
+    return jnp.sum(jnp.where(mask, values, 0)) / jnp.maximum(total, 1)
+
+
+def _fill_padding(targets, mask: Array | None) -> Array:
+    """``targets`` with 0 at masked entries: a padding value (NaN, an
+    out-of-range label) then reaches neither the loss nor its gradient."""
+    targets = jnp.asarray(targets)
+    if mask is None:
+        return targets
+    mask = jnp.reshape(mask, mask.shape + (1,) * (targets.ndim - mask.ndim))
+    return jnp.where(mask, targets, jnp.zeros((), targets.dtype))
 
 
 def mean_squared_error(predictions, targets, mask=None) -> Array:
     """Mean of ``(predictions - targets)**2`` over valid entries."""
+    targets = _fill_padding(targets, mask)
     return _masked_mean((predictions - targets) ** 2, mask)
 
 
 def mean_absolute_error(predictions, targets, mask=None) -> Array:
     """Mean of ``|predictions - targets|`` over valid entries."""
+    targets = _fill_padding(targets, mask)
     return _masked_mean(jnp.abs(predictions - targets), mask)
 
 
@@ -47,15 +62,18 @@ def softmax_cross_entropy(logits, labels, mask=None) -> Array:
 
     Args:
         logits: [..., K] unnormalised class scores.
-        labels: [...] integers in [0, K).
+        labels: [...] integers in [0, K) (any value at masked entries, e.g. a
+            padding label of -1).
         mask: the leading axes of ``labels``, bool.
     """
+    labels = _fill_padding(labels, mask)  # never gather at a padding label
     values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _masked_mean(values, mask)
 
 
 def binary_cross_entropy(logits, targets, mask=None) -> Array:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1]."""
+    targets = _fill_padding(targets, mask)
     return _masked_mean(optax.sigmoid_binary_cross_entropy(logits, targets), mask)
 
 

@@ -59,6 +59,24 @@ def test_padding_gets_no_gradient_and_empty_mask_gives_zero(name):
     assert float(fn(PRED, target, np.zeros_like(MASK))) == 0.0
 
 
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_whatever_fills_the_padding_stays_out(name):
+    _, target = _per_step(name)
+    dirty = target.copy()
+    dirty[~MASK] = -100 if name == "cross_entropy" else np.nan
+    fn = losses.LOSSES[name]
+    for args in ((PRED, MASK), (PRED[:, 0], MASK[:, 1])):
+        pred, mask = args
+        clean_t, dirty_t = (
+            (target, dirty) if mask.ndim == 2 else (target[:, 0], dirty[:, 0])
+        )
+        value, grad = jax.value_and_grad(fn)(pred, clean_t, mask)
+        dirty_value, dirty_grad = jax.value_and_grad(fn)(pred, dirty_t, mask)
+        assert np.isfinite(dirty_value) and np.all(np.isfinite(dirty_grad))
+        np.testing.assert_array_equal(dirty_value, value)
+        np.testing.assert_array_equal(dirty_grad, grad)
+
+
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="`loss` must be one of"):
         losses.get_loss("hinge")
