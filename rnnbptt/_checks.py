@@ -72,7 +72,7 @@ def expected_param_shapes(cell) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _as_float_array(fn: str, name: str, value: Any) -> jax.Array:
+def as_float_array(fn: str, name: str, value: Any) -> jax.Array:
     try:
         arr = jnp.asarray(value)
     except TypeError as err:
@@ -87,7 +87,7 @@ def _as_float_array(fn: str, name: str, value: Any) -> jax.Array:
     return arr
 
 
-def _check_shape(fn: str, name: str, arr: jax.Array, expected: tuple) -> None:
+def check_shape(fn: str, name: str, arr: jax.Array, expected: tuple) -> None:
     if arr.shape != tuple(expected):
         raise ValueError(
             f"{fn}: `{name}` must have shape {tuple(expected)}, got {arr.shape}"
@@ -112,8 +112,8 @@ def check_params(fn: str, cell, params: Any) -> tuple[Any, jnp.dtype]:
         )
     leaves = {}
     for field, shape in expected_param_shapes(cell).items():
-        arr = _as_float_array(fn, f"params.{field}", getattr(params, field))
-        _check_shape(fn, f"params.{field}", arr, shape)
+        arr = as_float_array(fn, f"params.{field}", getattr(params, field))
+        check_shape(fn, f"params.{field}", arr, shape)
         leaves[field] = arr
     dtype = leaves["w_ih"].dtype
     for field, arr in leaves.items():
@@ -122,7 +122,7 @@ def check_params(fn: str, cell, params: Any) -> tuple[Any, jnp.dtype]:
 
 
 def check_xs(fn: str, cell, xs: Any, dtype) -> jax.Array:
-    xs = _as_float_array(fn, "xs", xs)
+    xs = as_float_array(fn, "xs", xs)
     if xs.ndim != 3:
         raise ValueError(
             f"{fn}: `xs` must have rank 3, [B, T, D] (batch, time, features), got "
@@ -163,8 +163,8 @@ def check_carry(fn: str, name: str, cell, carry: Any, batch: int, dtype) -> Any:
             )
         parts = []
         for part, value in zip(("h", "c"), carry, strict=True):
-            arr = _as_float_array(fn, f"{name}.{part}", value)
-            _check_shape(fn, f"{name}.{part}", arr, (batch, H))
+            arr = as_float_array(fn, f"{name}.{part}", value)
+            check_shape(fn, f"{name}.{part}", arr, (batch, H))
             _check_dtype(fn, f"{name}.{part}", arr, dtype, "params")
             parts.append(arr)
         return LSTMCarry(*parts)
@@ -172,8 +172,8 @@ def check_carry(fn: str, name: str, cell, carry: Any, batch: int, dtype) -> Any:
         raise TypeError(
             f"{fn}: `{name}` of an Elman cell must be one array h [B, H], got a tuple"
         )
-    arr = _as_float_array(fn, name, carry)
-    _check_shape(fn, name, arr, (batch, H))
+    arr = as_float_array(fn, name, carry)
+    check_shape(fn, name, arr, (batch, H))
     _check_dtype(fn, name, arr, dtype, "params")
     return arr
 
@@ -187,7 +187,7 @@ def check_mask(fn: str, mask: Any, batch: int, steps: int) -> jax.Array | None:
             f"{fn}: `mask` must have dtype bool (True marks a valid step), got "
             f"{mask.dtype}; use `mask.astype(bool)`"
         )
-    _check_shape(fn, "mask", mask, (batch, steps))
+    check_shape(fn, "mask", mask, (batch, steps))
     return mask
 
 

@@ -12,11 +12,12 @@ import numpy as np
 from .losses import CLASSIFICATION
 
 
-def _first_bad(bad: np.ndarray) -> str:
-    """'row r, step t' (or 'row r') of the first True entry of ``bad`` [N, (T, ...)]."""
+def _first_bad(bad: np.ndarray, per_step: bool = True) -> str:
+    """'row r, step t' of the first True entry of ``bad`` [N, T, ...], or 'row r'
+    when there is no time axis (``bad`` [N, ...] and not ``per_step``)."""
     where = np.argwhere(bad)[0]
     text = f"row {where[0]}"
-    return text + (f", step {where[1]}" if bad.ndim >= 2 else "")
+    return text + (f", step {where[1]}" if per_step and bad.ndim >= 2 else "")
 
 
 def check_dataset(fn, model, xs, ys, mask, loss, dtype, name="training"):
@@ -56,6 +57,7 @@ def check_dataset(fn, model, xs, ys, mask, loss, dtype, name="training"):
                 f"{fn}: {name} `mask` must have shape {(n, steps)} like xs[..., 0], "
                 f"got {mask.shape}"
             )
+        check_mask_pattern(fn, model, mask, name)
     ys = _check_targets(fn, model, ys, mask, loss, name, n, steps)
     if np.issubdtype(ys.dtype, np.floating):
         ys = ys.astype(dtype)
@@ -66,8 +68,25 @@ def check_dataset(fn, model, xs, ys, mask, loss, dtype, name="training"):
     )
 
 
-def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
-    ys = np.asarray(ys)
+def _prefix(name: str | None) -> str:
+    return "" if name is None else f"{name} "
+
+
+def check_mask_pattern(fn, model, mask: np.ndarray, name: str | None = None) -> None:
+    """A many-to-one model reads each sequence at its last valid step, so every
+    row of ``mask`` needs one."""
+    if model.head == "many_to_one" and not mask.any(axis=1).all():
+        row = int(np.argmin(mask.any(axis=1)))
+        raise ValueError(
+            f"{fn}: {_prefix(name)}`mask` row {row} has no valid step; a many-to-one "
+            "model reads each sequence at its last valid step (drop empty sequences)"
+        )
+
+
+def check_target_shape(fn, model, loss, ys, n, steps, name="training") -> None:
+    """Checks the shape and dtype of targets ``ys`` (an array or a tracer: static
+    facts only) against ``n`` sequences of ``steps`` steps, the model's head and
+    output size, and the loss."""
     per_step = model.head == "many_to_many"
     lead = (n, steps) if per_step else (n,)
     lead_text = "[N, T" if per_step else "[N"
@@ -77,9 +96,6 @@ def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
             f"xs {(n, steps)}), got shape {ys.shape}; inputs and targets must have the "
             "same number of sequences" + (" and steps" if per_step else "")
         )
-    valid = np.ones(lead, bool)
-    if mask is not None and per_step:
-        valid = mask
     K = model.output_size
     if loss in CLASSIFICATION:
         if ys.shape != lead:
@@ -91,6 +107,27 @@ def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
             raise TypeError(
                 f"{fn}: {name} labels for {loss!r} must be integers, got {ys.dtype}"
             )
+        return
+    if not callable(loss) and ys.shape != (*lead, K):
+        raise ValueError(
+            f"{fn}: {name} `ys` must have shape {(*lead, K)} (the model's "
+            f"output_size is {K}), got {ys.shape}"
+        )
+    if not np.issubdtype(ys.dtype, np.number):
+        raise TypeError(f"{fn}: {name} `ys` must be numeric, got dtype {ys.dtype}")
+
+
+def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
+    ys = np.asarray(ys)
+    check_target_shape(fn, model, loss, ys, n, steps, name)
+    per_step = model.head == "many_to_many"
+    valid = (
+        mask
+        if mask is not None and per_step
+        else np.ones(ys.shape[: 1 + per_step], bool)
+    )
+    if loss in CLASSIFICATION:
+        K = model.output_size
         bad = valid & ((ys < 0) | (ys >= K))
         if bad.any():
             raise ValueError(
@@ -99,18 +136,20 @@ def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
                 f"{K - 1})"
             )
         return ys.astype(np.int32)
-    if not callable(loss) and ys.shape != (*lead, K):
-        raise ValueError(
-            f"{fn}: {name} `ys` must have shape {(*lead, K)} (the model's "
-            f"output_size is {K}), got {ys.shape}"
-        )
-    if not np.issubdtype(ys.dtype, np.number):
-        raise TypeError(f"{fn}: {name} `ys` must be numeric, got dtype {ys.dtype}")
     if np.issubdtype(ys.dtype, np.floating) and not np.all(np.isfinite(ys)):
         raise ValueError(
             f"{fn}: {name} `ys` has a non-finite value at "
-            f"{_first_bad(~np.isfinite(ys))} (padding included: fill with 0)"
+            f"{_first_bad(~np.isfinite(ys), per_step)} (padding included: fill "
+            "with 0)"
         )
+    if loss == "binary_cross_entropy":
+        bad = valid[..., None] & ((ys < 0) | (ys > 1))
+        if bad.any():
+            raise ValueError(
+                f"{fn}: {name} target {ys[tuple(np.argwhere(bad)[0])]} at "
+                f"{_first_bad(bad, per_step)} is outside [0, 1], the range of "
+                "'binary_cross_entropy' targets (probabilities or 0/1 labels)"
+            )
     if callable(loss) or not np.issubdtype(ys.dtype, np.integer):
         return ys
     return ys.astype(np.float64)

@@ -37,7 +37,7 @@ from .parallel import (
     replicate,
     resolve_mesh,
 )
-from .train import TBPTT, make_eval_step, make_train_step
+from .train import as_tbptt, make_eval_step, make_train_step
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "lion")
 DEFAULT_LEARNING_RATE = 1e-3
@@ -175,16 +175,6 @@ def _check_early_stopping(patience, min_delta, validation) -> None:
         )
 
 
-def _as_tbptt(tbptt) -> TBPTT | None:
-    if tbptt is None or isinstance(tbptt, TBPTT):
-        return tbptt
-    if isinstance(tbptt, int) and not isinstance(tbptt, bool):
-        return TBPTT(tbptt)
-    if isinstance(tbptt, tuple) and len(tbptt) == 2:
-        return TBPTT(*tbptt)
-    raise TypeError(f"fit: `tbptt` must be None, k, (k1, k2) or TBPTT, got {tbptt!r}")
-
-
 def _describe(value) -> str:
     """A name for a loss or optimizer given as a string, function or object."""
     if isinstance(value, str):
@@ -318,7 +308,7 @@ def fit(
     Raises:
         ValueError, TypeError: for inconsistent data or settings, before training.
     """
-    tbptt = _as_tbptt(tbptt)
+    tbptt = as_tbptt("fit", tbptt)
     check_backward("fit", backward)
     mesh = resolve_mesh("fit", data_parallel)
     checkpoint_every = check_checkpoint_every("fit", checkpoint_every)

@@ -21,14 +21,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._checks import (
     DEFAULT_BACKWARD,
+    as_float_array,
     check_backward,
     check_checkpoint_every,
     check_mask,
+    check_shape,
 )
 from .cells import LSTM, Elman, Feedforward, _check_size
+from .data_checks import check_mask_pattern
 from .unroll import unroll
 
 Array = jax.Array
@@ -52,16 +56,20 @@ class ModelParams(NamedTuple):
 
 
 def _reverse_index(mask: Array | None, steps: int, batch: int) -> Array:
-    """[B, T] time index that reverses each row's valid prefix in place.
+    """[B, T] time index that reverses the order of each row's valid steps.
 
-    With right padding, step t < len_b maps to len_b - 1 - t and padding stays
-    where it is, so the reversed sequence is right-padded like the original.
+    The j-th of a row's n valid steps reads its (n-1-j)-th, and padded steps
+    read themselves, so any mask pattern works: with right padding, step
+    t < n maps to n - 1 - t and the padding stays where it is.
     """
     t = jnp.arange(steps)[None, :]
     if mask is None:
         return jnp.broadcast_to(steps - 1 - t, (batch, steps))
-    lengths = jnp.sum(mask, axis=1, keepdims=True)
-    return jnp.where(t < lengths, lengths - 1 - t, t)
+    count = jnp.sum(mask, axis=1, keepdims=True)
+    rank = jnp.cumsum(mask, axis=1) - 1  # j, at a valid step
+    valid_first = jnp.argsort(~mask, axis=1, stable=True)  # valid steps, in order
+    partner = jnp.take_along_axis(valid_first, jnp.maximum(count - 1 - rank, 0), 1)
+    return jnp.where(mask, partner, t)
 
 
 def _along_time(xs: Array, index: Array) -> Array:
@@ -75,6 +83,13 @@ def last_valid(hs: Array, mask: Array | None) -> Array:
         return hs[:, -1]
     last = steps - 1 - jnp.argmax(mask[:, ::-1], axis=1)
     return _along_time(hs, last[:, None])[:, 0]
+
+
+def first_valid(hs: Array, mask: Array | None) -> Array:
+    """[B, T, H] -> [B, H]: each row at its first step where ``mask`` is True."""
+    if mask is None:
+        return hs[:, 0]
+    return _along_time(hs, jnp.argmax(mask, axis=1)[:, None])[:, 0]
 
 
 def _dropout(key: Array, rate: float, x: Array) -> Array:
@@ -92,7 +107,8 @@ class SequenceModel:
         output_size: K, outputs per step (or per sequence).
         head: ``"many_to_many"`` or ``"many_to_one"``.
         bidirectional: run every layer forwards and backwards in time and
-            concatenate the two (needs right-padded masks).
+            concatenate the two (the backward direction reads each sequence's
+            valid steps in reverse, whatever the mask's pattern).
         dropout: rate of dropout between layers (active only when ``apply`` gets a
             ``key``).
 
@@ -228,7 +244,9 @@ class SequenceModel:
         Args:
             params: from ``init``.
             xs: [B, T, D] inputs.
-            mask: [B, T] bool, True at valid steps (right padding).
+            mask: [B, T] bool, True at valid steps (right padding is the usual
+                pattern, but any works; a many-to-one model needs a valid step in
+                every row).
             carry0: initial state of every layer (``initial_carry``), to continue a
                 stream from a previous call; None for zeros. Not for bidirectional
                 models.
@@ -256,6 +274,9 @@ class SequenceModel:
         xs = jnp.asarray(xs)
         if xs.ndim == 3:
             mask = check_mask("SequenceModel.apply", mask, xs.shape[0], xs.shape[1])
+        if mask is not None and not isinstance(mask, jax.core.Tracer):
+            check_mask_pattern("SequenceModel.apply", self, np.asarray(mask))
+        self._check_readout(params.readout)
         if carry0 is not None and self.bidirectional:
             raise ValueError(
                 "SequenceModel.apply: `carry0` (a stateful stream) is not defined for "
@@ -283,11 +304,30 @@ class SequenceModel:
         if self.head == "many_to_one":
             if self.bidirectional:
                 H = self.cells[-1].hidden_size
-                h = jnp.concatenate([last_valid(h[..., :H], mask), h[:, 0, H:]], -1)
+                # the backward direction ends its pass at the first valid step
+                h = jnp.concatenate(
+                    [last_valid(h[..., :H], mask), first_valid(h[..., H:], mask)], -1
+                )
             else:
                 h = last_valid(h, mask)
         out = h @ params.readout.w + params.readout.b
         return (out, tuple(finals)) if return_carry else out
+
+    def _check_readout(self, readout) -> None:
+        """The readout's shapes (the layers' own are checked by ``unroll``)."""
+        fn = "SequenceModel.apply"
+        width = (2 if self.bidirectional else 1) * self.cells[-1].hidden_size
+        expected = DenseParams((width, self.output_size), (self.output_size,))
+        if not isinstance(readout, DenseParams):
+            raise TypeError(
+                f"{fn}: `params.readout` must be DenseParams(w, b), got "
+                f"{type(readout).__name__}"
+            )
+        for field, shape in zip(DenseParams._fields, expected, strict=True):
+            name = f"params.readout.{field}"
+            check_shape(
+                fn, name, as_float_array(fn, name, getattr(readout, field)), shape
+            )
 
     @staticmethod
     def _bidirectional(cell, p: BidirectionalParams, xs, mask, run):

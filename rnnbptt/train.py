@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
+from .data_checks import check_target_shape
 from .losses import get_loss
 from .parallel import batch_sharding, check_divisible, replicated, resolve_mesh
 
@@ -57,6 +58,17 @@ class TBPTT:
 
     def chunks(self, steps: int) -> int:
         return -(-steps // self.k1)
+
+
+def as_tbptt(fn: str, tbptt) -> TBPTT | None:
+    """None (full BPTT), ``k``, ``(k1, k2)`` or a ``TBPTT``, as a ``TBPTT``."""
+    if tbptt is None or isinstance(tbptt, TBPTT):
+        return tbptt
+    if isinstance(tbptt, int) and not isinstance(tbptt, bool):
+        return TBPTT(tbptt)
+    if isinstance(tbptt, tuple) and len(tbptt) == 2:
+        return TBPTT(*tbptt)
+    raise TypeError(f"{fn}: `tbptt` must be None, k, (k1, k2) or TBPTT, got {tbptt!r}")
 
 
 def _all_finite(tree) -> Array:
@@ -140,24 +152,36 @@ def make_train_step(
     ``"batch"`` axis (a ValueError says so otherwise). With several processes,
     pass global arrays (``rnnbptt.parallel.global_batch``).
     """
-    check_backward("make_train_step", backward)
-    mesh = resolve_mesh("make_train_step", data_parallel)
-    every = check_checkpoint_every("make_train_step", checkpoint_every)
-    loss_fn = get_loss(loss)
+    fn = "make_train_step"
+    check_backward(fn, backward)
+    mesh = resolve_mesh(fn, data_parallel)
+    every = check_checkpoint_every(fn, checkpoint_every)
+    tbptt = as_tbptt(fn, tbptt)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"{fn}: `optimizer` must be an optax GradientTransformation (e.g. "
+            f"optax.adam(1e-3)), got {type(optimizer).__name__}"
+        )
+    loss_fn = get_loss(loss, fn)
     objective = make_objective(model, loss, backward, every)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def full_step(params, opt_state, xs, ys, mask, key, carry0=None):
+        check_target_shape(fn, model, loss, ys, *xs.shape[:2], name="batch")
         (value, finals), grads = grad_fn(params, xs, ys, mask, key, carry0)
         norm = optax.tree.norm(grads)
+        count = valid_count(model, ys, mask)
         ok = jnp.isfinite(value) & jnp.isfinite(norm)
-        params, opt_state, ok = _apply_update(optimizer, params, opt_state, grads, ok)
+        # a batch of padding only: nothing to learn, no update (as in tbptt_step)
+        params, opt_state, applied = _apply_update(
+            optimizer, params, opt_state, grads, ok & (count > 0)
+        )
         metrics = {
             "loss": value,
             "grad_norm": norm,
-            "updates": ok.astype(jnp.int32),
-            "finite": ok,
-            "count": valid_count(model, ys, mask),
+            "updates": applied.astype(jnp.int32),
+            "finite": ok & (applied | (count == 0)),
+            "count": count,
             "carry": jax.lax.stop_gradient(finals),
         }
         return params, opt_state, metrics
@@ -177,6 +201,7 @@ def make_train_step(
     k1, k2 = tbptt.k1, tbptt.k2
 
     def tbptt_step(params, opt_state, xs, ys, mask, key, carry0=None):
+        check_target_shape(fn, model, loss, ys, *xs.shape[:2], name="batch")
         B, T, _ = xs.shape
         n = tbptt.chunks(T)
         right = n * k1 - T
@@ -191,20 +216,23 @@ def make_train_step(
             mw = jax.lax.dynamic_slice_in_dim(mask_p, j * k1, k2, axis=1)
             yc = jax.lax.dynamic_slice_in_dim(ys_p, j * k1, k1, axis=1)
             mc = jax.lax.dynamic_slice_in_dim(loss_mask_p, j * k1, k1, axis=1)
-            apply = lambda x, m, c: model.apply(  # noqa: E731
+            apply = lambda x, m, c, k: model.apply(  # noqa: E731
                 params,
                 x,
                 m,
                 carry0=c,
-                key=key,
+                key=k,
                 backward=backward,
                 checkpoint_every=every,
                 return_carry=True,
             )
-            out, carry_next = apply(xw[:, :k1], mw[:, :k1], carry)
+            out, carry_next = apply(xw[:, :k1], mw[:, :k1], carry, key)
             carry_end = carry_next  # the state at the window's end
             if k2 > k1:
-                out_b, carry_end = apply(xw[:, k1:], mw[:, k1:], carry_next)
+                # a key of its own: with k2 = 2 k1 the shapes are the same, and
+                # one key would draw the same dropout masks for both halves
+                key_b = None if key is None else jax.random.fold_in(key, 1)
+                out_b, carry_end = apply(xw[:, k1:], mw[:, k1:], carry_next, key_b)
                 out = jnp.concatenate([out, out_b], axis=1)
             value = loss_fn(out[:, -k1:], yc, mc)
             aux = jax.lax.stop_gradient((carry_next, carry_end))
@@ -266,10 +294,12 @@ def _compile(step, mesh):
 
 def make_eval_step(model, loss) -> Callable:
     """A jitted ``evaluate(params, xs, ys, mask) -> (mean loss, valid count)``."""
+    get_loss(loss, "make_eval_step")
     objective = make_objective(model, loss)
 
     @jax.jit
     def evaluate(params, xs, ys, mask):
+        check_target_shape("make_eval_step", model, loss, ys, *xs.shape[:2], "batch")
         value, _ = objective(params, xs, ys, mask, None)
         return value, valid_count(model, ys, mask)
 

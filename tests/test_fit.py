@@ -90,7 +90,7 @@ def test_early_stopping_restores_best_epoch(task):
 
 
 def test_resuming_an_early_stopped_run_stops_again_at_once(task, tmp_path):
-    model, _, xs, ys = task
+    _, _, xs, ys = task
     ckpt = tmp_path / "early.ckpt"
     settings = dict(
         validation=(xs[:32], -ys[:32]),
@@ -302,6 +302,34 @@ def _bad_calls():
         ("clip_norm nan", fit(clip_norm=np.nan), ValueError, "`clip_norm`"),
         ("mask shape", fit(mask=np.ones((8, 4), bool)), ValueError, "mask"),
         ("resume without path", fit(resume=True), ValueError, "checkpoint"),
+        (
+            "binary targets outside [0, 1]",
+            fit(y=np.where(np.arange(3) == 2, 255.0, ys), loss="binary_cross_entropy"),
+            ValueError,
+            r"target 255.0 at row 0, step 0 is outside \[0, 1\]",
+        ),
+        (
+            "many-to-one row without a valid step",
+            fit(
+                m=clf,
+                p=clf_params,
+                y=labels,
+                loss="cross_entropy",
+                mask=np.arange(5) < np.array([5, 5, 5, 0, 5, 5, 5, 5])[:, None],
+            ),
+            ValueError,
+            "row 3 has no valid step",
+        ),
+        (
+            "readout of another output size",
+            fit(
+                p=clf_params._replace(
+                    readout=clf_params.readout._replace(b=np.zeros(2))
+                )
+            ),
+            ValueError,
+            "params.readout.b",
+        ),
     ]
 
 

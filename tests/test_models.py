@@ -35,27 +35,46 @@ def test_stacked_many_to_many_equals_numpy_loops(kind):
     np.testing.assert_allclose(got, _numpy_forward(model, params, xs, mask), rtol=1e-12)
 
 
+# Masks with the valid steps at the end, or scattered (every row has one).
+SCATTERED = np.array(
+    [
+        [1, 0, 1, 1, 0, 0, 1],
+        [0, 0, 0, 0, 1, 1, 1],
+        [0, 1, 0, 1, 0, 1, 0],
+        [0, 0, 0, 1, 0, 0, 0],
+    ],
+    bool,
+)
+MASKS = {"right": right_padded_mask(LENGTHS, 7), "scattered": SCATTERED}
+
+
+@pytest.mark.parametrize("head", ["many_to_one", "many_to_many"])
+@pytest.mark.parametrize("pattern", sorted(MASKS))
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("backward", ["autodiff", "manual"])
-def test_many_to_one_uses_last_valid_step(bidirectional, backward):
-    model, params, xs = _problem(head="many_to_one", bidirectional=bidirectional)
-    mask = right_padded_mask(LENGTHS, 7)
-    got = model.apply(params, xs, mask, backward=backward)
-    assert got.shape == (4, 2)
-    for b, n in enumerate(LENGTHS):
-        alone = model.apply(params, xs[b : b + 1, :n], backward=backward)
-        np.testing.assert_allclose(got[b], alone[0], rtol=1e-12, atol=1e-14)
+def test_padded_batch_equals_each_sequence_alone(
+    head, pattern, bidirectional, backward
+):
+    """Values and gradients: a masked batch is each row's valid steps run on
+    their own, whatever the mask's pattern."""
+    mask = MASKS[pattern]
+    model, params, xs = _problem(head=head, bidirectional=bidirectional)
 
-    def loss(params):  # gradients too: padded batch = sum of the unpadded ones
-        return jnp.sum(model.apply(params, xs, mask, backward=backward) ** 2)
+    def outputs(params, xs, mask):  # [B, K], or the valid steps' [N_valid, K]
+        out = model.apply(params, xs, mask, backward=backward)
+        return out if head == "many_to_one" else out[mask]
 
+    rows = [xs[b : b + 1, mask[b]] for b in range(4)]
+    alone = [outputs(params, x, np.ones(x.shape[:2], bool)) for x in rows]
+    np.testing.assert_allclose(
+        outputs(params, xs, mask), np.concatenate(alone), rtol=1e-12, atol=1e-14
+    )
+    square = lambda p, x, m: jnp.sum(outputs(p, x, m) ** 2)  # noqa: E731
     total = jax.tree.map(jnp.zeros_like, params)
-    for b, n in enumerate(LENGTHS):
-        g = jax.grad(
-            lambda p, b=b, n=n: jnp.sum(model.apply(p, xs[b : b + 1, :n]) ** 2)
-        )(params)
+    for x in rows:
+        g = jax.grad(square)(params, x, np.ones(x.shape[:2], bool))
         total = jax.tree.map(jnp.add, total, g)
-    assert max_rel(jax.grad(loss)(params), total) <= 1e-11
+    assert max_rel(jax.grad(square)(params, xs, mask), total) <= 1e-11
 
 
 def test_bidirectional_backward_half_reads_each_sequence_reversed():
@@ -172,6 +191,17 @@ def test_bad_apply_arguments():
         model.apply(params.layers, xs)
     with pytest.raises(ValueError, match="mask"):
         model.apply(params, xs, jnp.ones((4, 6), bool))
+    with pytest.raises(ValueError, match=r"params.readout.w` must have shape \(8, 2\)"):
+        model.apply(
+            params._replace(readout=params.readout._replace(w=jnp.ones((8, 3)))), xs
+        )
+    with pytest.raises(ValueError, match=r"params.readout.b` must have shape \(2,\)"):
+        model.apply(params._replace(readout=params.readout._replace(b=jnp.ones(3))), xs)
+    clf, clf_params, _ = _problem(head="many_to_one")
+    empty_row = np.ones((4, 7), bool)
+    empty_row[2] = False
+    with pytest.raises(ValueError, match="row 2 has no valid step"):
+        clf.apply(clf_params, xs, empty_row)
     uni, uni_params, _ = _problem()
     with pytest.raises(TypeError, match="tuple of 2 carries"):
         uni.apply(uni_params, xs, carry0=uni.initial_carry(4)[:1])

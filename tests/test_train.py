@@ -232,3 +232,89 @@ def test_reset_carry_zeroes_only_the_chosen_streams():
         np.testing.assert_array_equal(after[[1, 3]], 0)
         np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
         assert np.all(before[[1, 3]] != 0)
+
+
+def test_steps_refuse_targets_that_would_broadcast():
+    model = rnnbptt.SequenceModel.build("elman", 1, [4], 1, head="many_to_one")
+    params = model.init(jax.random.key(0))
+    tx = optax.sgd(0.1)
+    xs, ys = jnp.zeros((16, 5, 1)), jnp.zeros(16)  # [B], not [B, 1]
+    step = rnnbptt.make_train_step(model, "mse", tx)
+    with pytest.raises(ValueError, match=r"make_train_step: batch `ys` must have"):
+        step(params, tx.init(params), xs, ys, None, None)
+    evaluate = rnnbptt.make_eval_step(model, "mse")
+    with pytest.raises(ValueError, match=r"make_eval_step: batch `ys` must have"):
+        evaluate(params, xs, ys, None)
+    step(params, tx.init(params), xs, ys[:, None], None, None)  # the right shape
+
+
+def test_make_train_step_arguments():
+    model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
+    with pytest.raises(TypeError, match="`optimizer` must be an optax"):
+        rnnbptt.make_train_step(model, "mse", "adam")
+    with pytest.raises(TypeError, match="`tbptt`"):
+        rnnbptt.make_train_step(model, "mse", optax.sgd(0.1), tbptt="5")
+    # k and (k1, k2) as in fit: the same program as TBPTT(...)
+    xs, ys = sine_task(n=4, steps=10)
+    params = model.init(jax.random.key(1))
+    tx = optax.sgd(0.3)
+    runs = [
+        rnnbptt.make_train_step(model, "mse", tx, tbptt=t)(
+            params, tx.init(params), xs, ys, None, None
+        )[0]
+        for t in (3, rnnbptt.TBPTT(3), (3, 5), rnnbptt.TBPTT(3, 5))
+    ]
+    assert max_rel(runs[0], runs[1]) == 0 and max_rel(runs[2], runs[3]) == 0
+    assert max_rel(runs[0], runs[2]) > 0
+
+
+@pytest.mark.parametrize("tbptt", [None, rnnbptt.TBPTT(4)])
+def test_a_batch_of_padding_only_updates_nothing(tbptt):
+    model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
+    params = model.init(jax.random.key(0))
+    xs, ys = sine_task(n=4, steps=8)
+    tx = optax.adamw(0.1)  # momentum and weight decay would move the parameters
+    step = rnnbptt.make_train_step(model, "mse", tx, tbptt=tbptt)
+    state = step(params, tx.init(params), xs, ys, None, None)[:2]
+    padding = np.zeros((4, 8), bool)
+    after, _, metrics = step(*state, xs, ys, padding, None)
+    assert int(metrics["updates"]) == 0 and int(metrics["count"]) == 0
+    assert bool(metrics["finite"])
+    assert max_rel(after, state[0]) == 0
+
+
+def test_tbptt_window_halves_draw_their_own_dropout():
+    """TBPTT(k, 2k): both halves of a window have the same shapes; their dropout
+    masks must still differ (one key for both would repeat the masks)."""
+    model = rnnbptt.SequenceModel.build("elman", 1, [8, 8], 1, dropout=0.5)
+    params = model.init(jax.random.key(0))
+    tx = optax.sgd(0.0)
+    xs = jnp.ones((2, 6, 1))
+    masks = []
+    original = rnnbptt.models._dropout
+
+    def recording(key, rate, x):
+        out = original(key, rate, x)
+        jax.debug.callback(lambda o: masks.append(np.asarray(o) != 0), out)
+        return out
+
+    rnnbptt.models._dropout = recording
+    try:
+        step = rnnbptt.make_train_step(model, "mse", tx, tbptt=rnnbptt.TBPTT(3, 6))
+        jax.block_until_ready(
+            step(
+                params,
+                tx.init(params),
+                xs,
+                jnp.zeros((2, 6, 1)),
+                None,
+                jax.random.key(1),
+            )
+        )
+    finally:
+        rnnbptt.models._dropout = original
+    # two chunks of two halves; every draw differs from every other
+    assert len(masks) == 4
+    for a in range(len(masks)):
+        for b in range(a + 1, len(masks)):
+            assert not np.array_equal(masks[a], masks[b]), (a, b)
