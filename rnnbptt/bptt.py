@@ -28,6 +28,7 @@ from .forward import (
     lstm_gates,
     per_gate,
     time_major_mask,
+    zero_masked_inputs,
 )
 
 Array = jax.Array
@@ -144,6 +145,7 @@ def backward(cell, params, xs, carry0, mask, saved: Saved, d_hs, d_final):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _bptt(cell, params, xs, carry0, mask, d_hs, d_final):
+    xs = zero_masked_inputs(xs, mask)
     final, _, saved = forward(cell, params, xs, carry0, mask, save=True)
     if d_final is None:
         d_final = jax.tree.map(jnp.zeros_like, final)

@@ -17,6 +17,8 @@ form: ``d gate / d pre = GATE_SLOPE * (1 - t²)``.
 Masking: where ``mask[b, t]`` is False the step is skipped: the carry passes
 through unchanged and the output is zero, so the step contributes nothing to any
 gradient. Any pattern of valid steps works; right padding is the common case.
+The entry points zero the inputs at masked steps first (``zero_masked_inputs``),
+so the padding's values never matter, not even inf or NaN.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def lstm_gates(t: Array, hidden_size: int):
 def time_major_mask(mask: Array | None) -> Array | None:
     """[B, T] bool -> [T, B, 1], ready to broadcast against [T, B, H]."""
     return None if mask is None else mask.T[..., None]
+
+
+def zero_masked_inputs(xs: Array, mask: Array | None) -> Array:
+    """``xs`` [B, T, D] with zeros at masked steps, so that whatever the padding
+    holds (even inf or NaN) never meets a weight: a masked step's discarded
+    arithmetic stays finite and its zero cotangents stay zero."""
+    return xs if mask is None else jnp.where(mask[..., None], xs, 0)
 
 
 def _keep(m_t: Array | None, new: Array, old: Array) -> Array:

@@ -27,7 +27,7 @@ from ._checks import (
     check_unroll_args,
 )
 from .bptt import backward as manual_backward
-from .forward import forward
+from .forward import forward, zero_masked_inputs
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -127,6 +127,7 @@ _checkpointed_manual.defvjp(_checkpointed_manual_fwd, _checkpointed_manual_bwd)
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _unroll(cell, backward, checkpoint_every, params, xs, carry0, mask):
+    xs = zero_masked_inputs(xs, mask)
     k = checkpoint_every
     if k is not None and k < xs.shape[1]:
         if backward == "manual":

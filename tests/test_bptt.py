@@ -181,6 +181,43 @@ def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
     assert max_rel(g_params, total) <= 1e-12
 
 
+@pytest.mark.parametrize("checkpoint_every", [None, 4])
+def test_whatever_fills_the_padding_changes_nothing(cell, checkpoint_every):
+    """Padded steps holding inf and NaN: the same outputs and the same gradients
+    (both engines, and bptt) as padding of zeros."""
+    params, xs, carry0 = make_problem(cell, seed=5)
+    mask = np.array([[1, 1, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1], [0, 1, 1, 0, 0, 1]], bool)
+    dirty = np.where(mask[..., None], xs, np.array([np.inf, np.nan, -np.inf]))
+    results = {}
+    for name, x in (("clean", np.where(mask[..., None], xs, 0)), ("dirty", dirty)):
+        for backward in ("autodiff", "manual"):
+
+            def loss(params, xs, carry0, backward=backward):
+                final, hs = rnnbptt.unroll(
+                    cell,
+                    params,
+                    xs,
+                    carry0,
+                    mask=mask,
+                    backward=backward,
+                    checkpoint_every=checkpoint_every,
+                )
+                return probe_loss_fn(3, hs.shape, final)(hs, final)
+
+            results[name, backward] = jax.value_and_grad(loss, argnums=(0, 1, 2))(
+                params, jnp.asarray(x), carry0
+            )
+        final, hs = rnnbptt.unroll(cell, params, jnp.asarray(x), carry0, mask=mask)
+        ones = jax.tree.map(jnp.ones_like, final)
+        results[name, "bptt"] = rnnbptt.bptt(
+            cell, params, jnp.asarray(x), carry0, jnp.ones_like(hs), ones, mask=mask
+        )
+    for engine in ("autodiff", "manual", "bptt"):
+        clean, dirty = results["clean", engine], results["dirty", engine]
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(dirty))
+        jax.tree.map(np.testing.assert_array_equal, dirty, clean)
+
+
 def test_bptt_returns_every_cotangent_in_its_structure():
     cell = CELLS["lstm"]
     params, xs, carry0 = make_problem(cell)
