@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._scalars import positive_int
 from .cells import (
     LSTM,
     Elman,
@@ -46,16 +47,7 @@ def check_checkpoint_every(fn: str, every: Any) -> int | None:
     """None (store every step) or a positive int: keep a carry every k steps."""
     if every is None:
         return None
-    if isinstance(every, bool) or not isinstance(every, int):
-        raise TypeError(
-            f"{fn}: `checkpoint_every` must be None or a positive int (steps between "
-            f"kept carries), got {type(every).__name__} {every!r}"
-        )
-    if every < 1:
-        raise ValueError(
-            f"{fn}: `checkpoint_every` must be a positive number of steps, got {every}"
-        )
-    return every
+    return positive_int(fn, "checkpoint_every", every)
 
 
 def params_type(cell) -> type:

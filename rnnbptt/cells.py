@@ -32,6 +32,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._scalars import finite_number, positive_int, real_number
+
 Array = jax.Array
 
 # Activations the hand-written BPTT differentiates. Each maps a name to the
@@ -87,16 +89,6 @@ class LSTMCarry(NamedTuple):
     c: Array  # [B, H]
 
 
-def _check_size(cls_name: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{cls_name}: `{name}` must be a positive int, got {type(value).__name__} "
-            f"{value!r}"
-        )
-    if value <= 0:
-        raise ValueError(f"{cls_name}: `{name}` must be a positive int, got {value}")
-
-
 def _check_activation(cls_name: str, activation: Any) -> None:
     name = (
         activation
@@ -131,20 +123,33 @@ def _default_dtype(dtype: Any) -> jnp.dtype:
     return dtype
 
 
-def _lecun_uniform(key: Array, shape: tuple[int, int], gain: float, dtype) -> Array:
+def lecun_uniform(key: Array, shape: tuple[int, int], gain: float, dtype) -> Array:
     limit = gain * math.sqrt(3.0 / shape[0])
-    return jax.random.uniform(key, shape, dtype, -limit, limit)
+    work = jnp.promote_types(dtype, jnp.float32)  # as in _orthogonal_blocks
+    return jax.random.uniform(key, shape, work, -limit, limit).astype(dtype)
 
 
 def _orthogonal_blocks(key: Array, hidden: int, blocks: int, dtype) -> Array:
-    """[H, blocks*H]: each [H, H] block an independent orthogonal matrix."""
+    """[H, blocks*H]: each [H, H] block an independent orthogonal matrix.
+
+    Drawn in at least float32 (LAPACK has no bfloat16 or float16 QR), then
+    rounded to ``dtype``: low-precision parameters are float32's, rounded."""
     init = jax.nn.initializers.orthogonal()
+    work = jnp.promote_types(dtype, jnp.float32)
     keys = jax.random.split(key, blocks)
-    return jnp.concatenate([init(k, (hidden, hidden), dtype) for k in keys], axis=1)
+    squares = [init(k, (hidden, hidden), work) for k in keys]
+    return jnp.concatenate(squares, axis=1).astype(dtype)
 
 
-def _check_batch_size(cls_name: str, batch_size: Any) -> None:
-    _check_size(f"{cls_name}.initial_carry", "batch_size", batch_size)
+def _batch_size(cls_name: str, batch_size: Any) -> int:
+    return positive_int(f"{cls_name}.initial_carry", "batch_size", batch_size)
+
+
+def _set_sizes(cell, *names: str) -> None:
+    """Checks the cell's size fields and stores them as plain ints."""
+    for name in names:
+        value = positive_int(type(cell).__name__, name, getattr(cell, name))
+        object.__setattr__(cell, name, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +170,8 @@ class Elman:
     recurrent = True
 
     def __post_init__(self):
-        name = type(self).__name__
-        _check_size(name, "input_size", self.input_size)
-        _check_size(name, "hidden_size", self.hidden_size)
-        _check_activation(name, self.activation)
+        _set_sizes(self, "input_size", "hidden_size")
+        _check_activation(type(self).__name__, self.activation)
 
     def init(self, key: Array, dtype=None) -> ElmanParams:
         """Parameters as described in the module docstring (orthogonal ``w_hh``)."""
@@ -176,14 +179,14 @@ class Elman:
         k_ih, k_hh = jax.random.split(key)
         D, H = self.input_size, self.hidden_size
         return ElmanParams(
-            w_ih=_lecun_uniform(k_ih, (D, H), _INPUT_GAIN[self.activation], dtype),
+            w_ih=lecun_uniform(k_ih, (D, H), _INPUT_GAIN[self.activation], dtype),
             w_hh=_orthogonal_blocks(k_hh, H, 1, dtype),
             b=jnp.zeros((H,), dtype),
         )
 
     def initial_carry(self, batch_size: int, dtype=None) -> Array:
         """Zero hidden state ``h`` of shape [batch_size, H]."""
-        _check_batch_size(type(self).__name__, batch_size)
+        batch_size = _batch_size(type(self).__name__, batch_size)
         return jnp.zeros((batch_size, self.hidden_size), _default_dtype(dtype))
 
     def step(self, params, carry, x: Array):
@@ -209,7 +212,7 @@ class Feedforward(Elman):
 
     def initial_carry(self, batch_size: int, dtype=None) -> tuple:
         """The empty carry ``()``: nothing flows from one step to the next."""
-        _check_batch_size(type(self).__name__, batch_size)
+        _batch_size(type(self).__name__, batch_size)
         return ()
 
     def step(self, params, carry, x: Array):
@@ -241,14 +244,13 @@ class LSTM:
     recurrent = True
 
     def __post_init__(self):
-        _check_size("LSTM", "input_size", self.input_size)
-        _check_size("LSTM", "hidden_size", self.hidden_size)
-        if isinstance(self.forget_bias, bool) or not isinstance(
-            self.forget_bias, int | float
-        ):
+        _set_sizes(self, "input_size", "hidden_size")
+        if real_number(self.forget_bias) is None:
             raise TypeError(
                 f"LSTM: `forget_bias` must be a float, got {self.forget_bias!r}"
             )
+        bias = finite_number("LSTM", "forget_bias", self.forget_bias)
+        object.__setattr__(self, "forget_bias", bias)
 
     def init(self, key: Array, dtype=None) -> LSTMParams:
         """Parameters as described in the module docstring."""
@@ -257,14 +259,14 @@ class LSTM:
         D, H = self.input_size, self.hidden_size
         b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(self.forget_bias)
         return LSTMParams(
-            w_ih=_lecun_uniform(k_ih, (D, 4 * H), 1.0, dtype),
+            w_ih=lecun_uniform(k_ih, (D, 4 * H), 1.0, dtype),
             w_hh=_orthogonal_blocks(k_hh, H, 4, dtype),
             b=b,
         )
 
     def initial_carry(self, batch_size: int, dtype=None) -> LSTMCarry:
         """Zero state ``LSTMCarry(h, c)``, each [batch_size, H]."""
-        _check_batch_size("LSTM", batch_size)
+        batch_size = _batch_size("LSTM", batch_size)
         zeros = jnp.zeros((batch_size, self.hidden_size), _default_dtype(dtype))
         return LSTMCarry(zeros, zeros)
 

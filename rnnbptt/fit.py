@@ -20,12 +20,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
+from ._scalars import finite_number, real_number
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_checks import check_dataset
 from .losses import get_loss
@@ -78,25 +78,6 @@ class FitResult:
     message: str
 
 
-def _real(value) -> float | None:
-    """``value`` as a float if it is one real number (not a bool or a string)."""
-    if isinstance(value, bool | str | bytes):
-        return None
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        return None
-    if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
-        return None
-    return None if np.iscomplexobj(arr) else float(arr)
-
-
-def _in_range(value, low: float, *, closed: bool = False) -> bool:
-    """``value`` is a real number, finite and > low (>= low if ``closed``)."""
-    v = _real(value)
-    return v is not None and (v >= low if closed else v > low) and v < math.inf
-
-
 def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Callable]:
     """(optax transformation, ``(step, opt_state) ->`` learning rate for the history).
 
@@ -117,11 +98,8 @@ def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Callable]:
     elif isinstance(optimizer, str) and optimizer in OPTIMIZERS:
         if learning_rate is None:
             learning_rate = DEFAULT_LEARNING_RATE
-        if not (callable(learning_rate) or _in_range(learning_rate, 0)):
-            raise ValueError(
-                "fit: `learning_rate` must be a finite number > 0 or an optax "
-                f"schedule, got {learning_rate!r}"
-            )
+        if not callable(learning_rate):  # else an optax schedule
+            finite_number("fit", "learning_rate", learning_rate, above=0)
         tx = getattr(optax, optimizer)(learning_rate)
         if callable(learning_rate):
             schedule = lambda step, _: learning_rate(step)  # noqa: E731
@@ -133,10 +111,7 @@ def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Callable]:
             f"GradientTransformation, got {optimizer!r}"
         )
     if clip_norm is not None:
-        if not _in_range(clip_norm, 0):
-            raise ValueError(
-                f"fit: `clip_norm` must be a finite number > 0, got {clip_norm!r}"
-            )
+        clip_norm = finite_number("fit", "clip_norm", clip_norm, above=0)
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     return tx, schedule
 
@@ -147,7 +122,7 @@ def _learning_rate_setting(optimizer, learning_rate):
         return "schedule"
     if learning_rate is None and isinstance(optimizer, str):
         return DEFAULT_LEARNING_RATE
-    return None if learning_rate is None else _real(learning_rate)
+    return None if learning_rate is None else real_number(learning_rate)
 
 
 def _injected_learning_rate(opt_state) -> float:
@@ -169,10 +144,7 @@ def _check_early_stopping(patience, min_delta, validation) -> None:
         )
     if validation is None:
         raise ValueError("fit: early stopping (`patience`) needs `validation` data")
-    if not _in_range(min_delta, 0, closed=True):
-        raise ValueError(
-            f"fit: `min_delta` must be a finite number >= 0, got {min_delta!r}"
-        )
+    finite_number("fit", "min_delta", min_delta, at_least=0)
 
 
 def _describe(value) -> str:

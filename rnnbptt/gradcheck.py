@@ -23,6 +23,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 
 from ._checks import check_unroll_args
+from ._scalars import finite_number, positive_int
 from .unroll import unroll
 
 # Coordinates sampled per leaf for the finite differences.
@@ -203,17 +204,8 @@ def compare_gradients(
     params, xs, carry0, mask = check_unroll_args(
         "compare_gradients", cell, params, xs, carry0, mask
     )
-    if (
-        isinstance(fd_samples, bool)
-        or not isinstance(fd_samples, int)
-        or fd_samples < 1
-    ):
-        raise ValueError(
-            "compare_gradients: `fd_samples` must be a positive int, got "
-            f"{fd_samples!r}"
-        )
-    if not fd_step > 0:
-        raise ValueError(f"compare_gradients: `fd_step` must be > 0, got {fd_step!r}")
+    fd_samples = positive_int("compare_gradients", "fd_samples", fd_samples)
+    fd_step = finite_number("compare_gradients", "fd_step", fd_step, above=0)
     if loss is not None:
         if not callable(loss):
             raise TypeError(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -31,7 +30,8 @@ from ._checks import (
     check_mask,
     check_shape,
 )
-from .cells import LSTM, Elman, Feedforward, _check_size
+from ._scalars import positive_int, real_number
+from .cells import LSTM, Elman, Feedforward, lecun_uniform
 from .data_checks import check_mask_pattern
 from .unroll import unroll
 
@@ -141,15 +141,25 @@ class SequenceModel:
                     f"SequenceModel: layer {i + 1} has input_size {above.input_size} "
                     f"but layer {i} outputs {width * below.hidden_size} features"
                 )
-        _check_size("SequenceModel", "output_size", self.output_size)
+        size = positive_int("SequenceModel", "output_size", self.output_size)
+        object.__setattr__(self, "output_size", size)
         if self.head not in HEADS:
             raise ValueError(
                 f"SequenceModel: `head` must be one of {HEADS}, got {self.head!r}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(
-                f"SequenceModel: `dropout` must be in [0, 1), got {self.dropout!r}"
+        if not isinstance(self.bidirectional, bool | np.bool_):
+            raise TypeError(
+                "SequenceModel: `bidirectional` must be True or False, got "
+                f"{self.bidirectional!r}"
             )
+        object.__setattr__(self, "bidirectional", bool(self.bidirectional))
+        rate = real_number(self.dropout)
+        if rate is None or not 0.0 <= rate < 1.0:
+            raise ValueError(
+                f"SequenceModel: `dropout` must be a number in [0, 1), got "
+                f"{self.dropout!r}"
+            )
+        object.__setattr__(self, "dropout", rate)
 
     @classmethod
     def build(
@@ -180,7 +190,14 @@ class SequenceModel:
                 f"got {kind!r}"
             )
         width = 2 if kwargs.get("bidirectional") else 1
+        if isinstance(hidden_sizes, str) or not hasattr(hidden_sizes, "__iter__"):
+            raise TypeError(
+                "SequenceModel.build: `hidden_sizes` must be a list of ints, one per "
+                f"layer (e.g. [64, 64]), got {hidden_sizes!r}"
+            )
         sizes = list(hidden_sizes)
+        if not sizes:
+            raise ValueError("SequenceModel.build: `hidden_sizes` is empty")
         cells = []
         for i, hidden in enumerate(sizes):
             d = input_size if i == 0 else width * sizes[i - 1]
@@ -208,10 +225,7 @@ class SequenceModel:
                 layers.append(cell.init(k, dtype))
         width = (2 if self.bidirectional else 1) * self.cells[-1].hidden_size
         dtype = jax.tree.leaves(layers[0])[0].dtype
-        limit = math.sqrt(3.0 / width)
-        w = jax.random.uniform(
-            keys[-1], (width, self.output_size), dtype, -limit, limit
-        )
+        w = lecun_uniform(keys[-1], (width, self.output_size), 1.0, dtype)
         return ModelParams(
             tuple(layers), DenseParams(w, jnp.zeros(self.output_size, dtype))
         )

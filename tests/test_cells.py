@@ -30,13 +30,25 @@ def test_cells_are_hashable_static_descriptions():
         (rnnbptt.Feedforward(3, 5), {"w_ih": (3, 5), "b": (5,)}),
     ],
 )
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16, jnp.float16])
 def test_init_shapes_and_dtype(cell, fields, dtype):
     params = cell.init(jax.random.key(0), dtype)
     assert params._fields == tuple(fields)
     for name, shape in fields.items():
         assert getattr(params, name).shape == shape
         assert getattr(params, name).dtype == dtype
+    if jnp.finfo(dtype).bits < 32:  # float32's draw, rounded (no bfloat16 LAPACK)
+        wide = cell.init(jax.random.key(0), jnp.float32)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_array_equal(a, b.astype(dtype)), params, wide
+        )
+
+
+def test_numpy_integers_are_sizes():
+    cell = rnnbptt.LSTM(np.int64(3), np.int32(4), forget_bias=np.float32(0.5))
+    assert cell == rnnbptt.LSTM(3, 4, forget_bias=0.5)
+    assert type(cell.input_size) is int and type(cell.forget_bias) is float
+    assert cell.initial_carry(np.int64(2)).h.shape == (2, 4)
 
 
 def test_default_init_is_as_documented():
@@ -94,6 +106,11 @@ def test_initial_carry(cell):
         ),
         (lambda: rnnbptt.Elman(3, 4, activation=jnp.tanh), TypeError, "name"),
         (lambda: rnnbptt.LSTM(3, 4, forget_bias="1"), TypeError, "forget_bias"),
+        (
+            lambda: rnnbptt.LSTM(3, 4, forget_bias=float("nan")),
+            ValueError,
+            "`forget_bias` must be a finite number",
+        ),
         (lambda: CELLS["lstm"].initial_carry(0), ValueError, "batch_size"),
         (lambda: CELLS["lstm"].init(jax.random.key(0), jnp.int32), TypeError, "dtype"),
     ],

@@ -110,6 +110,8 @@ def test_a_second_check_of_the_same_shapes_compiles_nothing_new():
     [
         ({"fd_samples": 0}, ValueError, "fd_samples"),
         ({"fd_step": 0.0}, ValueError, "fd_step"),
+        ({"fd_step": "1e-5"}, ValueError, "`fd_step` must be a finite number > 0"),
+        ({"fd_samples": 2.5}, TypeError, "fd_samples"),
         ({"loss": "mse"}, TypeError, "`loss` must be a function"),
         ({"loss": Unhashable()}, TypeError, "`loss` must be hashable"),
     ],

@@ -176,6 +176,22 @@ def test_dropout_only_with_a_key():
             "dropout",
         ),
         (lambda: rnnbptt.SequenceModel.build("gru", 3, [4], 1), ValueError, "kind"),
+        (
+            lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1, bidirectional="no"),
+            TypeError,
+            "`bidirectional` must be True or False",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1, dropout="0.1"),
+            ValueError,
+            "`dropout` must be a number",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel.build("lstm", 3, 4, 1),
+            TypeError,
+            "`hidden_sizes` must be a list",
+        ),
+        (lambda: rnnbptt.SequenceModel.build("lstm", 3, [], 1), ValueError, "empty"),
     ],
 )
 def test_bad_model_definitions(make, error, text):
