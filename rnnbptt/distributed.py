@@ -102,7 +102,13 @@ def parse_address(address: Any, variable: str | None = None) -> tuple[str, int]:
             f"'HOST:PORT', got {type(address).__name__} {address!r}"
         )
     host, colon, port = address.strip().rpartition(":")
-    host = host.strip("[]")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if ":" in host and not bracketed:
+        raise ValueError(
+            f"{_FN}: `coordinator_address`{source} must be 'HOST:PORT', with an IPv6 "
+            f"host in brackets (e.g. '[::1]:12355'), got {address!r}"
+        )
     if not colon or not host:
         raise ValueError(
             f"{_FN}: `coordinator_address`{source} must be 'HOST:PORT' (e.g. "

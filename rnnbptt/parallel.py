@@ -124,18 +124,24 @@ def check_processes_agree(settings: dict[str, tuple[Any, bool]]) -> None:
     """
     from jax.experimental import multihost_utils
 
-    def code(value, shown):  # int32 on the wire: x64 may be off
-        if shown and -(2**31) < int(value) < 2**31:
+    def fits(value, shown):  # int32 on the wire: x64 may be off
+        return shown and -(2**31) < int(value) < 2**31
+
+    def code(value, shown):
+        if fits(value, shown):
             return int(value)
         return zlib.crc32(repr(value).encode()) & 0x7FFFFFFF
 
-    mine = np.array([code(*v) for v in settings.values()], np.int32)
-    every = np.asarray(multihost_utils.process_allgather(mine))
+    values = list(settings.values())
+    mine = np.array([[code(*v) for v in values], [fits(*v) for v in values]], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mine))  # [P, 2, S]
     differ = []
-    for column, (name, (value, shown)) in zip(every.T, settings.items(), strict=True):
+    for column, all_fit, (name, (value, shown)) in zip(
+        every[:, 0].T, every[:, 1].T, settings.items(), strict=True
+    ):
         if len(set(column.tolist())) == 1:
             continue
-        if not shown:
+        if not shown or not all_fit.all():  # digests: say that, not the codes
             differ.append(f"{name} (differs)")
         elif isinstance(value, bool):
             differ.append(f"{name} {[bool(x) for x in column]}")

@@ -305,6 +305,8 @@ def no_connection(monkeypatch):
         ),
         (("127.0.0.1", 2, 0), {}, ValueError, ["'HOST:PORT'", "'127.0.0.1'", "port"]),
         ((":12355", 2, 0), {}, ValueError, ["'HOST:PORT'", "no host"]),
+        (("::1", 2, 0), {}, ValueError, ["IPv6 host in brackets", "'::1'"]),
+        (("fe80::1:8000", 2, 0), {}, ValueError, ["IPv6 host in brackets"]),
         (("host:http", 2, 0), {}, ValueError, ["between 1 and 65535", "'http'"]),
         (("host:70000", 2, 0), {}, ValueError, ["between 1 and 65535", "'70000'"]),
         ((12355, 2, 0), {}, TypeError, ["`coordinator_address`", "int 12355"]),
@@ -343,6 +345,37 @@ def test_bad_arguments_are_refused_before_connecting(
         distributed.initialize(*args, timeout=5)
     for word in words:
         assert word in str(error.value)
+
+
+def test_addresses_parse():
+    assert distributed.parse_address("[::1]:12355") == ("::1", 12355)
+    assert distributed.parse_address(" node-3:80 ") == ("node-3", 80)
+
+
+def test_processes_that_disagree_are_named_with_their_values(monkeypatch):
+    """Two processes simulated by a fake all-gather: small ints are shown per
+    process; ints beyond int32 and other values travel as digests, and are
+    reported as differing rather than by their digests."""
+    from jax.experimental import multihost_utils
+
+    from rnnbptt.parallel import check_processes_agree
+
+    sent = []
+
+    def gather(mine):
+        sent.append(mine)
+        return np.stack([sent[0], mine])
+
+    monkeypatch.setattr(multihost_utils, "process_allgather", gather)
+    other = {"steps": (7, True), "big": (2**40, True), "seed": (1, False)}
+    check_processes_agree(other)  # "process 0"
+    with pytest.raises(ValueError) as error:
+        check_processes_agree(
+            {"steps": (8, True), "big": (2**40 + 1, True), "seed": (2, False)}
+        )
+    text = str(error.value)
+    assert "steps [7, 8]" in text
+    assert "big (differs)" in text and "seed (differs)" in text
 
 
 @pytest.mark.parametrize(
