@@ -25,9 +25,12 @@ end with a one-line error and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -154,7 +157,7 @@ def _devices(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int_option(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
@@ -169,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     grad = commands.add_parser(
         "gradcheck", help="compare manual BPTT, autodiff and finite differences"
     )
-    grad.add_argument("--steps", "-T", type=_positive_int, default=50)
-    grad.add_argument("--batch", "-B", type=_positive_int, default=8)
-    grad.add_argument("--input-size", "-D", type=_positive_int, default=4)
-    grad.add_argument("--hidden-size", "-H", type=_positive_int, default=16)
+    grad.add_argument("--steps", "-T", type=positive_int_option, default=50)
+    grad.add_argument("--batch", "-B", type=positive_int_option, default=8)
+    grad.add_argument("--input-size", "-D", type=positive_int_option, default=4)
+    grad.add_argument("--hidden-size", "-H", type=positive_int_option, default=16)
     grad.add_argument(
         "--dtype", nargs="+", choices=sorted(ENGINE_TOL), default=["float32", "float64"]
     )
@@ -248,6 +251,39 @@ def experiment_parser(name: str, module) -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived during an experiment."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    """SIGTERM (``timeout``, a job scheduler) raises ``_Terminated`` meanwhile, so
+    the run's temporary folder is removed as after Ctrl-C; the earlier results in
+    OUT/NAME stay as they were either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_now(status: int, message: str) -> None:
+    """Exits at once, once the run's folder is cleaned up: an interpreter shut
+    down while XLA's threads still run can crash (a segfault after Ctrl-C or
+    SIGTERM mid-computation), which would hide the right exit status."""
+    print(message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def run_experiment(name: str, argv: list[str]) -> int:
     """Parses the options, runs the experiment in a ``Run``, prints its table."""
     from .runs import Run
@@ -257,10 +293,14 @@ def run_experiment(name: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = {"experiment": name, **vars(args)}
     try:
-        with Run(args.out, name, config) as run:
+        with _terminate_as_exception(), Run(args.out, name, config) as run:
             table = module.run(args, run)
     except (ValueError, OSError) as error:  # a user's data or option, not a bug
         parser.exit(2, f"rnnbptt experiment {name}: error: {error}\n")
+    except _Terminated:
+        _stop_now(128 + signal.SIGTERM, f"rnnbptt experiment {name}: terminated")
+    except KeyboardInterrupt:
+        _stop_now(128 + signal.SIGINT, f"rnnbptt experiment {name}: interrupted")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\nresults in {run.destination}/ ({run.seconds:.1f} s)")
     return 0

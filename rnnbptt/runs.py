@@ -24,11 +24,14 @@ import pandas as pd
 
 
 def _jsonable(value: Any) -> Any:
-    """Plain JSON types for config and summary values (NaN becomes null)."""
+    """Plain JSON types for config and summary values: arrays become lists,
+    NaN and infinities null (JSON has neither), anything else unknown a string."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
+        return _jsonable(np.asarray(value).tolist())
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -112,6 +115,10 @@ class Run:
                 prefix=f".{self.destination.name}.", dir=self.destination.parent
             )
         )
+        # mkdtemp makes it private (0o700); a results folder gets mkdir's mode
+        umask = os.umask(0)
+        os.umask(umask)
+        self.dir.chmod(0o777 & ~umask)
         self._started = time.perf_counter()
         self.write_json("config.json", self.config)
         return self
@@ -120,13 +127,20 @@ class Run:
         if kind is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             return
-        # swap the finished folder in: the old one goes only once the new is complete
+        # swap the finished folder in: the old one goes only once the new is
+        # in place, and comes back if the new one cannot be moved in
         old = None
-        if self.destination.exists():
-            old = self.destination.with_name(f".{self.destination.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.destination, old)
-        os.replace(self.dir, self.destination)
+        try:
+            if self.destination.exists():
+                old = self.destination.with_name(f".{self.destination.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.destination, old)
+            os.replace(self.dir, self.destination)
+        except BaseException:
+            if old is not None and not self.destination.exists():
+                os.replace(old, self.destination)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self.dir = self.destination

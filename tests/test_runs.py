@@ -48,6 +48,71 @@ def test_successful_rerun_replaces_results(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
+def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
+    real_replace = os.replace
+
+    def replace(src, dst):  # the old folder moves aside; the new one cannot move in
+        if os.path.basename(dst) == "exp" and os.path.basename(src) != ".exp.old":
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(runs.os, "replace", replace)
+    run = Run(tmp_path, "exp", {"attempt": 2})
+    with pytest.raises(OSError, match="disk gone"), run:
+        run.summary({"score": 2})
+    after = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_results_get_the_usual_permissions_and_arrays_are_lists(tmp_path):
+    import numpy as np
+
+    with Run(tmp_path, "exp", {"sizes": np.array([16, 32]), "inf": float("inf")}):
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "exp").stat().st_mode & 0o777 == 0o777 & ~umask
+    config = json.loads((tmp_path / "exp" / "config.json").read_text())
+    assert config["sizes"] == [16, 32] and config["inf"] is None
+
+
+def test_sigterm_mid_run_leaves_no_temporary_folder(tmp_path):
+    """The CLI turns SIGTERM into an exit: the half-written run is removed."""
+    import signal
+    import time
+
+    with Run(tmp_path, "vanishing", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    before = (tmp_path / "vanishing" / "summary.json").read_bytes()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rnnbptt",
+            "experiment",
+            "vanishing",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+        p.name.startswith(".vanishing.") for p in tmp_path.iterdir()
+    ):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_path.iterdir()] == ["vanishing"]
+    assert (tmp_path / "vanishing" / "summary.json").read_bytes() == before
+
+
 def test_config_records_the_devices_jax_was_given(tmp_path):
     """JAX_PLATFORMS and XLA_FLAGS are respected and the devices recorded."""
     code = (
