@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnbptt
+from rnnbptt.cli import positive_int_option
 
 STEPS = 12  # inputs per window
 
@@ -117,10 +118,16 @@ def parser() -> argparse.ArgumentParser:
     rnnbptt.distributed.add_arguments(p)
     p.add_argument("--out", type=Path, help="process 0 writes the parameters here")
     p.add_argument("--checkpoint", type=Path, help="fit's checkpoint (process 0)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=8, help="global minibatch")
-    p.add_argument("--train-windows", type=int, default=32, help="in all")
-    p.add_argument("--validation-windows", type=int, default=16, help="in all")
+    p.add_argument("--epochs", type=positive_int_option, default=3)
+    p.add_argument(
+        "--batch-size", type=positive_int_option, default=8, help="global minibatch"
+    )
+    p.add_argument(
+        "--train-windows", type=positive_int_option, default=32, help="in all"
+    )
+    p.add_argument(
+        "--validation-windows", type=positive_int_option, default=16, help="in all"
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the data")
     p.add_argument("--timeout", type=float, default=60, help="seconds to connect")
     return p

@@ -56,6 +56,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
+from rnnbptt.cli import positive_int_option
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 QWERTY_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -237,10 +238,16 @@ class TypoSampler:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--vocab", type=int, help="the top N words (default 20000)")
-    parser.add_argument("--steps", type=int, help="training steps")
-    parser.add_argument("--hidden", type=int, help="LSTM units per direction")
-    parser.add_argument("--layers", type=int, help="bidirectional LSTM layers")
+    parser.add_argument(
+        "--vocab", type=positive_int_option, help="the top N words (default 20000)"
+    )
+    parser.add_argument("--steps", type=positive_int_option, help="training steps")
+    parser.add_argument(
+        "--hidden", type=positive_int_option, help="LSTM units per direction"
+    )
+    parser.add_argument(
+        "--layers", type=positive_int_option, help="bidirectional LSTM layers"
+    )
     parser.add_argument("--alpha", type=float, help="sample words by freq**alpha")
     parser.add_argument(
         "--start", type=float, help="share of training typos at the word's start"

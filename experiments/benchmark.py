@@ -48,6 +48,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
+from rnnbptt.cli import positive_int_option
 
 # No --backward (both engines always run) and no --seed (fixed problems).
 COMMON_OPTIONS = ()
@@ -94,8 +95,10 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--sizes", nargs="+", choices=sorted(SIZES), help="default: all three"
     )
-    parser.add_argument("--repeats", type=int, help="timed calls per implementation")
-    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument(
+        "--repeats", type=positive_int_option, help="timed calls per implementation"
+    )
+    parser.add_argument("--torch-threads", type=positive_int_option, default=2)
     parser.add_argument(
         "--torch-device",
         choices=["auto", "cpu", "cuda"],

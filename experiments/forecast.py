@@ -70,6 +70,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
+from rnnbptt.cli import positive_int_option
 
 VALIDATION, TEST = 0.15, 0.15  # fractions of each series, the test span last
 AR_LAGS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 52)  # AR(p) grid, p <= input length
@@ -404,9 +405,15 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--value-column", help="with --data (default: the only other column)"
     )
-    parser.add_argument("--horizon", type=int, default=1, help="steps ahead, H")
-    parser.add_argument("--input-length", type=int, help="steps each window reads")
-    parser.add_argument("--season", type=int, help="seasonal naive period (steps)")
+    parser.add_argument(
+        "--horizon", type=positive_int_option, default=1, help="steps ahead, H"
+    )
+    parser.add_argument(
+        "--input-length", type=positive_int_option, help="steps each window reads"
+    )
+    parser.add_argument(
+        "--season", type=positive_int_option, help="seasonal naive period (steps)"
+    )
     parser.add_argument("--target", choices=TARGETS, help="what the networks predict")
 
 

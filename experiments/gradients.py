@@ -40,6 +40,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
+from rnnbptt.cli import positive_int_option
 
 # Largest worst-leaf relative difference accepted, per dtype: between the two
 # engines, and between an engine and float64 central differences.
@@ -171,7 +172,9 @@ def time_engines(cell, problem, repeats: int) -> dict:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T")
+    parser.add_argument(
+        "--steps", type=positive_int_option, nargs="+", help="sequence lengths T"
+    )
     parser.add_argument(
         "--dtype", nargs="+", choices=sorted(DTYPES), help="dtypes to compare"
     )

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 import rnnbptt
+from rnnbptt.cli import positive_int_option
 
 TRIVIAL_MSE = 1.0 / 6.0  # predicting the mean, 1.0, of a sum of two U(0, 1)
 FULL = {"steps": [50, 100, 200], "train": 10_000, "epochs": 20, "hidden": 64}
@@ -48,7 +49,9 @@ def adding_problem(n: int, steps: int, rng: np.random.Generator):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T")
+    parser.add_argument(
+        "--steps", type=positive_int_option, nargs="+", help="sequence lengths T"
+    )
 
 
 def run(args, run) -> pd.DataFrame:

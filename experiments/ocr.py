@@ -52,6 +52,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
+from rnnbptt.cli import positive_int_option
 
 CLASSES = 10
 SPLIT = (0.6, 0.2, 0.2)  # train, validation, test fractions of every class
@@ -165,8 +166,12 @@ def add_arguments(parser) -> None:
         default="relu",
         help="of the feedforward hidden layer",
     )
-    parser.add_argument("--hidden", type=int, help="hidden units of every model")
-    parser.add_argument("--epochs", type=int, help="at most this many epochs")
+    parser.add_argument(
+        "--hidden", type=positive_int_option, help="hidden units of every model"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int_option, help="at most this many epochs"
+    )
     parser.add_argument("--data", help="digits CSV (default: data/digits.csv.gz)")
 
 

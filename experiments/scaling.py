@@ -55,6 +55,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
+from rnnbptt.cli import positive_int_option
 
 FULL = {
     "devices": [1, 2, 4, 8],
@@ -105,8 +106,12 @@ def add_arguments(parser) -> None:
         help="device counts to time (default: 1 2 4 8; quick: 1 2; on an "
         "accelerator: every count up to the devices present that divides the batch)",
     )
-    parser.add_argument("--batch", type=int, help="global batch (sequences per step)")
-    parser.add_argument("--repeats", type=int, help="timed steps per device count")
+    parser.add_argument(
+        "--batch", type=positive_int_option, help="global batch (sequences per step)"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int_option, help="timed steps per device count"
+    )
 
 
 # --- the child: one device count --------------------------------------------

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 import rnnbptt
+from rnnbptt.cli import positive_int_option
 
 RADII = [0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0]
 FULL = {"radii": RADII, "batch": 32, "steps": 100, "input": 8, "hidden": 64}
@@ -232,8 +233,8 @@ def measure(cell, params, xs, probe, clip_norm: float, backward: str) -> dict:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--radii", type=float, nargs="+", help="spectral radii")
-    parser.add_argument("--steps", type=int, help="sequence length T")
-    parser.add_argument("--hidden", type=int, help="hidden units H")
+    parser.add_argument("--steps", type=positive_int_option, help="sequence length T")
+    parser.add_argument("--hidden", type=positive_int_option, help="hidden units H")
     parser.add_argument("--clip-norm", type=float, default=CLIP_NORM)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
 

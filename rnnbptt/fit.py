@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
-from ._scalars import finite_number, real_number
+from ._scalars import finite_number, positive_int, real_number
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_checks import check_dataset
 from .losses import get_loss
@@ -137,11 +137,7 @@ def _injected_learning_rate(opt_state) -> float:
 def _check_early_stopping(patience, min_delta, validation) -> None:
     if patience is None:
         return
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(
-            "fit: `patience` must be None or an int >= 1 (epochs without "
-            f"improvement before stopping), got {patience!r}"
-        )
+    positive_int("fit", "patience", patience)
     if validation is None:
         raise ValueError("fit: early stopping (`patience`) needs `validation` data")
     finite_number("fit", "min_delta", min_delta, at_least=0)
@@ -285,9 +281,8 @@ def fit(
     mesh = resolve_mesh("fit", data_parallel)
     checkpoint_every = check_checkpoint_every("fit", checkpoint_every)
     get_loss(loss, "fit")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"fit: `{name}` must be a positive int, got {value!r}")
+    epochs = positive_int("fit", "epochs", epochs)
+    batch_size = positive_int("fit", "batch_size", batch_size)
     _check_early_stopping(patience, min_delta, validation)
     if resume and checkpoint is None:
         raise ValueError("fit: `resume=True` needs a `checkpoint` path")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from ._checks import DEFAULT_BACKWARD, check_backward, check_checkpoint_every
+from ._scalars import positive_int
 from .data_checks import check_target_shape
 from .losses import get_loss
 from .parallel import batch_sharding, check_divisible, replicated, resolve_mesh
@@ -47,9 +48,9 @@ class TBPTT:
         if self.k2 is None:
             object.__setattr__(self, "k2", self.k1)
         for name in ("k1", "k2"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TBPTT: `{name}` must be an int >= 1, got {value!r}")
+            object.__setattr__(
+                self, name, positive_int("TBPTT", name, getattr(self, name))
+            )
         if self.k2 < self.k1:
             raise ValueError(
                 f"TBPTT: `k2` (steps backpropagated) must be >= `k1` (steps between "

@@ -56,6 +56,30 @@ def test_an_option_the_experiment_would_ignore_is_refused(name, option, capsys):
     assert f"unrecognized arguments: {option} {value}" in capsys.readouterr().err
 
 
+COUNTS = {  # every count-like option of every experiment
+    "autocorrect": ["--vocab", "--steps", "--hidden", "--layers"],
+    "benchmark": ["--repeats", "--torch-threads"],
+    "forecast": ["--horizon", "--input-length", "--season"],
+    "gradients": ["--steps"],
+    "memory": ["--steps"],
+    "ocr": ["--hidden", "--epochs"],
+    "scaling": ["--batch", "--repeats"],
+    "vanishing": ["--steps", "--hidden"],
+}
+
+
+@pytest.mark.parametrize(
+    "name, option", [(n, o) for n, options in COUNTS.items() for o in options]
+)
+def test_a_count_of_zero_is_refused_not_replaced_by_the_default(name, option):
+    parser = cli.experiment_parser(name, cli._load_experiment(name))
+    assert parser.parse_args([option, "3"]) is not None
+    for value in ("0", "-2", "2.5"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([option, value])
+        assert exit_info.value.code == 2
+
+
 def test_common_options_reach_the_experiments_that_use_them():
     for name, taken in [
         ("forecast", {"backward": "autodiff", "seed": 3}),

@@ -292,9 +292,9 @@ def test_too_few_values(write):
 def test_series_too_short_for_the_window():
     with pytest.raises(ValueError, match=r"length 6 .*input_length 5 plus horizon 2"):
         sliding_windows(np.arange(6.0), 5, 2)
-    with pytest.raises(ValueError, match="`horizon` must be positive, got 0"):
+    with pytest.raises(ValueError, match="`horizon` must be a positive int, got 0"):
         sliding_windows(np.arange(6.0), 2, 0)
-    with pytest.raises(TypeError, match="`input_length` must be an int"):
+    with pytest.raises(TypeError, match="`input_length` must be a positive int"):
         sliding_windows(np.arange(6.0), 2.0)
     with pytest.raises(ValueError, match="shape \\[n\\]"):
         sliding_windows(np.zeros((6, 1)), 2)

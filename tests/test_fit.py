@@ -281,7 +281,7 @@ def _bad_calls():
         (
             "patience as text",
             fit(patience="3", validation=(xs, ys)),
-            ValueError,
+            TypeError,
             "`patience`",
         ),
         (

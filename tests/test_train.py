@@ -182,10 +182,17 @@ def test_tbptt_program_does_not_grow_with_chunks():
 
 
 @pytest.mark.parametrize(
-    "k1, k2, text", [(0, None, "k1"), (3, 2, "k2"), (2, 0, "k2"), (True, None, "k1")]
+    "k1, k2, error, text",
+    [
+        (0, None, ValueError, "`k1` must be a positive int"),
+        (3, 2, ValueError, "`k2`"),
+        (2, 0, ValueError, "`k2` must be a positive int"),
+        (True, None, TypeError, "`k1`"),
+        (2.0, None, TypeError, "`k1`"),
+    ],
 )
-def test_bad_tbptt(k1, k2, text):
-    with pytest.raises(ValueError, match=text):
+def test_bad_tbptt(k1, k2, error, text):
+    with pytest.raises(error, match=text):
         rnnbptt.TBPTT(k1, k2)
 
 

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from .._scalars import positive_int
 from .series import Series
 
 # A std at or below this fraction of max(1, |mean|) is rounding noise on a
@@ -77,14 +78,6 @@ class Scaler:
         return _float_array("Scaler.inverse", "x", x) * self.std + self.mean
 
 
-def _positive_int(fn: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"`{fn}`: `{name}` must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"`{fn}`: `{name}` must be positive, got {value}")
-    return int(value)
-
-
 def _series_array(fn: str, values: Any) -> np.ndarray:
     if isinstance(values, Series):
         values = values.values
@@ -132,8 +125,8 @@ def sliding_windows(
         ([1.0, 2.0, 3.0], [4.0, 5.0])
     """
     fn = "sliding_windows"
-    L = _positive_int(fn, "input_length", input_length)
-    H = _positive_int(fn, "horizon", horizon)
+    L = positive_int(fn, "input_length", input_length)
+    H = positive_int(fn, "horizon", horizon)
     arr = _series_array(fn, values)
     if arr.shape[0] < L + H:
         raise ValueError(
@@ -169,7 +162,7 @@ def chronological_split(
         (slice(0, 7, None), slice(7, 9, None), slice(9, 10, None))
     """
     fn = "chronological_split"
-    n = _positive_int(fn, "n", n)
+    n = positive_int(fn, "n", n)
     for name, fraction in (("validation", validation), ("test", test)):
         if isinstance(fraction, bool) or not isinstance(
             fraction, int | float | np.number
@@ -269,8 +262,8 @@ def forecasting_data(
             span shorter than H, or the training span is constant.
     """
     fn = "forecasting_data"
-    L = _positive_int(fn, "input_length", input_length)
-    H = _positive_int(fn, "horizon", horizon)
+    L = positive_int(fn, "input_length", input_length)
+    H = positive_int(fn, "horizon", horizon)
     raw = _series_array(fn, series_values).astype(np.float64)
     spans = chronological_split(raw.shape[0], validation, test)
     train, val, tst = spans
