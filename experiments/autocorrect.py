@@ -316,8 +316,6 @@ def run(args, run) -> pd.DataFrame:
         raise ValueError(
             f"--steps must be >= {size['eval_every']}, got {size['steps']}"
         )
-    if size["hidden"] < 1 or size["layers"] < 1:
-        raise ValueError("--hidden and --layers must be positive integers")
     if size["alpha"] < 0 or not 0 <= size["start"] <= 1:
         raise ValueError("--alpha must be >= 0 and --start in [0, 1]")
     words, frequency, sets = load_data(size["vocab"])

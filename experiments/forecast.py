@@ -419,11 +419,6 @@ def add_arguments(parser) -> None:
 
 def _specs(args, size: dict) -> dict:
     """{name: (Series, spec)} for the series to run, after checking the options."""
-    for option in ("horizon", "input_length", "season"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            flag = "--" + option.replace("_", "-")
-            raise ValueError(f"{flag} must be a positive integer, got {value}")
     if args.data is None:
         for option in ("date_column", "value_column"):
             if getattr(args, option) is not None:

@@ -177,10 +177,6 @@ def add_arguments(parser) -> None:
 
 def run(args, run) -> pd.DataFrame:
     size = QUICK if args.quick else FULL
-    for name in ("hidden", "epochs"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be a positive integer, got {value}")
     hidden = {k: args.hidden or h for k, h in size["hidden"].items()}
     epochs = args.epochs or size["epochs"]
     path = rnnbptt.data.data_path("digits.csv.gz") if args.data is None else args.data

@@ -250,9 +250,7 @@ def options(args, size: dict) -> dict:
     size = dict(size)
     for name in ("batch", "repeats"):
         value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if value is not None:  # a positive int: the parser checked
             size[name] = value
     return size
 

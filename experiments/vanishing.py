@@ -248,8 +248,6 @@ def _config(args) -> dict:
         raise ValueError(f"--radii must all be > 0, got {size['radii']}")
     if size["steps"] < 2:
         raise ValueError(f"--steps must be >= 2, got {size['steps']}")
-    if size["hidden"] < 1:
-        raise ValueError(f"--hidden must be >= 1, got {size['hidden']}")
     if not args.clip_norm > 0:
         raise ValueError(f"--clip-norm must be > 0, got {args.clip_norm}")
     return size

@@ -232,8 +232,16 @@ def _load_experiment(name: str):
     return module
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """An experiment's bad option is one line (``PROG: error: ...``), status 2,
+    like its bad data."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def experiment_parser(name: str, module) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog=f"rnnbptt experiment {name}",
         description=(module.__doc__ or "").strip().splitlines()[0],
     )

@@ -35,10 +35,35 @@ def _masked_mean(values: Array, mask: Array | None) -> Array:
     return jnp.sum(jnp.where(mask, values, 0)) / jnp.maximum(total, 1)
 
 
+def _arrays(*values):
+    return tuple(None if v is None else jnp.asarray(v) for v in values)
+
+
+def _check_shapes(fn: str, predictions, targets, mask, *, labels: bool = False):
+    """Shapes must match exactly (no broadcasting): targets as the predictions
+    (labels: the predictions minus the class axis), the mask as their leading
+    axes [B] or [B, T] (or as 1-D predictions [B])."""
+    expected = predictions.shape[:-1] if labels else predictions.shape
+    if targets.shape != expected:
+        what = "labels" if labels else "targets"
+        raise ValueError(
+            f"{fn}: {what} must have shape {expected} (the predictions' "
+            f"{predictions.shape}{' minus the class axis' if labels else ''}), got "
+            f"{targets.shape}"
+        )
+    leading = {predictions.shape[:-1]}
+    if predictions.ndim == 1 and not labels:  # one value per sequence, no class axis
+        leading.add(predictions.shape)
+    if mask is not None and mask.shape not in leading:
+        raise ValueError(
+            f"{fn}: `mask` must have shape {predictions.shape[:-1]} (the predictions' "
+            f"leading axes), got {mask.shape}"
+        )
+
+
 def _fill_padding(targets, mask: Array | None) -> Array:
     """``targets`` with 0 at masked entries: a padding value (NaN, an
     out-of-range label) then reaches neither the loss nor its gradient."""
-    targets = jnp.asarray(targets)
     if mask is None:
         return targets
     mask = jnp.reshape(mask, mask.shape + (1,) * (targets.ndim - mask.ndim))
@@ -47,12 +72,16 @@ def _fill_padding(targets, mask: Array | None) -> Array:
 
 def mean_squared_error(predictions, targets, mask=None) -> Array:
     """Mean of ``(predictions - targets)**2`` over valid entries."""
+    predictions, targets, mask = _arrays(predictions, targets, mask)
+    _check_shapes("mean_squared_error", predictions, targets, mask)
     targets = _fill_padding(targets, mask)
     return _masked_mean((predictions - targets) ** 2, mask)
 
 
 def mean_absolute_error(predictions, targets, mask=None) -> Array:
     """Mean of ``|predictions - targets|`` over valid entries."""
+    predictions, targets, mask = _arrays(predictions, targets, mask)
+    _check_shapes("mean_absolute_error", predictions, targets, mask)
     targets = _fill_padding(targets, mask)
     return _masked_mean(jnp.abs(predictions - targets), mask)
 
@@ -66,6 +95,8 @@ def softmax_cross_entropy(logits, labels, mask=None) -> Array:
             padding label of -1).
         mask: the leading axes of ``labels``, bool.
     """
+    logits, labels, mask = _arrays(logits, labels, mask)
+    _check_shapes("softmax_cross_entropy", logits, labels, mask, labels=True)
     labels = _fill_padding(labels, mask)  # never gather at a padding label
     values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _masked_mean(values, mask)
@@ -73,6 +104,8 @@ def softmax_cross_entropy(logits, labels, mask=None) -> Array:
 
 def binary_cross_entropy(logits, targets, mask=None) -> Array:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1]."""
+    logits, targets, mask = _arrays(logits, targets, mask)
+    _check_shapes("binary_cross_entropy", logits, targets, mask)
     targets = _fill_padding(targets, mask)
     return _masked_mean(optax.sigmoid_binary_cross_entropy(logits, targets), mask)
 

@@ -90,5 +90,6 @@ def test_bad_steps_is_a_one_line_error(tmp_path, capsys):
         cli.main(["experiment", NAME, "--steps", "0", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--steps must all be >= 1" in err and "Traceback" not in err
+    assert "--steps: must be a positive integer, got 0" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / NAME).exists()

@@ -85,8 +85,8 @@ def test_summary_names_the_machine_and_what_the_speedup_means(quick_run, summary
     "argv, words",
     [
         (["--devices", "3"], ["--devices: 3 does not divide", "batch of 8"]),
-        (["--batch", "0"], ["--batch must be >= 1, got 0"]),
-        (["--repeats", "-1"], ["--repeats must be >= 1"]),
+        (["--batch", "0"], ["--batch: must be a positive integer, got 0"]),
+        (["--repeats", "-1"], ["--repeats: must be a positive integer, got -1"]),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, words):

@@ -80,3 +80,23 @@ def test_whatever_fills_the_padding_stays_out(name):
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="`loss` must be one of"):
         losses.get_loss("hinge")
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_shapes_must_match_without_broadcasting(name):
+    fn = losses.LOSSES[name]
+    _, target = _per_step(name)
+    with pytest.raises(ValueError, match="must have shape"):  # [B, 1] against [B]
+        fn(PRED[:, 0, :1], target[:, 0, 0] if name != "cross_entropy" else LABELS)
+    with pytest.raises(ValueError, match="`mask` must have shape"):  # K == T = 5
+        fn(
+            PRED[:, :, 0],
+            target[:, :, 0] if name != "cross_entropy" else LABELS[:, 0],
+            MASK,
+        )
+    if name != "cross_entropy":  # one value per sequence, masked per sequence
+        np.testing.assert_allclose(
+            fn(PRED[:, 0, 0], target[:, 0, 0], MASK[:, 1]),
+            fn(PRED[:, 0, :1], target[:, 0, :1], MASK[:, 1]),
+            rtol=1e-15,
+        )
