@@ -49,14 +49,16 @@ MASKS = {"right": right_padded_mask(LENGTHS, 7), "scattered": SCATTERED}
 
 
 @pytest.mark.parametrize("head", ["many_to_one", "many_to_many"])
-@pytest.mark.parametrize("pattern", sorted(MASKS))
+@pytest.mark.parametrize(
+    "pattern, backward", [("right", "autodiff"), ("scattered", "manual")]
+)
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("backward", ["autodiff", "manual"])
 def test_padded_batch_equals_each_sequence_alone(
-    head, pattern, bidirectional, backward
+    head, pattern, backward, bidirectional
 ):
     """Values and gradients: a masked batch is each row's valid steps run on
-    their own, whatever the mask's pattern."""
+    their own, whatever the mask's pattern (one engine per pattern; the engines
+    agree through the model, tested below)."""
     mask = MASKS[pattern]
     model, params, xs = _problem(head=head, bidirectional=bidirectional)
 
