@@ -172,16 +172,14 @@ def make_train_step(
         (value, finals), grads = grad_fn(params, xs, ys, mask, key, carry0)
         norm = optax.tree.norm(grads)
         count = valid_count(model, ys, mask)
-        ok = jnp.isfinite(value) & jnp.isfinite(norm)
-        # a batch of padding only: nothing to learn, no update (as in tbptt_step)
-        params, opt_state, applied = _apply_update(
-            optimizer, params, opt_state, grads, ok & (count > 0)
-        )
+        # a batch of padding only has nothing to learn: no update, as in tbptt_step
+        ok = jnp.isfinite(value) & jnp.isfinite(norm) & (count > 0)
+        params, opt_state, ok = _apply_update(optimizer, params, opt_state, grads, ok)
         metrics = {
             "loss": value,
             "grad_norm": norm,
-            "updates": applied.astype(jnp.int32),
-            "finite": ok & (applied | (count == 0)),
+            "updates": ok.astype(jnp.int32),
+            "finite": ok | (count == 0),
             "count": count,
             "carry": jax.lax.stop_gradient(finals),
         }
