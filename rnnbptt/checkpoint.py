@@ -83,9 +83,11 @@ def save_checkpoint(
     Args:
         path: where to write the checkpoint; an existing file is replaced.
         tree: a pytree whose leaves are JAX or numpy arrays (numeric, bool, or
-            typed PRNG keys) or Python scalars (stored with JAX's default dtype).
+            typed PRNG keys), NumPy scalars (their own dtype) or Python scalars
+            (stored with JAX's default dtype).
         metadata: a JSON-serialisable dict, returned by ``load_checkpoint`` and
-            ``peek_metadata`` as ``json`` reads it back (tuples become lists).
+            ``peek_metadata`` as ``json`` reads it back (tuples become lists;
+            NumPy and JAX scalars are stored as the plain numbers they hold).
 
     Raises:
         TypeError: if ``metadata`` is not a JSON-serialisable dict, or a leaf is
@@ -169,7 +171,9 @@ def _encode(tree: Any, metadata: dict) -> bytes:
         )
         leaves.append(entry)
     try:
-        index = json.dumps({"metadata": metadata, "leaves": leaves})
+        index = json.dumps(
+            {"metadata": metadata, "leaves": leaves}, default=_json_scalar
+        )
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"`save_checkpoint`: `metadata` must be JSON-serialisable, got {err}"
@@ -180,13 +184,20 @@ def _encode(tree: Any, metadata: dict) -> bytes:
     return buffer.getvalue()
 
 
+def _json_scalar(value: Any) -> Any:
+    """A NumPy or JAX scalar in metadata as the plain number it holds."""
+    if isinstance(value, np.generic | np.ndarray | jax.Array) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _leaf_to_array(path: str, leaf: Any) -> tuple[dict, np.ndarray]:
     """The JSON description of one leaf and the numpy array stored for it."""
     if _is_key(leaf):
         data = np.asarray(jax.random.key_data(leaf))
         entry = _entry(path, leaf.shape, leaf.dtype, data.dtype)
         return entry | {"key_impl": str(jax.random.key_impl(leaf))}, data
-    arr = _as_numpy(leaf)
+    arr = _as_numpy(leaf, path)
     dtype = arr.dtype
     if dtype.kind in "biufc":
         stored = arr.astype(dtype.newbyteorder("="), copy=False)
@@ -377,9 +388,20 @@ def _is_key(leaf: Any) -> bool:
     )
 
 
-def _as_numpy(leaf: Any) -> np.ndarray:
-    if isinstance(leaf, bool | int | float | complex):
-        leaf = jnp.asarray(leaf)  # JAX's default dtype, as jnp.asarray would give
+def _as_numpy(leaf: Any, path: str = "") -> np.ndarray:
+    # A Python scalar gets JAX's default dtype, as jnp.asarray would give; a NumPy
+    # scalar (np.float64 is a float too) keeps its own, like any array.
+    if isinstance(leaf, bool | int | float | complex) and not isinstance(
+        leaf, np.generic
+    ):
+        try:
+            leaf = jnp.asarray(leaf)
+        except OverflowError as err:
+            raise TypeError(
+                f"`save_checkpoint`: leaf {path} of `tree` is the Python int {leaf}, "
+                "beyond JAX's default integer; store it as a NumPy array of a wide "
+                "enough dtype (e.g. np.int64(...))"
+            ) from err
     return np.asarray(leaf)
 
 

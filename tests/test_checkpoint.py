@@ -120,6 +120,23 @@ def test_python_scalars_and_numpy_leaves(tmp_path):
     assert np.signbit(restored[3]["b"])
 
 
+def test_numpy_scalars_keep_their_dtype_and_metadata_takes_them(tmp_path):
+    path = tmp_path / "s.ckpt"
+    tree = {"m": np.float64(0.15), "h": np.float16(0.1)}
+    metadata = {"step": np.int64(3), "loss": jnp.float32(0.5), "n": np.array(2)}
+    with jax.enable_x64(False):  # np.float64 is a Python float, but stays float64
+        save_checkpoint(path, tree, metadata)
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            load_checkpoint(path, tree)
+        with pytest.raises(TypeError, match="Python int 1099511627776"):
+            save_checkpoint(tmp_path / "big.ckpt", {"big": 2**40}, {})
+    restored, meta = load_checkpoint(path, tree)
+    assert restored["m"].dtype == np.float64 and restored["m"] == np.float64(0.15)
+    assert restored["h"].dtype == np.float16 and restored["h"] == np.float16(0.1)
+    assert meta == {"step": 3, "loss": 0.5, "n": 2}
+    assert type(meta["step"]) is int
+
+
 def test_save_replaces_previous_checkpoint(ckpt, template):
     newer = make_state(seed=2)
     save_checkpoint(ckpt, newer, {"step": 240})
