@@ -240,6 +240,9 @@ def test_load_misspellings_pairs_in_file_order(write):
         ("spellin", "spelling"),
         ("rite", "write"),
     ]
+    # a byte-order mark (Windows editors write one) is not part of the first word
+    bom = write("\ufeffspelling: speling\n", "bom.txt")
+    assert load_misspellings(bom) == [("speling", "spelling")]
 
 
 # --------------------------------------------------------------- bad input
@@ -280,6 +283,50 @@ def test_bad_date_and_duplicate_date(write):
         load_series(path)
     path = write("date,v\n2020-01-02,1\n2020-01-01,2\n2020-01-03,3\n2020-01-02,4\n")
     with pytest.raises(ValueError, match=r"2020-01-02 appears more .*lines 2 and 5"):
+        load_series(path)
+
+
+def test_day_first_and_month_first_dates(write):
+    # only day first parses (19/01): read day first, weekly
+    weekly = write("date,v\n05/01/2000,1\n12/01/2000,2\n19/01/2000,3\n26/01/2000,4\n")
+    series = load_series(weekly)
+    assert [str(d.date()) for d in series.values.index] == [
+        "2000-01-05",
+        "2000-01-12",
+        "2000-01-19",
+        "2000-01-26",
+    ]
+    # both parse and disagree: an error that asks for the format...
+    monthly = write("date,v\n01/01/2000,1\n01/02/2000,2\n01/03/2000,3\n", "m.csv")
+    with pytest.raises(
+        ValueError, match=r"line 3: date '01/02/2000' reads as 2000-01-02"
+    ):
+        load_series(monthly)
+    # ... and with it, the months
+    series = load_series(monthly, date_format="%d/%m/%Y")
+    assert series.freq == "MS" and len(series.values) == 3
+    # ISO dates never ask
+    assert (
+        len(
+            load_series(
+                write("date,v\n2000-01-02,1\n2000-02-01,2\n2000-03-01,3\n", "iso.csv"),
+                freq="D",
+            ).values
+        )
+        == 60
+    )
+
+
+def test_blank_cells_are_missing_and_mixed_offsets_are_a_clear_error(write):
+    path = write("date,v\n2020-01-01,1\n2020-01-02,  \n2020-01-03,3\n")
+    series = load_series(path)
+    assert series.filled == 1 and series.values.tolist() == [1.0, 2.0, 3.0]
+    path = write(
+        "date,v\n2021-03-27T00:00+01:00,1\n2021-03-28T00:00+01:00,2\n"
+        "2021-03-29T00:00+02:00,3\n",
+        "dst.csv",
+    )
+    with pytest.raises(ValueError, match=r"`load_series`: .*dst.csv: the dates cannot"):
         load_series(path)
 
 
@@ -334,6 +381,17 @@ def test_constant_training_span_is_an_error():
     values = np.concatenate([np.full(70, 2.0), np.arange(30.0)])
     with pytest.raises(ValueError, match="must vary"):
         forecasting_data(values, 3, 1, validation=0.15, test=0.15)
+    # tiny values that vary are a scale, not rounding noise
+    tiny = Scaler.fit(np.array([1.0, 2.0, 3.0]) * 1e-12)
+    np.testing.assert_allclose(tiny.transform([2e-12]), [0.0], atol=1e-12)
+    np.testing.assert_allclose(tiny.inverse(tiny.transform([3e-12])), [3e-12])
+
+
+def test_complex_values_are_refused_not_truncated():
+    with pytest.raises(TypeError, match="must be real numbers, got dtype complex128"):
+        Scaler.fit(np.array([1 + 1j, 2.0, 3.0]))
+    with pytest.raises(TypeError, match="real numbers"):
+        forecasting_data(np.arange(50) + 0j, 3, 1, validation=0.15, test=0.15)
 
 
 def test_bad_words_file(write):

@@ -143,7 +143,7 @@ def load_misspellings(path: str | os.PathLike) -> list[tuple[str, str]]:
     fn = "load_misspellings"
     path = _existing_file(fn, path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
     except (UnicodeError, OSError) as err:
         raise ValueError(f"`{fn}`: cannot read {path} as UTF-8 text: {err}") from err
     pairs = []

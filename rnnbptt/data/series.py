@@ -37,7 +37,9 @@ class Series:
 
     @property
     def freq(self) -> str:
-        """The frequency of the index as a pandas alias, e.g. ``"W-SAT"``."""
+        """The frequency of the index as a pandas alias, e.g. ``"W-SAT"`` (for
+        a calendar step that has no alias, such as monthly on the 15th, pandas'
+        description of the offset)."""
         return self.values.index.freqstr
 
 
@@ -47,15 +49,18 @@ def load_series(
     value_column: str | None = None,
     *,
     freq: str | pd.DateOffset | None = None,
+    date_format: str | None = None,
 ) -> Series:
     """Reads a CSV time series and puts it on a regular, gap-free time grid.
 
     The rows are sorted by date; the frequency is inferred (``pandas.infer_freq``,
     or the most common spacing between dates when gaps break that, e.g. weekly data
     with missing weeks) unless ``freq`` is given. The series is reindexed to every
-    step from the first to the last date; missing rows and empty values become NaN,
-    are counted in ``filled``, and are filled by linear interpolation in time, the
-    ones before the first (after the last) valid value by that value.
+    step from the first to the last date; missing rows and missing values (an
+    empty or blank cell, or one of pandas' missing markers such as ``NA``, ``NaN``,
+    ``null`` or ``#N/A``) become NaN, are counted in ``filled``, and are filled by
+    linear interpolation in time, the ones before the first (after the last) valid
+    value by that value.
 
     Args:
         path: the CSV file, with a header row.
@@ -65,6 +70,9 @@ def load_series(
             of inferring one; every date must lie on its grid. Business days, for
             example, need ``freq="B"``: inferred from gappy data they come out
             daily, with the weekends filled.
+        date_format: a ``strftime`` format of the dates (``"%d/%m/%Y"``);
+            None infers it. Numeric dates that read both day first and month
+            first, differently, are an error that asks for it.
 
     Returns:
         A :class:`Series`.
@@ -97,18 +105,14 @@ def load_series(
     _require_columns(fn, path, frame, [date_column, value_column])
 
     raw_dates = frame[date_column].str.strip()
-    with warnings.catch_warnings():
-        # "could not infer format" is expected for unusual formats; a failure to
-        # parse shows up as NaT, reported below.
-        warnings.simplefilter("ignore", UserWarning)
-        dates = pd.to_datetime(raw_dates, errors="coerce")
+    dates = _parse_dates(fn, path, raw_dates, date_format)
     if dates.isna().any():
         line = dates.index[dates.isna()][0]
         raise ValueError(
             f"`{fn}`: {path}, line {line} (data row {line - 1}): column "
             f"{date_column!r} must hold dates, got {_shown(raw_dates.loc[line])}"
         )
-    raw_values = frame[value_column].str.strip()
+    raw_values = frame[value_column].str.strip().replace("", None)  # blank: empty
     values = pd.to_numeric(raw_values, errors="coerce").astype(np.float64)
     bad = (values.isna() & raw_values.notna()) | np.isinf(values)
     if bad.any():
@@ -150,6 +154,46 @@ def load_series(
 
 def _when(stamp: pd.Timestamp) -> str:
     return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
+
+
+# Dates such as 03/04/2020 (or 3.4.20, 03-04-2020): day and month can swap.
+_NUMERIC_DATE = r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}(?:[ T].*)?"
+
+
+def _to_datetime(raw: pd.Series, **kwargs) -> pd.Series:
+    with warnings.catch_warnings():
+        # "could not infer format" is expected for unusual formats; a failure to
+        # parse shows up as NaT, reported by the caller.
+        warnings.simplefilter("ignore", UserWarning)
+        return pd.to_datetime(raw, errors="coerce", **kwargs)
+
+
+def _parse_dates(fn: str, path: Path, raw: pd.Series, date_format) -> pd.Series:
+    """The dates, month first or day first where only one reading parses; an
+    error where both do and disagree (03/04/2020: 4 March or 3 April?)."""
+    try:
+        if date_format is not None:
+            return _to_datetime(raw, format=date_format)
+        dates = _to_datetime(raw)
+        if not raw.dropna().str.fullmatch(_NUMERIC_DATE).all():
+            return dates
+        day_first = _to_datetime(raw, dayfirst=True)
+    except ValueError as err:  # e.g. UTC offsets that change within the file
+        raise ValueError(
+            f"`{fn}`: {path}: the dates cannot be read as one time line ({err}); "
+            "give them without UTC offsets, or all in one offset"
+        ) from err
+    if day_first.notna().all() and dates.isna().any():
+        return day_first
+    differ = dates.notna() & day_first.notna() & (dates != day_first)
+    if differ.any():
+        line = differ.index[differ][0]
+        raise ValueError(
+            f"`{fn}`: {path}, line {line}: date {raw.loc[line]!r} reads as "
+            f"{_when(dates.loc[line])} (month first) or {_when(day_first.loc[line])} "
+            "(day first); pass `date_format`, e.g. '%d/%m/%Y' or '%m/%d/%Y'"
+        )
+    return dates
 
 
 def _shown(text: Any) -> str:

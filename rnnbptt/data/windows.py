@@ -12,15 +12,20 @@ import pandas as pd
 from .._scalars import positive_int
 from .series import Series
 
-# A std at or below this fraction of max(1, |mean|) is rounding noise on a
-# constant series: scaling by it would blow the values up to ~1e12.
+# A std at or below this fraction of the values' magnitude (max |value|) is
+# rounding noise on a constant series: scaling by it would blow the values up to
+# ~1e12. Measured against the data's own scale, so tiny but varying values pass.
 MIN_RELATIVE_STD = 1e-12
 
 
 def _float_array(fn: str, name: str, x: Any) -> np.ndarray:
     arr = np.asarray(x)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"`{fn}`: `{name}` must be numeric, got dtype {arr.dtype}")
+    if (
+        arr.dtype == bool
+        or not np.issubdtype(arr.dtype, np.number)
+        or np.issubdtype(arr.dtype, np.complexfloating)
+    ):
+        raise TypeError(f"`{fn}`: `{name}` must be real numbers, got dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
     return arr
@@ -52,8 +57,9 @@ class Scaler:
             The fitted :class:`Scaler`.
 
         Raises:
-            TypeError: if the values are not numeric.
-            ValueError: if they are empty, not finite, or constant (std 0).
+            TypeError: if the values are not real numbers.
+            ValueError: if they are empty, not finite, or constant (a std of 0,
+                or below 1e-12 of their largest magnitude: rounding noise).
         """
         fn = "Scaler.fit"
         values = _float_array(fn, "train_values", train_values).astype(np.float64)
@@ -62,7 +68,7 @@ class Scaler:
         if not np.all(np.isfinite(values)):
             raise ValueError(f"`{fn}`: `train_values` must be finite, got a NaN or inf")
         mean, std = float(values.mean()), float(values.std())
-        if std <= MIN_RELATIVE_STD * max(1.0, abs(mean)):
+        if std <= MIN_RELATIVE_STD * float(np.abs(values).max()):
             raise ValueError(
                 f"`{fn}`: `train_values` must vary to be standardised, got std {std} "
                 f"(constant at {mean}); check the training span"
