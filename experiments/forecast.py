@@ -406,6 +406,9 @@ def add_arguments(parser) -> None:
         "--value-column", help="with --data (default: the only other column)"
     )
     parser.add_argument(
+        "--date-format", help="with --data: e.g. %%d/%%m/%%Y (default: inferred)"
+    )
+    parser.add_argument(
         "--horizon", type=positive_int_option, default=1, help="steps ahead, H"
     )
     parser.add_argument(
@@ -420,7 +423,7 @@ def add_arguments(parser) -> None:
 def _specs(args, size: dict) -> dict:
     """{name: (Series, spec)} for the series to run, after checking the options."""
     if args.data is None:
-        for option in ("date_column", "value_column"):
+        for option in ("date_column", "value_column", "date_format"):
             if getattr(args, option) is not None:
                 flag = "--" + option.replace("_", "-")
                 raise ValueError(f"{flag} goes with --data FILE.csv")
@@ -438,7 +441,10 @@ def _specs(args, size: dict) -> dict:
         if args.series:
             raise ValueError("--series chooses shipped series; drop it with --data")
         series = rnnbptt.data.load_series(
-            args.data, args.date_column or "date", args.value_column
+            args.data,
+            args.date_column or "date",
+            args.value_column,
+            date_format=args.date_format,
         )
         season = args.season or infer_season(series.freq)
         specs = {

@@ -80,11 +80,13 @@ def test_forecast_on_a_users_csv(tmp_path):
     wave = 10 + 3 * np.sin(2 * np.pi * steps / 25) + 0.1 * rng.normal(size=300)
     dates = pd.date_range("2020-01-01", periods=300, freq="D")
     path = tmp_path / "wave.csv"
-    pd.DataFrame({"day": dates.strftime("%Y-%m-%d"), "signal": wave}).to_csv(
+    # an unusual date format, so that --date-format is needed
+    pd.DataFrame({"day": dates.strftime("%Y/%d/%m"), "signal": wave}).to_csv(
         path, index=False
     )
     argv = ["experiment", NAME, "--quick", "--out", str(tmp_path / "runs")]
     argv += ["--data", str(path), "--date-column", "day", "--value-column", "signal"]
+    argv += ["--date-format", "%Y/%d/%m"]
     assert cli.main([*argv, "--horizon", "2"]) == 0
     out = tmp_path / "runs" / NAME
     assert (out / "forecast_wave.png").stat().st_size > 0
