@@ -250,7 +250,8 @@ class LSTM:
                 f"LSTM: `forget_bias` must be a float, got {self.forget_bias!r}"
             )
         bias = finite_number("LSTM", "forget_bias", self.forget_bias)
-        object.__setattr__(self, "forget_bias", bias)
+        if type(self.forget_bias) not in (int, float):  # NumPy scalars: a float
+            object.__setattr__(self, "forget_bias", bias)
 
     def init(self, key: Array, dtype=None) -> LSTMParams:
         """Parameters as described in the module docstring."""

@@ -113,7 +113,7 @@ def check_target_shape(fn, model, loss, ys, n, steps, name="training") -> None:
             f"{fn}: {name} `ys` must have shape {(*lead, K)} (the model's "
             f"output_size is {K}), got {ys.shape}"
         )
-    if not np.issubdtype(ys.dtype, np.number):
+    if not (np.issubdtype(ys.dtype, np.number) or ys.dtype == bool):
         raise TypeError(f"{fn}: {name} `ys` must be numeric, got dtype {ys.dtype}")
 
 
@@ -150,6 +150,6 @@ def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
                 f"{_first_bad(bad, per_step)} is outside [0, 1], the range of "
                 "'binary_cross_entropy' targets (probabilities or 0/1 labels)"
             )
-    if callable(loss) or not np.issubdtype(ys.dtype, np.integer):
+    if callable(loss) or np.issubdtype(ys.dtype, np.floating):
         return ys
-    return ys.astype(np.float64)
+    return ys.astype(np.float64)  # integers and bools: values to regress on

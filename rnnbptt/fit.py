@@ -61,7 +61,7 @@ class FitResult:
             when validation data was given, else the last; after a non-finite
             step, the last good parameters.
         history: one row per epoch: epoch, train_loss, val_loss, grad_norm,
-            learning_rate, seconds.
+            learning_rate (the rate of the epoch's last update), seconds.
         opt_state: the optimizer state after the last epoch.
         best_epoch: the epoch with the lowest validation loss, whose parameters
             were restored (None without validation data; after a non-finite stop
@@ -135,12 +135,13 @@ def _injected_learning_rate(opt_state) -> float:
 
 
 def _check_early_stopping(patience, min_delta, validation) -> None:
+    # min_delta also decides the best epoch, with or without patience
+    finite_number("fit", "min_delta", min_delta, at_least=0)
     if patience is None:
         return
     positive_int("fit", "patience", patience)
     if validation is None:
         raise ValueError("fit: early stopping (`patience`) needs `validation` data")
-    finite_number("fit", "min_delta", min_delta, at_least=0)
 
 
 def _describe(value) -> str:
@@ -157,6 +158,9 @@ def _resume(path, template, config):
         f"{k}: {stored.get(k)!r} -> {config[k]!r}"
         for k in sorted(config)
         if stored.get(k) != config[k]
+        # an optax optimizer brings its own rate (older checkpoints stored the
+        # unused default there)
+        and not (k == "learning_rate" and config[k] is None)
     ]
     if changed:
         raise ValueError(
@@ -460,7 +464,7 @@ def fit(
             "train_loss": loss_sum / max(count, 1),
             "val_loss": val_loss,
             "grad_norm": norm_sum / n_batches,
-            "learning_rate": float(schedule(meta["updates"], opt_state)),
+            "learning_rate": float(schedule(max(meta["updates"] - 1, 0), opt_state)),
             "seconds": time.perf_counter() - started,
         }
         meta["history"].append(row)

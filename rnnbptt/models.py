@@ -159,7 +159,8 @@ class SequenceModel:
                 f"SequenceModel: `dropout` must be a number in [0, 1), got "
                 f"{self.dropout!r}"
             )
-        object.__setattr__(self, "dropout", rate)
+        if type(self.dropout) not in (int, float):  # NumPy scalars: a float
+            object.__setattr__(self, "dropout", rate)
 
     @classmethod
     def build(
@@ -286,10 +287,10 @@ class SequenceModel:
                 f"({len(self.cells)} layers, from model.init)"
             )
         xs = jnp.asarray(xs)
-        if xs.ndim == 3:
+        if xs.ndim == 3:  # (other ranks: unroll's clear error below)
             mask = check_mask("SequenceModel.apply", mask, xs.shape[0], xs.shape[1])
-        if mask is not None and not isinstance(mask, jax.core.Tracer):
-            check_mask_pattern("SequenceModel.apply", self, np.asarray(mask))
+            if mask is not None and not isinstance(mask, jax.core.Tracer):
+                check_mask_pattern("SequenceModel.apply", self, np.asarray(mask))
         self._check_readout(params.readout)
         if carry0 is not None and self.bidirectional:
             raise ValueError(

@@ -90,11 +90,20 @@ def _apply_update(optimizer, params, opt_state, grads, ok):
     )
 
 
-def valid_count(model, ys, mask) -> Array:
-    """How many targets a batch's loss averages over (for weighting batch means)."""
+def _check_batch_targets(fn: str, model, loss, xs, ys) -> None:
+    """A named loss's targets against the batch (shapes only: trace time); a
+    loss function of one's own takes whatever targets it was written for."""
+    if not callable(loss):
+        check_target_shape(fn, model, loss, ys, *xs.shape[:2], name="batch")
+
+
+def valid_count(model, xs, mask) -> Array:
+    """How many outputs a batch's loss averages over (for weighting batch means):
+    one per sequence, or one per valid step; read from the inputs, so that a
+    loss of one's own may take targets of any form."""
     if model.head == "many_to_one":
-        return jnp.asarray(ys.shape[0])
-    return jnp.asarray(ys.shape[0] * ys.shape[1]) if mask is None else jnp.sum(mask)
+        return jnp.asarray(xs.shape[0])
+    return jnp.asarray(xs.shape[0] * xs.shape[1]) if mask is None else jnp.sum(mask)
 
 
 def make_objective(
@@ -158,7 +167,10 @@ def make_train_step(
     mesh = resolve_mesh(fn, data_parallel)
     every = check_checkpoint_every(fn, checkpoint_every)
     tbptt = as_tbptt(fn, tbptt)
-    if not isinstance(optimizer, optax.GradientTransformation):
+    if not (
+        callable(getattr(optimizer, "init", None))
+        and callable(getattr(optimizer, "update", None))
+    ):
         raise TypeError(
             f"{fn}: `optimizer` must be an optax GradientTransformation (e.g. "
             f"optax.adam(1e-3)), got {type(optimizer).__name__}"
@@ -168,10 +180,10 @@ def make_train_step(
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def full_step(params, opt_state, xs, ys, mask, key, carry0=None):
-        check_target_shape(fn, model, loss, ys, *xs.shape[:2], name="batch")
+        _check_batch_targets(fn, model, loss, xs, ys)
         (value, finals), grads = grad_fn(params, xs, ys, mask, key, carry0)
         norm = optax.tree.norm(grads)
-        count = valid_count(model, ys, mask)
+        count = valid_count(model, xs, mask)
         # a batch of padding only has nothing to learn: no update, as in tbptt_step
         ok = jnp.isfinite(value) & jnp.isfinite(norm) & (count > 0)
         params, opt_state, ok = _apply_update(optimizer, params, opt_state, grads, ok)
@@ -200,7 +212,7 @@ def make_train_step(
     k1, k2 = tbptt.k1, tbptt.k2
 
     def tbptt_step(params, opt_state, xs, ys, mask, key, carry0=None):
-        check_target_shape(fn, model, loss, ys, *xs.shape[:2], name="batch")
+        _check_batch_targets(fn, model, loss, xs, ys)
         B, T, _ = xs.shape
         n = tbptt.chunks(T)
         right = n * k1 - T
@@ -268,7 +280,7 @@ def make_train_step(
             / jnp.maximum(jnp.sum(counts > 0), 1),
             "updates": jnp.sum(applied.astype(jnp.int32)),
             "finite": ok,
-            "count": valid_count(model, ys, mask),
+            "count": valid_count(model, xs, mask),
             "carry": carry_end,
         }
         return params, opt_state, metrics
@@ -298,8 +310,8 @@ def make_eval_step(model, loss) -> Callable:
 
     @jax.jit
     def evaluate(params, xs, ys, mask):
-        check_target_shape("make_eval_step", model, loss, ys, *xs.shape[:2], "batch")
+        _check_batch_targets("make_eval_step", model, loss, xs, ys)
         value, _ = objective(params, xs, ys, mask, None)
-        return value, valid_count(model, ys, mask)
+        return value, valid_count(model, xs, mask)
 
     return evaluate

@@ -38,9 +38,20 @@ def test_history_and_schedule(task):
     h = result.history
     assert list(h.columns) == rnnbptt.fit_module.HISTORY_COLUMNS
     assert list(h["epoch"]) == [1, 2, 3]
-    # 3 batches an epoch: the schedule after 3, 6 and 9 updates
+    # 3 batches an epoch: the rate of updates 3, 6 and 9 (steps 2, 5 and 8)
     np.testing.assert_allclose(
-        h["learning_rate"], [schedule(3), schedule(6), schedule(9)]
+        h["learning_rate"], [schedule(2), schedule(5), schedule(8)]
+    )
+    # the same column from an optax optimizer that exposes its rate, in a chain
+    injected = _fit(
+        task,
+        optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=schedule),
+        clip_norm=1.0,
+        validation=task[2:],
+        epochs=3,
+    )
+    np.testing.assert_allclose(
+        injected.history["learning_rate"], h["learning_rate"], rtol=1e-6
     )
     assert (h["seconds"] > 0).all() and (h["grad_norm"] > 0).all()
     assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
@@ -214,6 +225,27 @@ def test_corrupt_or_foreign_checkpoint_is_refused(task, tmp_path):
         _fit(task, epochs=2, checkpoint=ckpt, resume=True, learning_rate=0.5)
 
 
+def test_checkpoint_of_an_optax_optimizer_from_before_still_resumes(task, tmp_path):
+    """Older checkpoints stored the unused default learning rate beside an optax
+    optimizer; that is no difference of configuration."""
+    ckpt = tmp_path / "old.ckpt"
+    first = _fit(task, optimizer=optax.sgd(0.05), epochs=1, checkpoint=ckpt)
+    params = task[1]
+    template = {
+        "params": params,
+        "opt_state": optax.sgd(0.05).init(params),
+        "best_params": params,
+        "key": jax.random.key(0),
+    }
+    state, meta = rnnbptt.load_checkpoint(ckpt, template)
+    meta["config"]["learning_rate"] = 0.001
+    rnnbptt.save_checkpoint(ckpt, state, meta)
+    again = _fit(
+        task, optimizer=optax.sgd(0.05), epochs=1, checkpoint=ckpt, resume=True
+    )
+    jax.tree.map(np.testing.assert_array_equal, again.params, first.params)
+
+
 def test_progress_bar_shows_loss(task, capsys):
     _fit(task, epochs=1, progress=True)
     err = capsys.readouterr().err
@@ -300,6 +332,12 @@ def _bad_calls():
             "its own",
         ),
         ("clip_norm nan", fit(clip_norm=np.nan), ValueError, "`clip_norm`"),
+        (
+            "min_delta nan without patience",
+            fit(min_delta=np.nan, validation=(xs, ys)),
+            ValueError,
+            "`min_delta`",
+        ),
         ("mask shape", fit(mask=np.ones((8, 4), bool)), ValueError, "mask"),
         ("resume without path", fit(resume=True), ValueError, "checkpoint"),
         (

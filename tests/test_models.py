@@ -216,6 +216,8 @@ def test_bad_apply_arguments():
     with pytest.raises(ValueError, match=r"params.readout.b` must have shape \(2,\)"):
         model.apply(params._replace(readout=params.readout._replace(b=jnp.ones(3))), xs)
     clf, clf_params, _ = _problem(head="many_to_one")
+    with pytest.raises(ValueError, match="`xs` must have rank 3"):
+        clf.apply(clf_params, xs[0], jnp.ones(7, bool))
     empty_row = np.ones((4, 7), bool)
     empty_row[2] = False
     with pytest.raises(ValueError, match="row 2 has no valid step"):

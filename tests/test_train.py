@@ -325,3 +325,27 @@ def test_tbptt_window_halves_draw_their_own_dropout():
     for a in range(len(masks)):
         for b in range(a + 1, len(masks)):
             assert not np.array_equal(masks[a], masks[b]), (a, b)
+
+
+def test_steps_take_what_worked_before():
+    """A loss of one's own with its own targets (or none), bool targets for
+    binary cross-entropy, and optax wrappers such as MultiSteps."""
+    model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
+    params = model.init(jax.random.key(0))
+    xs, ys = sine_task(n=4, steps=6)
+    own = lambda pred, target, mask: jnp.mean(pred[:, -1] ** 2)  # noqa: E731
+    tx = optax.sgd(0.1)
+    for targets in (None, {"any": 1}, ys[:, -1]):
+        step = rnnbptt.make_train_step(model, own, tx)
+        _, _, metrics = step(params, tx.init(params), xs, targets, None, None)
+        assert np.isfinite(metrics["loss"])
+    bce = rnnbptt.make_train_step(model, "binary_cross_entropy", tx)
+    _, _, metrics = bce(params, tx.init(params), xs, ys > 0, None, None)
+    want = bce(params, tx.init(params), xs, (ys > 0).astype(float), None, None)[2]
+    assert float(metrics["loss"]) == float(want["loss"])
+    multi = optax.MultiSteps(optax.sgd(0.1), every_k_schedule=2)
+    step = rnnbptt.make_train_step(model, "mse", multi)
+    state = multi.init(params)
+    p1, state, _ = step(params, state, xs, ys, None, None)
+    p2, state, _ = step(p1, state, xs, ys, None, None)
+    assert max_rel(p1, params) == 0 and max_rel(p2, params) > 0  # every 2nd step
