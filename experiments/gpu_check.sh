@@ -28,8 +28,11 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 tests=(tests/test_bptt.py tests/test_unroll.py tests/test_gradcheck.py
     tests/test_checkpoint_every.py)
 workers=4
-bench=(--repeats 9)
+bench=(--repeats 9 --torch-device cuda)
+# On the GPU machine, JAX must not fall back to the CPU with only a warning.
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 if [ -n "${QUICK:-}" ]; then
+    unset JAX_PLATFORMS
     tests=(tests/test_bptt.py)
     workers=2
     bench=(--quick)
@@ -46,6 +49,10 @@ fi
 } 2>&1 | tee "$log"
 
 status=0
+if [ -z "${QUICK:-}" ]; then  # a "GPU check" that ran on the CPU must not pass
+    "$py" -c 'import jax, torch; assert jax.default_backend() == "gpu", jax.devices(); assert torch.cuda.is_available(), "torch sees no CUDA"' 2>&1 |
+        tee -a "$log" || { echo "== not on a GPU: stopping" | tee -a "$log"; exit 1; }
+fi
 echo "== gradient agreement: ${tests[*]}" | tee -a "$log"
 timeout 200 "$py" -m pytest -q -p no:cacheprovider -o addopts="" \
     -n "$workers" "${tests[@]}" 2>&1 | tee -a "$log" || status=1

@@ -99,6 +99,55 @@ def test_summary_grades_each_target(summary):
     assert summary["machine"]
 
 
+def test_a_quick_run_grades_nothing(summary):
+    """--quick runs tiny sizes: no target of the issue is about them."""
+    assert all(check["met"] is None for check in summary["targets"].values())
+
+
+def test_targets_are_graded_only_where_the_run_matches_the_issue():
+    bench = cli._load_experiment(NAME)
+    timing = pd.DataFrame(
+        [
+            {"size": "medium", "cell": cell, "implementation": impl, "ms": ms}
+            for cell in ("lstm", "elman")
+            for impl, ms in (
+                ("rnnbptt manual", 10.0),
+                ("rnnbptt autodiff", 20.0),
+                ("torch.nn", 40.0),
+            )
+        ]
+    )
+    checkpointing = pd.DataFrame(
+        [
+            {
+                "cell": "lstm",
+                "engine": "manual",
+                "T": 10_000,
+                "residual_ratio": 0.1,
+                "time_ratio": 1.1,
+            }
+        ]
+    )
+    compiling = pd.DataFrame(
+        [
+            {"cell": "lstm", "engine": "manual", "T": t, "compile_s": 0.3}
+            for t in (100, 1000)
+        ]
+    )
+    graded = bench.targets(timing, checkpointing, compiling)
+    assert graded["lstm medium: rnnbptt manual / torch.nn"]["met"] is True
+    assert graded["elman medium: autodiff / manual"]["met"] is True
+    assert graded["lstm manual T=10000: checkpointed / full time"]["met"] is True
+    assert graded["lstm manual: compile seconds at T=100"]["met"] is True
+    other = bench.targets(
+        timing, checkpointing, compiling, sizes_named=False, torch_graded=False
+    )
+    assert other["lstm medium: rnnbptt manual / torch.nn"]["met"] is None
+    assert other["elman medium: autodiff / manual"]["met"] is True  # no torch in it
+    assert other["lstm manual T=10000: checkpointed / full time"]["met"] is None
+    assert other["lstm manual: compile seconds at T=100"]["met"] is None
+
+
 def test_machine_line_names_the_cpu_family_model_and_clock(tmp_path, summary):
     bench = cli._load_experiment(NAME)
     info = tmp_path / "cpuinfo"
