@@ -5,11 +5,12 @@ backward to every parameter; loss 0.5 * sum(hs**2) over all outputs, no input
 gradient) for three sizes (T steps, B batch, D inputs, H hidden): small T=50
 B=32 D=8 H=64, medium T=100 B=64 D=32 H=256, long T=1000 B=16 D=8 H=128. Side by
 side in one process: rnnbptt's LSTM and Elman with each gradient engine,
-``torch.nn.LSTM`` and ``torch.nn.RNN`` (``--torch-threads``, default 2), and
-Flax's ``nn.RNN`` with ``OptimizedLSTMCell`` and ``SimpleCell`` (torch and flax
-are optional: ``pip install -e '.[bench]'``; a missing one is skipped with a
-note). When JAX runs on a GPU, torch runs on CUDA too (``--torch-device``) and
-TF32 is off on both sides, so every column is float32 on the same hardware.
+``torch.nn.LSTM`` and ``torch.nn.RNN`` (``--torch-threads``, default every core,
+as XLA uses: 2 here), and Flax's ``nn.RNN`` with ``OptimizedLSTMCell`` and
+``SimpleCell`` (torch and flax are optional: ``pip install -e '.[bench]'``; a
+missing one is skipped with a note). When JAX runs on a GPU, torch runs on
+CUDA too (``--torch-device``) and TF32 is off on both sides, so every column is
+float32 on the same hardware.
 Every implementation is warmed up, then the repetitions are interleaved
 (one call of each in turn) and the median is reported, with its ratio to the
 PyTorch cell of the same kind, the achieved GFLOP/s of the matrix products
