@@ -66,6 +66,25 @@ def probe_loss_fn(seed, hs_shape, carry, dtype=jnp.float64):
     return rnnbptt.gradcheck.probe_loss(jax.random.key(seed), hs_shape, carry)
 
 
+def value_and_grads(cell, params, xs, carry0, mask, backward, every):
+    """The probe loss of ``unroll`` and its gradient with respect to (params, xs,
+    carry0), by engine ``backward`` with ``checkpoint_every=every``."""
+
+    def loss(params, xs, carry0):
+        final, hs = rnnbptt.unroll(
+            cell,
+            params,
+            xs,
+            carry0,
+            mask=mask,
+            backward=backward,
+            checkpoint_every=every,
+        )
+        return probe_loss_fn(1, hs.shape, final)(hs, final)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
+
+
 def max_rel(a, b):
     """max|a - b| / max|b| over all leaves of two pytrees (0 when both are 0)."""
     worst = 0.0

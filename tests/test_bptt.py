@@ -16,6 +16,7 @@ from conftest import (
     normal,
     probe_loss_fn,
     right_padded_mask,
+    value_and_grads,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -191,21 +192,8 @@ def test_whatever_fills_the_padding_changes_nothing(cell, checkpoint_every):
     results = {}
     for name, x in (("clean", np.where(mask[..., None], xs, 0)), ("dirty", dirty)):
         for backward in ("autodiff", "manual"):
-
-            def loss(params, xs, carry0, backward=backward):
-                final, hs = rnnbptt.unroll(
-                    cell,
-                    params,
-                    xs,
-                    carry0,
-                    mask=mask,
-                    backward=backward,
-                    checkpoint_every=checkpoint_every,
-                )
-                return probe_loss_fn(3, hs.shape, final)(hs, final)
-
-            results[name, backward] = jax.value_and_grad(loss, argnums=(0, 1, 2))(
-                params, jnp.asarray(x), carry0
+            results[name, backward] = value_and_grads(
+                cell, params, jnp.asarray(x), carry0, mask, backward, checkpoint_every
             )
         final, hs = rnnbptt.unroll(cell, params, jnp.asarray(x), carry0, mask=mask)
         ones = jax.tree.map(jnp.ones_like, final)

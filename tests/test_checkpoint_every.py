@@ -5,27 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import CELLS, RECURRENT, make_problem, max_rel, probe_loss_fn
+from conftest import CELLS, RECURRENT, make_problem, max_rel, value_and_grads
 
 import rnnbptt
 
 STEPS = 7  # not a multiple of 3: the last chunk is padded with masked steps
-
-
-def _value_and_grads(cell, params, xs, carry0, mask, backward, every):
-    def loss(params, xs, carry0):
-        final, hs = rnnbptt.unroll(
-            cell,
-            params,
-            xs,
-            carry0,
-            mask=mask,
-            backward=backward,
-            checkpoint_every=every,
-        )
-        return probe_loss_fn(1, hs.shape, final)(hs, final)
-
-    return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
 
 
 @pytest.mark.parametrize("backward", ["manual", "autodiff"])
@@ -33,8 +17,8 @@ def _value_and_grads(cell, params, xs, carry0, mask, backward, every):
 def test_checkpointed_unroll_matches_full_bptt(cell, backward, masked):
     params, xs, carry0 = make_problem(cell, steps=STEPS)
     mask = np.arange(STEPS)[None] < np.array([STEPS, 2, 5])[:, None] if masked else None
-    want = _value_and_grads(cell, params, xs, carry0, mask, "autodiff", None)
-    got = _value_and_grads(cell, params, xs, carry0, mask, backward, 3)
+    want = value_and_grads(cell, params, xs, carry0, mask, "autodiff", None)
+    got = value_and_grads(cell, params, xs, carry0, mask, backward, 3)
     assert max_rel(got, want) < 1e-12
 
 
@@ -42,8 +26,8 @@ def test_checkpointed_unroll_matches_full_bptt(cell, backward, masked):
 def test_every_chunk_length_gives_the_same_gradients(every):
     cell = CELLS["lstm"]
     params, xs, carry0 = make_problem(cell, steps=STEPS)
-    want = _value_and_grads(cell, params, xs, carry0, None, "autodiff", None)
-    got = _value_and_grads(cell, params, xs, carry0, None, "manual", every)
+    want = value_and_grads(cell, params, xs, carry0, None, "autodiff", None)
+    got = value_and_grads(cell, params, xs, carry0, None, "manual", every)
     assert max_rel(got, want) < 1e-12
 
 
