@@ -23,26 +23,33 @@ import optax
 Array = jax.Array
 
 
+def _expand(mask: Array, ndim: int) -> Array:
+    """``mask`` [B, (T)] with trailing unit axes, to broadcast against rank ``ndim``."""
+    return jnp.reshape(mask, mask.shape + (1,) * (ndim - mask.ndim))
+
+
 def _masked_mean(values: Array, mask: Array | None) -> Array:
     """Mean of ``values`` [B, (T), ...] over the entries where ``mask`` is True."""
     if mask is None:
         return jnp.mean(values)
-    mask = jnp.reshape(mask, mask.shape + (1,) * (values.ndim - mask.ndim))
-    mask = jnp.broadcast_to(mask, values.shape)
+    mask = jnp.broadcast_to(_expand(mask, values.ndim), values.shape)
     total = jnp.sum(mask, dtype=values.dtype)
     # where, not a product: whatever sits at a padded entry (even inf or NaN)
     # stays out of the mean
     return jnp.sum(jnp.where(mask, values, 0)) / jnp.maximum(total, 1)
 
 
-def _arrays(*values):
-    return tuple(None if v is None else jnp.asarray(v) for v in values)
+def _prepare(fn: str, predictions, targets, mask, *, labels: bool = False):
+    """``(predictions, targets, mask)`` as arrays, their shapes checked, and the
+    targets 0 at masked entries: a padding value (NaN, an out-of-range label)
+    then reaches neither the loss nor its gradient.
 
-
-def _check_shapes(fn: str, predictions, targets, mask, *, labels: bool = False):
-    """Shapes must match exactly (no broadcasting): targets as the predictions
+    Shapes must match exactly (no broadcasting): targets as the predictions
     (labels: the predictions minus the class axis), the mask as their leading
-    axes [B] or [B, T] (or as 1-D predictions [B])."""
+    axes [B] or [B, T] (or as 1-D predictions [B]).
+    """
+    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
+    mask = None if mask is None else jnp.asarray(mask)
     expected = predictions.shape[:-1] if labels else predictions.shape
     if targets.shape != expected:
         what = "labels" if labels else "targets"
@@ -54,35 +61,30 @@ def _check_shapes(fn: str, predictions, targets, mask, *, labels: bool = False):
     leading = {predictions.shape[:-1]}
     if predictions.ndim == 1 and not labels:  # one value per sequence, no class axis
         leading.add(predictions.shape)
-    if mask is not None and mask.shape not in leading:
+    if mask is None:
+        return predictions, targets, mask
+    if mask.shape not in leading:
         raise ValueError(
             f"{fn}: `mask` must have shape {predictions.shape[:-1]} (the predictions' "
             f"leading axes), got {mask.shape}"
         )
-
-
-def _fill_padding(targets, mask: Array | None) -> Array:
-    """``targets`` with 0 at masked entries: a padding value (NaN, an
-    out-of-range label) then reaches neither the loss nor its gradient."""
-    if mask is None:
-        return targets
-    mask = jnp.reshape(mask, mask.shape + (1,) * (targets.ndim - mask.ndim))
-    return jnp.where(mask, targets, jnp.zeros((), targets.dtype))
+    keep = _expand(mask, targets.ndim)
+    return predictions, jnp.where(keep, targets, jnp.zeros((), targets.dtype)), mask
 
 
 def mean_squared_error(predictions, targets, mask=None) -> Array:
     """Mean of ``(predictions - targets)**2`` over valid entries."""
-    predictions, targets, mask = _arrays(predictions, targets, mask)
-    _check_shapes("mean_squared_error", predictions, targets, mask)
-    targets = _fill_padding(targets, mask)
+    predictions, targets, mask = _prepare(
+        "mean_squared_error", predictions, targets, mask
+    )
     return _masked_mean((predictions - targets) ** 2, mask)
 
 
 def mean_absolute_error(predictions, targets, mask=None) -> Array:
     """Mean of ``|predictions - targets|`` over valid entries."""
-    predictions, targets, mask = _arrays(predictions, targets, mask)
-    _check_shapes("mean_absolute_error", predictions, targets, mask)
-    targets = _fill_padding(targets, mask)
+    predictions, targets, mask = _prepare(
+        "mean_absolute_error", predictions, targets, mask
+    )
     return _masked_mean(jnp.abs(predictions - targets), mask)
 
 
@@ -92,21 +94,19 @@ def softmax_cross_entropy(logits, labels, mask=None) -> Array:
     Args:
         logits: [..., K] unnormalised class scores.
         labels: [...] integers in [0, K) (any value at masked entries, e.g. a
-            padding label of -1).
+            padding label of -1: it is never gathered).
         mask: the leading axes of ``labels``, bool.
     """
-    logits, labels, mask = _arrays(logits, labels, mask)
-    _check_shapes("softmax_cross_entropy", logits, labels, mask, labels=True)
-    labels = _fill_padding(labels, mask)  # never gather at a padding label
+    logits, labels, mask = _prepare(
+        "softmax_cross_entropy", logits, labels, mask, labels=True
+    )
     values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _masked_mean(values, mask)
 
 
 def binary_cross_entropy(logits, targets, mask=None) -> Array:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1]."""
-    logits, targets, mask = _arrays(logits, targets, mask)
-    _check_shapes("binary_cross_entropy", logits, targets, mask)
-    targets = _fill_padding(targets, mask)
+    logits, targets, mask = _prepare("binary_cross_entropy", logits, targets, mask)
     return _masked_mean(optax.sigmoid_binary_cross_entropy(logits, targets), mask)
 
 
