@@ -8,8 +8,8 @@ Time series go through :func:`load_series` (``series.py``: regular frequency, ga
 filled), then :func:`forecasting_data` (``windows.py``: chronological split, a
 :class:`Scaler` fitted on the training span only, sliding windows per span). The
 fixed-format files (digits, words, misspellings) have their loaders in
-``datasets.py``. The shipped files live in the repository's ``data/`` folder;
-:func:`data_path` finds them.
+``datasets.py``. The shipped files are the repository's ``data/`` folder, installed
+with the package as ``rnnbptt.data.shipped``; :func:`data_path` finds them there.
 """
 
 from .datasets import (
@@ -20,7 +20,7 @@ from .datasets import (
     load_misspellings,
     load_words,
 )
-from .files import DATA_DIR, data_path
+from .files import _shipped_dir, data_path
 from .series import Series, load_series
 from .windows import (
     MIN_RELATIVE_STD,
@@ -31,6 +31,15 @@ from .windows import (
     forecasting_data,
     sliding_windows,
 )
+
+
+def __getattr__(name: str):
+    # DATA_DIR, the installed data/ folder, is looked up when first asked for:
+    # the package imports from an uninstalled checkout too.
+    if name == "DATA_DIR":
+        return _shipped_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATA_DIR",

@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+# The repository's data/ folder, installed under this name (pyproject.toml): the
+# editable install and a wheel find the same files. Looked up when asked for, so
+# that the library itself imports from an uninstalled checkout too.
+SHIPPED = "rnnbptt.data.shipped"
+
+
+def _shipped_dir() -> Path:
+    """The installed ``data/`` folder (``importlib.resources``).
+
+    Raises:
+        FileNotFoundError: if ``rnnbptt.data.shipped`` is not installed.
+    """
+    try:
+        return Path(resources.files(SHIPPED))
+    except ModuleNotFoundError as error:
+        if error.name != SHIPPED:
+            raise
+        raise FileNotFoundError(
+            f"the shipped data ({SHIPPED}, the repository's data/ folder) is not "
+            "installed: install rnnbptt (in a checkout: pip install -e .)"
+        ) from None
 
 
 def data_path(name: str) -> Path:
-    """Path of a file shipped in the repository's ``data/`` folder.
+    """Path of a file shipped with rnnbptt: the repository's ``data/`` folder,
+    installed with the package as ``rnnbptt.data.shipped``.
 
     Args:
         name: the file name, e.g. ``"co2.csv"``.
 
     Returns:
-        The absolute path of ``data/<name>``.
+        The absolute path of the installed ``data/<name>``.
 
     Raises:
         TypeError: if ``name`` is not a string.
@@ -26,11 +48,19 @@ def data_path(name: str) -> Path:
     """
     if not isinstance(name, str):
         raise TypeError(f"`data_path`: `name` must be a str, got {type(name).__name__}")
-    path = DATA_DIR / name
-    if not path.is_file():
-        have = sorted(p.name for p in DATA_DIR.iterdir()) if DATA_DIR.is_dir() else []
+    try:
+        folder = _shipped_dir()
+    except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"`data_path`: no shipped data file {name!r} in {DATA_DIR} (it has: "
+            f"`data_path`: no shipped data file {name!r}: {error}"
+        ) from None
+    path = folder / name
+    if not path.is_file():
+        have = sorted(
+            p.name for p in folder.iterdir() if p.is_file() and p.suffix != ".py"
+        )
+        raise FileNotFoundError(
+            f"`data_path`: no shipped data file {name!r} in {folder} (it has: "
             f"{', '.join(have) or 'nothing'}); see data/README.md for where each "
             "file comes from"
         )
