@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnbptt
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 STEPS = 12  # inputs per window
 

@@ -59,7 +59,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 QWERTY_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -508,6 +508,6 @@ def _plot_accuracy(run, accuracy: dict, upper: dict) -> None:
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "autocorrect", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

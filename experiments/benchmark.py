@@ -49,7 +49,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 # No --backward (both engines always run) and no --seed (fixed problems).
 COMMON_OPTIONS = ()
@@ -568,6 +568,6 @@ def _plot(run, timing: pd.DataFrame) -> None:
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "benchmark", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

@@ -73,7 +73,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 VALIDATION, TEST = 0.15, 0.15  # fractions of each series, the test span last
 AR_LAGS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 52)  # AR(p) grid, p <= input length
@@ -544,6 +544,6 @@ def _plot(run, name: str, plot: dict) -> None:
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "forecast", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

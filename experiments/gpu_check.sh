@@ -4,7 +4,9 @@
 # GPU, then the benchmark with torch on CUDA beside rnnbptt and Flax.
 #
 # It uses the Python that is already there (jax with CUDA, torch, flax, optax,
-# pandas and pytest) and installs nothing: the checkout is put on PYTHONPATH.
+# pandas and pytest) and installs nothing: the checkout is put on PYTHONPATH, and
+# the benchmark runs as its script, experiments/benchmark.py (the same options and
+# results as `rnnbptt bench`, which imports rnnbptt.experiments: an install).
 # Results go to $OUT (default runs/gpu): log.txt (machine, tests, benchmark
 # output) and benchmark/ (metrics.csv, summary.json, ...): seven files.
 #
@@ -58,7 +60,7 @@ timeout 200 "$py" -m pytest -q -p no:cacheprovider -o addopts="" \
     -n "$workers" "${tests[@]}" 2>&1 | tee -a "$log" || status=1
 
 echo "== benchmark" | tee -a "$log"
-timeout 330 "$py" -m rnnbptt bench "${bench[@]}" --out "$out" 2>&1 |
+timeout 330 "$py" experiments/benchmark.py "${bench[@]}" --out "$out" 2>&1 |
     tee -a "$log" || status=1
 
 echo "== exit status $status" | tee -a "$log"

@@ -40,7 +40,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 # Largest worst-leaf relative difference accepted, per dtype: between the two
 # engines, and between an engine and float64 central differences.
@@ -323,6 +323,6 @@ def _plot_cost(run, timed: pd.DataFrame) -> None:
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "gradients", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

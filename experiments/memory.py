@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 import rnnbptt
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 TRIVIAL_MSE = 1.0 / 6.0  # predicting the mean, 1.0, of a sum of two U(0, 1)
 FULL = {"steps": [50, 100, 200], "train": 10_000, "epochs": 20, "hidden": 64}
@@ -132,6 +132,6 @@ def _plot(run, history: pd.DataFrame) -> None:
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "memory", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

@@ -53,7 +53,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 CLASSES = 10
 SPLIT = (0.6, 0.2, 0.2)  # train, validation, test fractions of every class
@@ -332,6 +332,6 @@ def _plot_confusion(run, matrix: np.ndarray, name: str, accuracy: float) -> None
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "ocr", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

@@ -55,7 +55,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 FULL = {
     "devices": [1, 2, 4, 8],
@@ -80,15 +80,12 @@ QUICK = {
 LEARNING_RATE = 0.1
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
 CHILD_TIMEOUT_S = 600
-# The child's program: this file loaded as a module (by path, as ``rnnbptt
-# experiment`` loads it), then ``worker(SPEC_JSON)``; argv: FILE SPEC_JSON.
+# The child's program: ``worker(SPEC_JSON)`` of this experiment, imported by its
+# installed name (also when the parent runs as ``python experiments/scaling.py``).
 WORKER_CODE = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("scaling_worker", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = module
-spec.loader.exec_module(module)
-module.worker(sys.argv[2])
+import sys
+from rnnbptt.experiments.scaling import worker
+worker(sys.argv[1])
 """
 VIRTUAL_NOTE = (
     "Virtual CPU devices (XLA_FLAGS={flag}=N) share the same {cores} physical "
@@ -213,7 +210,7 @@ def _child_env(devices: int, virtual: bool) -> dict:
 def run_child(spec: dict, virtual: bool) -> dict:
     """Runs ``worker`` in a fresh interpreter for ``spec["devices"]``."""
     result = subprocess.run(
-        [sys.executable, "-c", WORKER_CODE, __file__, json.dumps(spec)],
+        [sys.executable, "-c", WORKER_CODE, json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,
@@ -396,6 +393,6 @@ def _plot(run, table: pd.DataFrame, virtual: bool) -> None:
 
 
 if __name__ == "__main__":
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "scaling", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

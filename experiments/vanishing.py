@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 import rnnbptt
-from rnnbptt.cli import positive_int_option
+from rnnbptt.experiment import positive_int_option
 
 RADII = [0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0]
 FULL = {"radii": RADII, "batch": 32, "steps": 100, "input": 8, "hidden": 64}
@@ -357,6 +357,6 @@ def _plot_lines(run, metrics: pd.DataFrame) -> None:
 if __name__ == "__main__":
     import sys
 
-    from rnnbptt.cli import main
+    from rnnbptt.experiment import main
 
-    sys.exit(main(["experiment", "vanishing", *sys.argv[1:]]))
+    sys.exit(main(sys.modules[__name__]))

@@ -15,8 +15,9 @@ virtual CPU devices; a backend JAX cannot start is a one-line error (status 2).
 through time timed side by side with torch.nn and Flax (see that script).
 
 ``rnnbptt experiment NAME [--quick] [--backward manual|autodiff] [--seed N]
-[--out DIR]`` runs the script ``experiments/NAME.py`` of this checkout (each
-script is also runnable on its own) and writes ``DIR/NAME/``. An experiment that
+[--out DIR]`` imports the module ``rnnbptt.experiments.NAME`` (the repository's
+``experiments/NAME.py``, installed with the package; each script is also runnable
+on its own, with the same options) and writes ``DIR/NAME/``. An experiment that
 runs both engines takes no ``--backward`` (gradients, benchmark), one whose
 problems are fixed no ``--seed`` (benchmark). Mistakes in the command or the data
 end with a one-line error and exit status 2.
@@ -25,19 +26,17 @@ end with a one-line error and exit status 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
+import importlib
 import os
-import signal
+import pkgutil
 import sys
-import threading
-from pathlib import Path
 
 import jax
 import pandas as pd
 
-from ._checks import BACKWARDS, DEFAULT_BACKWARD
+from . import experiment
 from .cells import LSTM, Elman, Feedforward
+from .experiment import positive_int_option
 from .gradcheck import compare_gradients, format_table
 
 # Largest max-norm relative difference accepted, per dtype: between the engines,
@@ -157,13 +156,6 @@ def _devices(args) -> int:
     return 0
 
 
-def positive_int_option(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnbptt", description=__doc__.splitlines()[0].replace("``", "")
@@ -198,14 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+# The repository's experiments/ folder, installed under this name (pyproject.toml).
+EXPERIMENTS = "rnnbptt.experiments"
 
 
 def experiment_names() -> list[str]:
-    if not EXPERIMENTS.is_dir():
+    """The modules of ``rnnbptt.experiments`` whose names do not start with ``_``."""
+    try:
+        package = importlib.import_module(EXPERIMENTS)
+    except ModuleNotFoundError as error:
+        if error.name != EXPERIMENTS:
+            raise
         return []
     return sorted(
-        p.stem for p in EXPERIMENTS.glob("*.py") if not p.stem.startswith("_")
+        m.name for m in pkgutil.iter_modules(package.__path__) if m.name[0] != "_"
     )
 
 
@@ -216,102 +214,20 @@ def _fail(message: str):
 
 
 def _load_experiment(name: str):
-    """The experiment script ``experiments/NAME.py`` as a module."""
+    """The experiment module ``rnnbptt.experiments.NAME``."""
     names = experiment_names()
     if name not in names:
+        none = f"(none: {EXPERIMENTS} is not in this install)"
         _fail(
             f"rnnbptt experiment: unknown experiment {name!r}; choose one of "
-            f"{', '.join(names) or '(none: experiments/ is not in this install)'}"
+            f"{', '.join(names) or none}"
         )
-    spec = importlib.util.spec_from_file_location(
-        f"rnnbptt_experiment_{name}", EXPERIMENTS / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as for any import (dataclasses need it)
-    spec.loader.exec_module(module)
-    return module
-
-
-class _OneLineErrors(argparse.ArgumentParser):
-    """An experiment's bad option is one line (``PROG: error: ...``), status 2,
-    like its bad data."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def experiment_parser(name: str, module) -> argparse.ArgumentParser:
-    parser = _OneLineErrors(
-        prog=f"rnnbptt experiment {name}",
-        description=(module.__doc__ or "").strip().splitlines()[0],
-    )
-    parser.add_argument("--quick", action="store_true", help="a run of seconds")
-    # An experiment that runs both engines, or whose problems are fixed, says so
-    # with COMMON_OPTIONS, so that an option it would ignore is refused instead.
-    common = getattr(module, "COMMON_OPTIONS", ("backward", "seed"))
-    if "backward" in common:
-        parser.add_argument("--backward", choices=BACKWARDS, default=DEFAULT_BACKWARD)
-    if "seed" in common:
-        parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs", help="results go to OUT/NAME/")
-    if hasattr(module, "add_arguments"):
-        module.add_arguments(parser)
-    return parser
-
-
-class _Terminated(Exception):
-    """SIGTERM arrived during an experiment."""
-
-
-@contextlib.contextmanager
-def _terminate_as_exception():
-    """SIGTERM (``timeout``, a job scheduler) raises ``_Terminated`` meanwhile, so
-    the run's temporary folder is removed as after Ctrl-C; the earlier results in
-    OUT/NAME stay as they were either way."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _stop_now(status: int, message: str) -> None:
-    """Exits at once, once the run's folder is cleaned up: an interpreter shut
-    down while XLA's threads still run can crash (a segfault after Ctrl-C or
-    SIGTERM mid-computation), which would hide the right exit status."""
-    print(message, file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    return importlib.import_module(f"{EXPERIMENTS}.{name}")
 
 
 def run_experiment(name: str, argv: list[str]) -> int:
-    """Parses the options, runs the experiment in a ``Run``, prints its table."""
-    from .runs import Run
-
-    module = _load_experiment(name)
-    parser = experiment_parser(name, module)
-    args = parser.parse_args(argv)
-    config = {"experiment": name, **vars(args)}
-    try:
-        with _terminate_as_exception(), Run(args.out, name, config) as run:
-            table = module.run(args, run)
-    except (ValueError, OSError) as error:  # a user's data or option, not a bug
-        parser.exit(2, f"rnnbptt experiment {name}: error: {error}\n")
-    except _Terminated:
-        _stop_now(128 + signal.SIGTERM, f"rnnbptt experiment {name}: terminated")
-    except KeyboardInterrupt:
-        _stop_now(128 + signal.SIGINT, f"rnnbptt experiment {name}: interrupted")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nresults in {run.destination}/ ({run.seconds:.1f} s)")
-    return 0
+    """``rnnbptt experiment NAME [options]``: see ``rnnbptt.experiment``."""
+    return experiment.run_experiment(name, _load_experiment(name), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

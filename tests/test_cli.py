@@ -3,11 +3,12 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import pytest
 
-from rnnbptt import cli
+from rnnbptt import cli, experiment
 
 
 def test_gradcheck_prints_table_and_passes(capsys):
@@ -72,7 +73,7 @@ COUNTS = {  # every count-like option of every experiment
     "name, option", [(n, o) for n, options in COUNTS.items() for o in options]
 )
 def test_a_count_of_zero_is_refused_not_replaced_by_the_default(name, option):
-    parser = cli.experiment_parser(name, cli._load_experiment(name))
+    parser = experiment.experiment_parser(name, cli._load_experiment(name))
     assert parser.parse_args([option, "3"]) is not None
     for value in ("0", "-2", "2.5"):
         with pytest.raises(SystemExit) as exit_info:
@@ -88,7 +89,7 @@ def test_common_options_reach_the_experiments_that_use_them():
     ]:
         argv = ["--backward", "autodiff"] * ("backward" in taken)
         argv += ["--seed", "3"] * ("seed" in taken)
-        parser = cli.experiment_parser(name, cli._load_experiment(name))
+        parser = experiment.experiment_parser(name, cli._load_experiment(name))
         args = vars(parser.parse_args(argv))
         assert {k: args[k] for k in ("backward", "seed") if k in args} == taken, name
 
@@ -117,6 +118,32 @@ def test_bad_experiment_option_keeps_old_results(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["experiment", "memory", "--no-such-option"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, status",
+    [(["--help"], 0), (["--steps", "0"], 2), (["--quick", "--steps", "1"], 2)],
+    ids=["help", "bad option", "bad value"],
+)
+def test_the_script_is_the_command(tmp_path, argv, status):
+    """``python experiments/NAME.py ...`` prints and exits as ``rnnbptt
+    experiment NAME ...`` does."""
+    script = Path(__file__).parent.parent / "experiments" / "memory.py"
+    results = [
+        subprocess.run(
+            [sys.executable, *command, *argv, "--out", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        for command in ([str(script)], ["-m", "rnnbptt", "experiment", "memory"])
+    ]
+    by_script, by_command = [(r.returncode, r.stdout, r.stderr) for r in results]
+    assert by_script == by_command
+    assert by_script[0] == status and "rnnbptt experiment memory" in "".join(
+        by_script[1:]
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ clear errors quickly.
 """
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import socket
@@ -43,10 +43,7 @@ def child_env(devices: int = 1, **extra) -> dict:
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("distributed_fit", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("rnnbptt.experiments._distributed_fit")
 
 
 def max_rel(a: dict, b: dict) -> float:

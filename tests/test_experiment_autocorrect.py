@@ -1,6 +1,6 @@
 """The autocorrect experiment: its typo generator, and quick mode end to end."""
 
-import importlib.util
+import importlib
 import json
 
 import numpy as np
@@ -14,12 +14,7 @@ WORDS = ["desert", "the", "a", "spelling", "address", "keyboard", "queue"]
 
 @pytest.fixture(scope="module")
 def autocorrect():
-    spec = importlib.util.spec_from_file_location(
-        "autocorrect", cli.EXPERIMENTS / "autocorrect.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("rnnbptt.experiments.autocorrect")
 
 
 @pytest.fixture

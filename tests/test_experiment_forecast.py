@@ -1,6 +1,6 @@
 """The forecasting experiment: quick mode, a user's own CSV, bad data."""
 
-import importlib.util
+import importlib
 import json
 
 import numpy as np
@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from rnnbptt import cli
+from rnnbptt.data import data_path
 
 NAME = "forecast"
 QUICK_WEEKS = 520  # experiments/forecast.py QUICK["steps"]
@@ -16,15 +17,12 @@ TEST_FRACTION = 0.15
 
 @pytest.fixture(scope="module")
 def forecast():
-    spec = importlib.util.spec_from_file_location(NAME, cli.EXPERIMENTS / f"{NAME}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"rnnbptt.experiments.{NAME}")
 
 
 def _persistence_rmse_from_csv() -> float:
     """Test-span persistence RMSE of the quick CO2 slice, straight from the CSV."""
-    frame = pd.read_csv(cli.EXPERIMENTS.parent / "data" / "co2.csv")
+    frame = pd.read_csv(data_path("co2.csv"))
     co2 = frame.set_index(pd.to_datetime(frame["date"]))["co2"]
     weekly = co2.reindex(pd.date_range(co2.index[0], co2.index[-1], freq="7D"))
     values = weekly.interpolate(method="time").to_numpy()[:QUICK_WEEKS]

@@ -24,13 +24,8 @@ def test_memory_quick(tmp_path, capsys):
 
 
 def test_adding_problem_targets_are_the_marked_sums():
-    import importlib.util
+    from rnnbptt.experiments import memory
 
-    spec = importlib.util.spec_from_file_location(
-        "memory", cli.EXPERIMENTS / "memory.py"
-    )
-    memory = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(memory)
     xs, ys = memory.adding_problem(500, 40, np.random.default_rng(0))
     assert xs.shape == (500, 40, 2) and ys.shape == (500, 1)
     assert (xs[..., 1].sum(axis=1) == 2).all()  # exactly two markers

@@ -1,6 +1,6 @@
 """The handwritten-digits experiment, quick mode, and its data split."""
 
-import importlib.util
+import importlib
 import json
 
 import numpy as np
@@ -22,10 +22,7 @@ QUICK_PARAMS = {
 
 @pytest.fixture(scope="module")
 def ocr():
-    spec = importlib.util.spec_from_file_location("ocr", cli.EXPERIMENTS / "ocr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("rnnbptt.experiments.ocr")
 
 
 def test_ocr_quick(tmp_path, capsys, ocr):

@@ -1,8 +1,7 @@
 """experiments/vanishing.py: gradient norms against distance, per spectral radius."""
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,16 +13,12 @@ import rnnbptt
 from rnnbptt import cli
 
 NAME = "vanishing"
-SCRIPT = Path(__file__).parent.parent / "experiments" / f"{NAME}.py"
 BPTT_TOL = 1e-10  # delta gradients vs the hand-written BPTT, float64
 
 
 @pytest.fixture(scope="module")
 def vanishing():
-    spec = importlib.util.spec_from_file_location("experiment_vanishing", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"rnnbptt.experiments.{NAME}")
 
 
 @pytest.fixture(scope="module")
