@@ -1,7 +1,6 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
-from . import data, distributed, losses, parallel, runs
-from . import fit as fit_module
+from . import data, distributed, fitting, losses, optimizers, parallel, runs
 from .bptt import bptt
 from .cells import (
     LSTM,
@@ -13,10 +12,12 @@ from .cells import (
     LSTMParams,
 )
 from .checkpoint import CheckpointError, load_checkpoint, peek_metadata, save_checkpoint
-from .fit import FitResult, fit
+from .fit_config import FitConfig
+from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
-from .train import TBPTT, make_eval_step, make_train_step
+from .tbptt import TBPTT
+from .train import make_eval_step, make_train_step
 from .unroll import unroll
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ElmanParams",
     "Feedforward",
     "FeedforwardParams",
+    "FitConfig",
     "FitResult",
     "GradientTable",
     "LSTMCarry",
@@ -40,11 +42,12 @@ __all__ = [
     "data",
     "distributed",
     "fit",
-    "fit_module",
+    "fitting",
     "load_checkpoint",
     "losses",
     "make_eval_step",
     "make_train_step",
+    "optimizers",
     "parallel",
     "peek_metadata",
     "residual_bytes",
@@ -53,3 +56,18 @@ __all__ = [
     "unroll",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``fit_module`` named the module of ``fit`` while both were called "fit"
+    if name == "fit_module":
+        import warnings
+
+        warnings.warn(
+            "rnnbptt.fit_module is rnnbptt.fitting (the module of rnnbptt.fit); "
+            "the old name will be removed in rnnbptt 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return fitting
+    raise AttributeError(f"module 'rnnbptt' has no attribute {name!r}")

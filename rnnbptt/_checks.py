@@ -6,6 +6,7 @@ so it works on concrete arrays and on tracers inside a user's ``jax.jit``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -43,11 +44,37 @@ def check_backward(fn: str, backward: Any) -> None:
         )
 
 
-def check_checkpoint_every(fn: str, every: Any) -> int | None:
-    """None (store every step) or a positive int: keep a carry every k steps."""
+# Marks a keyword that was not passed (None is a value of ``recompute_every``).
+NOT_GIVEN: Any = type("NotGiven", (), {"__repr__": lambda self: "NOT_GIVEN"})()
+
+
+def check_recompute_every(
+    fn: str, every: Any, old: Any = NOT_GIVEN, *, stacklevel: int = 3
+) -> int | None:
+    """None (store every step) or a positive int: keep a carry every k steps.
+
+    ``old`` is the value of the keyword's former name ``checkpoint_every``, when
+    given: it still works for one release, with a ``DeprecationWarning`` (the
+    name read like "save a checkpoint file", which ``fit(checkpoint=...)`` does).
+    """
+    name = "recompute_every"
+    if old is not NOT_GIVEN:
+        if every is not None:
+            raise TypeError(
+                f"{fn}: pass `recompute_every` only (`checkpoint_every` is its "
+                f"former name), got both: {every!r} and {old!r}"
+            )
+        warnings.warn(
+            f"{fn}: `checkpoint_every` is renamed `recompute_every` (it recomputes "
+            "the forward pass through time in the backward pass; it writes no "
+            "file); the old name will be removed in rnnbptt 0.3",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        every, name = old, "checkpoint_every"
     if every is None:
         return None
-    return positive_int(fn, "checkpoint_every", every)
+    return positive_int(fn, name, every)
 
 
 def params_type(cell) -> type:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
-from ._checks import check_unroll_args
+from ._checks import NOT_GIVEN, check_recompute_every, check_unroll_args
 from ._scalars import finite_number, positive_int
 from .unroll import unroll
 
@@ -264,15 +264,18 @@ def residual_bytes(
     *,
     mask=None,
     backward="manual",
-    checkpoint_every=None,
+    recompute_every=None,
+    checkpoint_every=NOT_GIVEN,
 ) -> int:
     """Bytes ``unroll`` keeps from its forward pass for its backward pass.
 
     Counts the residuals of ``jax.vjp`` of ``unroll`` with respect to ``params``,
     ``xs`` and ``carry0`` from shapes alone (``jax.eval_shape``: nothing runs, so
     it works at any T). Arguments as for ``unroll``; ``params`` and ``xs`` may be
-    ``jax.ShapeDtypeStruct``s.
+    ``jax.ShapeDtypeStruct``s (``checkpoint_every`` is ``recompute_every``'s
+    former name, deprecated).
     """
+    every = check_recompute_every("residual_bytes", recompute_every, checkpoint_every)
 
     def run(params, xs, carry0):
         return unroll(
@@ -282,7 +285,7 @@ def residual_bytes(
             carry0,
             mask=mask,
             backward=backward,
-            checkpoint_every=checkpoint_every,
+            recompute_every=every,
         )
 
     residuals = jax.eval_shape(lambda *args: jax.vjp(run, *args)[1], params, xs, carry0)

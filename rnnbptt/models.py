@@ -24,10 +24,11 @@ import numpy as np
 
 from ._checks import (
     DEFAULT_BACKWARD,
+    NOT_GIVEN,
     as_float_array,
     check_backward,
-    check_checkpoint_every,
     check_mask,
+    check_recompute_every,
     check_shape,
 )
 from ._scalars import positive_int, real_number
@@ -251,8 +252,9 @@ class SequenceModel:
         carry0=None,
         key: Array | None = None,
         backward: str = DEFAULT_BACKWARD,
-        checkpoint_every: int | None = None,
+        recompute_every: int | None = None,
         return_carry: bool = False,
+        checkpoint_every=NOT_GIVEN,
     ):
         """Runs the model.
 
@@ -268,19 +270,22 @@ class SequenceModel:
             key: PRNG key for dropout; None means no dropout (evaluation).
             backward: gradient engine of the recurrent layers, ``"manual"``
                 (hand-written BPTT, the default) or ``"autodiff"``.
-            checkpoint_every: checkpointing through time in every layer: keep
+            recompute_every: checkpointing through time in every layer: keep
                 the carry every k steps and recompute the rest in the backward
                 pass (see ``unroll``); None stores every step.
             return_carry: also return every layer's final carry (stateful streams:
                 feed it back as ``carry0``; reset by passing None).
+            checkpoint_every: the former name of ``recompute_every`` (deprecated).
 
         Returns:
             Outputs [B, T, K] (many-to-many) or [B, K] (many-to-one); with
             ``return_carry``, ``(outputs, final_carries)``.
         """
         check_backward("SequenceModel.apply", backward)
-        every = check_checkpoint_every("SequenceModel.apply", checkpoint_every)
-        run = dict(backward=backward, checkpoint_every=every)
+        every = check_recompute_every(
+            "SequenceModel.apply", recompute_every, checkpoint_every
+        )
+        run = dict(backward=backward, recompute_every=every)
         if not isinstance(params, ModelParams) or len(params.layers) != len(self.cells):
             raise TypeError(
                 "SequenceModel.apply: `params` must be the ModelParams of this model "

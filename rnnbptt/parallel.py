@@ -22,7 +22,7 @@ with an error naming both numbers (no silent padding or dropping).
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -153,3 +153,65 @@ def check_processes_agree(settings: dict[str, tuple[Any, bool]]) -> None:
             "training sequences (and resume from the same checkpoint); they differ "
             f"in: {'; '.join(differ)} (values in process order)"
         )
+
+
+class Placement(NamedTuple):
+    """Where a training run's minibatches and state live (``plan_placement``).
+
+    Attributes:
+        mesh: the devices a minibatch is split over, or None (one device).
+        processes: how many processes train together (``jax.process_count``).
+        local_batch: this process's rows of each minibatch.
+        main_process: whether this process writes checkpoints and shows progress.
+    """
+
+    mesh: Mesh | None
+    processes: int
+    local_batch: int
+    main_process: bool
+
+    def state(self, tree):
+        """Parameters and optimizer state where the train step expects them."""
+        return tree if self.mesh is None else replicate(self.mesh, tree)
+
+    def batch(self, local):
+        """This process's rows of a minibatch, as the train step takes them."""
+        return local if self.mesh is None else global_batch(self.mesh, local)
+
+
+def plan_placement(fn: str, mesh: Mesh | None, batch_size: int, n: int) -> Placement:
+    """Checks that minibatches of ``batch_size`` (global) split evenly over the
+    processes and the mesh, given this process's ``n`` sequences."""
+    processes = jax.process_count()
+    if batch_size % processes:
+        raise ValueError(
+            f"{fn}: `batch_size` {batch_size} must be a multiple of the {processes} "
+            "processes (each contributes an equal part of every minibatch)"
+        )
+    local_batch = batch_size // processes
+    if local_batch > n:
+        raise ValueError(
+            f"{fn}: `batch_size` {batch_size} is larger than the training data "
+            f"({n * processes} sequences)"
+        )
+    if mesh is not None:
+        check_divisible(fn, "`batch_size`", batch_size, mesh)
+        last = (n % local_batch) * processes
+        if last:
+            check_divisible(
+                fn,
+                f"the last minibatch ({n * processes} sequences in minibatches of "
+                f"{batch_size})",
+                last,
+                mesh,
+            )
+    return Placement(mesh, processes, local_batch, jax.process_index() == 0)
+
+
+def sum_over_processes(values: np.ndarray) -> np.ndarray:
+    """``values`` summed over all processes (itself, with one process)."""
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values)).sum(0)

@@ -5,7 +5,7 @@ hand-written BPTT (``rnnbptt.bptt``) with ``jax.custom_vjp``; ``"autodiff"`` let
 JAX's reverse-mode AD differentiate the scan. Both engines share one forward pass,
 so switching engines changes how gradients are computed and nothing else.
 
-Checkpointing through time (``checkpoint_every=k``): the forward pass keeps only
+Checkpointing through time (``recompute_every=k``): the forward pass keeps only
 the carry at the start of every k-step chunk; the backward pass reruns each
 chunk's forward from its kept carry, newest chunk first, and backpropagates
 through it. Stored residuals shrink from T steps to T/k carries plus one chunk,
@@ -22,8 +22,9 @@ import jax.numpy as jnp
 
 from ._checks import (
     DEFAULT_BACKWARD,
+    NOT_GIVEN,
     check_backward,
-    check_checkpoint_every,
+    check_recompute_every,
     check_unroll_args,
 )
 from .bptt import backward as manual_backward
@@ -126,9 +127,9 @@ _checkpointed_manual.defvjp(_checkpointed_manual_fwd, _checkpointed_manual_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _unroll(cell, backward, checkpoint_every, params, xs, carry0, mask):
+def _unroll(cell, backward, recompute_every, params, xs, carry0, mask):
     xs = zero_masked_inputs(xs, mask)
-    k = checkpoint_every
+    k = recompute_every
     if k is not None and k < xs.shape[1]:
         if backward == "manual":
             return _checkpointed_manual(cell, params, xs, carry0, mask, k)
@@ -147,7 +148,8 @@ def unroll(
     *,
     mask=None,
     backward=DEFAULT_BACKWARD,
-    checkpoint_every=None,
+    recompute_every=None,
+    checkpoint_every=NOT_GIVEN,
 ):
     """Runs ``cell`` over the sequences ``xs`` with one ``jax.lax.scan``.
 
@@ -164,17 +166,20 @@ def unroll(
             ``"autodiff"`` (JAX reverse-mode AD). The manual engine is a
             ``jax.custom_vjp``: it serves ``jax.grad`` and ``jax.vjp`` (and
             reverse-over-reverse); forward mode (``jax.jvp``) needs ``"autodiff"``.
-        checkpoint_every: None stores every step for the backward pass; an int k
+        recompute_every: None stores every step for the backward pass; an int k
             keeps only the carry every k steps and recomputes the rest during the
-            backward pass (checkpointing through time: about T/k + k steps of
-            memory instead of T, for one more forward pass). Same results.
+            backward pass (checkpointing through time, or rematerialisation:
+            about T/k + k steps of memory instead of T, for one more forward
+            pass). Same results. It writes no file.
+        checkpoint_every: the former name of ``recompute_every``; still taken,
+            with a ``DeprecationWarning``, until rnnbptt 0.3.
 
     Returns:
         ``(final_carry, hs)`` with ``hs`` [B, T, H].
 
     Raises:
         TypeError, ValueError: for inputs of the wrong structure, shape or dtype,
-            an unknown ``backward`` or a ``checkpoint_every`` that is not a
+            an unknown ``backward`` or a ``recompute_every`` that is not a
             positive int.
 
     Example:
@@ -187,8 +192,8 @@ def unroll(
         ((2, 7, 5), (2, 5))
     """
     check_backward("unroll", backward)
-    checkpoint_every = check_checkpoint_every("unroll", checkpoint_every)
+    every = check_recompute_every("unroll", recompute_every, checkpoint_every)
     params, xs, carry0, mask = check_unroll_args(
         "unroll", cell, params, xs, carry0, mask
     )
-    return _unroll(cell, backward, checkpoint_every, params, xs, carry0, mask)
+    return _unroll(cell, backward, every, params, xs, carry0, mask)

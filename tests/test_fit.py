@@ -36,7 +36,7 @@ def test_history_and_schedule(task):
     schedule = optax.linear_schedule(1e-2, 1e-3, transition_steps=6)
     result = _fit(task, learning_rate=schedule, validation=task[2:], epochs=3)
     h = result.history
-    assert list(h.columns) == rnnbptt.fit_module.HISTORY_COLUMNS
+    assert list(h.columns) == rnnbptt.fitting.HISTORY_COLUMNS
     assert list(h["epoch"]) == [1, 2, 3]
     # 3 batches an epoch: the rate of updates 3, 6 and 9 (steps 2, 5 and 8)
     np.testing.assert_allclose(

@@ -1,0 +1,295 @@
+"""``FitConfig``: the settings of a ``fit``, validated once, before the first step.
+
+Its ``record`` is what a checkpoint stores of the run and what resuming
+compares: the settings that change the numbers (a different batch size or seed
+would not continue the same run), not the ones that only change how long or
+how visibly it runs (epochs, patience, progress).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ._checks import check_backward, check_recompute_every
+from ._scalars import finite_number, positive_int
+from .data_checks import check_dataset
+from .losses import get_loss
+from .optimizers import learning_rate_setting, make_optimizer
+from .parallel import check_processes_agree, resolve_mesh
+from .tbptt import TBPTT, as_tbptt
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """The settings of ``fit`` (its keyword arguments), validated.
+
+    Attributes:
+        loss: one of ``rnnbptt.losses.LOSSES`` or ``loss(pred, target, mask)``.
+        optimizer: a name in ``rnnbptt.optimizers.OPTIMIZERS`` (made with
+            ``learning_rate``) or any optax ``GradientTransformation`` (which
+            brings its own learning rate).
+        learning_rate: for a named optimizer: a float or an optax schedule
+            (reported in the history); None means 1e-3. Must be None with an
+            optax transformation (the history shows its rate if it was made with
+            ``optax.inject_hyperparams``, else NaN).
+        epochs: passes over the training data.
+        batch_size: sequences per minibatch (the last one may be smaller).
+        shuffle: reshuffle the sequences each epoch (seeded, reproducible).
+        clip_norm: clip gradients by this global norm before the optimizer.
+        tbptt: truncated BPTT: ``k`` (chunks of k), ``(k1, k2)`` or ``TBPTT``;
+            None is full BPTT.
+        backward: ``"manual"`` (hand-written BPTT, the default) or
+            ``"autodiff"``; both give the same numbers.
+        recompute_every: checkpointing through time: keep the carry every k
+            steps and recompute the rest in the backward pass (see ``unroll``);
+            None stores every step. Same numbers, less memory; no file is
+            written (``checkpoint`` is the file). Its former name
+            ``checkpoint_every`` still works, with a ``DeprecationWarning``.
+        mesh: from ``data_parallel``: None (one device, the default), True
+            (every device JAX sees) or a ``jax.sharding.Mesh`` with a ``"batch"``
+            axis: each minibatch is split across the devices, parameters and
+            optimizer state replicated, gradients reduced by XLA
+            (``rnnbptt.parallel``). Every minibatch, the last one included, must
+            divide evenly across the devices (a ValueError before training says
+            which does not). With several processes
+            (``rnnbptt.distributed.initialize``), ``xs``, ``ys``, ``mask`` and
+            ``validation`` are this process's own equal share of the data,
+            ``batch_size`` is the global minibatch (an equal part from each
+            process), and only process 0 writes the checkpoint (on a filesystem
+            every process can read, to resume). Every process must pass the same
+            settings and as many sequences: a ValueError in every process names
+            what differs (rather than a hang in a collective).
+        patience: stop after this many epochs (an int >= 1) without a validation
+            improvement of more than ``min_delta``; needs ``validation``. A run
+            resumed from the checkpoint of a run that stopped early stops again
+            at once, with the same result.
+        min_delta: the smallest decrease of validation loss that counts.
+        seed: seeds shuffling and dropout.
+        checkpoint: file written atomically after every epoch (its folder is
+            made if missing).
+        resume: continue from ``checkpoint`` if it exists. The checkpoint records
+            the run's settings (``record``) and refuses different ones; a loss
+            function or an optax transformation is recorded by name only, so two
+            different ``optax.adam`` instances, say, cannot be told apart.
+        progress: show a tqdm progress bar with the loss and speed.
+        on_epoch_end: called with each epoch's history row (a dict).
+        sync_every: the host reads the steps' metrics (loss, finiteness) back
+            every this many minibatches; None, the default, once an epoch. In
+            between, steps are dispatched without waiting for each other, so
+            the host's work overlaps the device's. Same numbers for any value;
+            a smaller one moves the progress bar more often and keeps fewer
+            steps in flight.
+        has_validation: whether ``validation`` data was given.
+    """
+
+    loss: Any = "mse"
+    optimizer: Any = "adam"
+    learning_rate: Any = None
+    epochs: int = 10
+    batch_size: int = 32
+    shuffle: bool = True
+    clip_norm: float | None = None
+    tbptt: TBPTT | None = None
+    backward: str = "manual"
+    recompute_every: int | None = None
+    mesh: Any = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    seed: int = 0
+    checkpoint: str | None = None
+    resume: bool = False
+    progress: bool = True
+    on_epoch_end: Callable | None = None
+    sync_every: int | None = None
+    has_validation: bool = False
+    optimizer_pair: tuple = ()  # (optax transformation, history's rate of a step)
+
+    @classmethod
+    def create(cls, arguments: dict) -> FitConfig:
+        """Validates ``fit``'s keyword ``arguments`` (its ``locals()``)."""
+        a = arguments
+        tbptt = as_tbptt("fit", a["tbptt"])
+        check_backward("fit", a["backward"])
+        mesh = resolve_mesh("fit", a["data_parallel"])
+        every = check_recompute_every(
+            "fit", a["recompute_every"], a["checkpoint_every"], stacklevel=4
+        )
+        get_loss(a["loss"], "fit")
+        epochs = positive_int("fit", "epochs", a["epochs"])
+        batch_size = positive_int("fit", "batch_size", a["batch_size"])
+        # min_delta also decides the best epoch, with or without patience
+        min_delta = finite_number("fit", "min_delta", a["min_delta"], at_least=0)
+        patience = _patience(a["patience"], a["validation"])
+        checkpoint = _checkpoint_path(a["checkpoint"], a["resume"])
+        pair = make_optimizer(a["optimizer"], a["learning_rate"], a["clip_norm"])
+        clip = a["clip_norm"]  # valid: make_optimizer checked it
+        sync = a["sync_every"]
+        return cls(
+            loss=a["loss"],
+            optimizer=a["optimizer"],
+            learning_rate=a["learning_rate"],
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=_flag("shuffle", a["shuffle"]),
+            clip_norm=None if clip is None else float(clip),
+            tbptt=tbptt,
+            backward=a["backward"],
+            recompute_every=every,
+            mesh=mesh,
+            patience=patience,
+            min_delta=min_delta,
+            seed=_integer("seed", a["seed"]),
+            checkpoint=checkpoint,
+            resume=_flag("resume", a["resume"]),
+            progress=_flag("progress", a["progress"]),
+            on_epoch_end=_callable_or_none("on_epoch_end", a["on_epoch_end"]),
+            sync_every=None
+            if sync is None
+            else positive_int("fit", "sync_every", sync),
+            has_validation=a["validation"] is not None,
+            optimizer_pair=pair,
+        )
+
+    def record(self, model, train_size: int) -> dict:
+        """What a checkpoint records of the run, and a resumption compares."""
+        return {
+            "model": repr(model),
+            "loss": _describe(self.loss),
+            "optimizer": _describe(self.optimizer),
+            "learning_rate": learning_rate_setting(self.optimizer, self.learning_rate),
+            "batch_size": self.batch_size,
+            "tbptt": None if self.tbptt is None else [self.tbptt.k1, self.tbptt.k2],
+            "clip_norm": self.clip_norm,
+            "backward": self.backward,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "train_size": train_size,
+        }
+
+    def check_resumable(self, stored: dict, record: dict) -> None:
+        """Refuses a checkpoint ``stored`` by a run of another configuration."""
+        changed = [
+            f"{k}: {stored.get(k)!r} -> {record[k]!r}"
+            for k in sorted(record)
+            if stored.get(k) != record[k]
+            # an optax optimizer brings its own rate (older checkpoints stored
+            # the unused default there)
+            and not (k == "learning_rate" and record[k] is None)
+        ]
+        if changed:
+            raise ValueError(
+                f"fit: checkpoint {self.checkpoint} was written by a different run "
+                f"configuration ({'; '.join(changed)}); pass resume=False or another "
+                "checkpoint path to start over"
+            )
+
+    def will_resume(self) -> bool:
+        return self.resume and os.path.exists(self.checkpoint)
+
+    def validation_data(self, model, validation, dtype):
+        """``validation`` as checked ``(xs, ys, mask)`` arrays, or None."""
+        if validation is None:
+            return None
+        if not isinstance(validation, tuple) or len(validation) not in (2, 3):
+            raise TypeError("fit: `validation` must be (xs, ys) or (xs, ys, mask)")
+        mask = validation[2] if len(validation) == 3 else None
+        return check_dataset(
+            "fit (validation)",
+            model,
+            *validation[:2],
+            mask,
+            self.loss,
+            dtype,
+            name="validation",
+        )
+
+
+def check_processes_agree_on(config: FitConfig, n: int) -> None:
+    """Every process of a multi-process run passed the same settings."""
+    patience = -1 if config.patience is None else config.patience
+    check_processes_agree(
+        {
+            "training sequences": (n, True),
+            "epochs": (config.epochs, True),
+            "batch_size": (config.batch_size, True),
+            "validation given": (config.has_validation, True),
+            "patience": (patience, True),
+            "shuffle": (config.shuffle, True),
+            "seed": (config.seed, False),
+            "min_delta": (config.min_delta, False),
+            "resuming from an existing checkpoint": (config.will_resume(), True),
+        }
+    )
+
+
+def _describe(value) -> str:
+    """A name for a loss or optimizer given as a string, function or object."""
+    if isinstance(value, str):
+        return value
+    return getattr(value, "__name__", type(value).__name__)
+
+
+def _patience(patience, validation) -> int | None:
+    if patience is None:
+        return None
+    positive_int("fit", "patience", patience)
+    if validation is None:
+        raise ValueError("fit: early stopping (`patience`) needs `validation` data")
+    return patience
+
+
+def _checkpoint_path(path, resume) -> str | None:
+    """The checkpoint file, checked to be writable before training starts."""
+    if path is None:
+        if resume:
+            raise ValueError("fit: `resume=True` needs a `checkpoint` path")
+        return None
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"fit: `checkpoint` must be a file path (str or os.PathLike), got "
+            f"{type(path).__name__}"
+        )
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"fit: `checkpoint` {path!r} is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # save_checkpoint makes missing folders
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"fit: `checkpoint` {path!r} cannot be written: {folder!r} is not a "
+            "writable folder"
+        )
+    return path
+
+
+def _integer(name: str, value) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"fit: `{name}` must be an int, got {type(value).__name__} {value!r}"
+        ) from None
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(
+            f"fit: `{name}` must be True or False, got {type(value).__name__} {value!r}"
+        )
+    return bool(value)
+
+
+def _callable_or_none(name: str, value):
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"fit: `{name}` must be a function of the epoch's row (a dict) or None, "
+            f"got {type(value).__name__}"
+        )
+    return value
