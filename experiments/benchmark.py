@@ -21,7 +21,7 @@ rnnbptt it also reports the compile time and the compiled program's scratch
 memory (``memory_analysis().temp_size_in_bytes``).
 
 Two more tables: checkpointing through time at T = 10000 (B=16 D=8 H=128, both
-cells and engines, ``checkpoint_every=100`` against storing every step: time
+cells and engines, ``recompute_every=100`` against storing every step: time
 and the bytes of residuals the VJP keeps, ``rnnbptt.residual_bytes``), and the
 compile time of the medium gradient at T = 100, 1000 and 10000. summary.json
 checks the targets of the performance issue and records the machine.
@@ -62,7 +62,7 @@ FULL = {
     "sizes": ["small", "medium", "long"],
     "repeats": 15,
     "checkpoint": {"steps": 10_000, "batch": 16, "input": 8, "hidden": 128},
-    "checkpoint_every": 100,
+    "recompute_every": 100,
     "checkpoint_repeats": 5,
     "compile_steps": [100, 1000, 10_000],
     "compile_repeats": 3,
@@ -72,7 +72,7 @@ QUICK = {
     "sizes": ["tiny"],
     "repeats": 3,
     "checkpoint": {"steps": 200, "batch": 4, "input": 3, "hidden": 8},
-    "checkpoint_every": 20,
+    "recompute_every": 20,
     "checkpoint_repeats": 3,
     "compile_steps": [10, 100],
     "compile_repeats": 1,
@@ -125,7 +125,7 @@ def _ready(fn, *args):
     return lambda: jax.block_until_ready(fn(*args))
 
 
-def rnnbptt_gradient(kind, size, backward, checkpoint_every=None):
+def rnnbptt_gradient(kind, size, backward, recompute_every=None):
     """(call, compile seconds, scratch bytes) of one rnnbptt gradient."""
     T, B, D, H = size
     cell = rnnbptt.LSTM(D, H) if kind == "lstm" else rnnbptt.Elman(D, H)
@@ -134,7 +134,7 @@ def rnnbptt_gradient(kind, size, backward, checkpoint_every=None):
 
     def loss(params, xs):
         _, hs = rnnbptt.unroll(
-            cell, params, xs, backward=backward, checkpoint_every=checkpoint_every
+            cell, params, xs, backward=backward, recompute_every=recompute_every
         )
         return loss_of(hs)
 
@@ -303,7 +303,7 @@ def time_checkpointing(spec, every, repeats) -> pd.DataFrame:
                     kind, size, backward, k
                 )
                 residuals = rnnbptt.residual_bytes(
-                    cell, params, xs, backward=backward, checkpoint_every=k
+                    cell, params, xs, backward=backward, recompute_every=k
                 )
                 info[backward, k] = (residuals, scratch)
         times = rnnbptt.runs.interleaved_medians(calls, repeats)
@@ -317,7 +317,7 @@ def time_checkpointing(spec, every, repeats) -> pd.DataFrame:
                     "H": H,
                     "cell": kind,
                     "engine": backward,
-                    "checkpoint_every": every,
+                    "recompute_every": every,
                     "ms_full": 1e3 * times[full],
                     "ms_checkpointed": 1e3 * times[kept],
                     "time_ratio": times[kept] / times[full],
@@ -482,7 +482,7 @@ def run(args, run) -> pd.DataFrame:
         args.sizes or size["sizes"], repeats, frameworks, peak, torch_device
     )
     checkpointing = time_checkpointing(
-        size["checkpoint"], size["checkpoint_every"], size["checkpoint_repeats"]
+        size["checkpoint"], size["recompute_every"], size["checkpoint_repeats"]
     )
     compiling = compile_times(
         size["compile_steps"], args.quick, size["compile_repeats"]

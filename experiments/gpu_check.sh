@@ -28,7 +28,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 tests=(tests/test_bptt.py tests/test_unroll.py tests/test_gradcheck.py
-    tests/test_checkpoint_every.py)
+    tests/test_recompute_every.py)
 workers=4
 bench=(--repeats 9 --torch-device cuda)
 # On the GPU machine, JAX must not fall back to the CPU with only a warning.

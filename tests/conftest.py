@@ -68,7 +68,7 @@ def probe_loss_fn(seed, hs_shape, carry, dtype=jnp.float64):
 
 def value_and_grads(cell, params, xs, carry0, mask, backward, every):
     """The probe loss of ``unroll`` and its gradient with respect to (params, xs,
-    carry0), by engine ``backward`` with ``checkpoint_every=every``."""
+    carry0), by engine ``backward`` with ``recompute_every=every``."""
 
     def loss(params, xs, carry0):
         final, hs = rnnbptt.unroll(
@@ -78,7 +78,7 @@ def value_and_grads(cell, params, xs, carry0, mask, backward, every):
             carry0,
             mask=mask,
             backward=backward,
-            checkpoint_every=every,
+            recompute_every=every,
         )
         return probe_loss_fn(1, hs.shape, final)(hs, final)
 

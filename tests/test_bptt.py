@@ -182,8 +182,8 @@ def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
     assert max_rel(g_params, total) <= 1e-12
 
 
-@pytest.mark.parametrize("checkpoint_every", [None, 4])
-def test_whatever_fills_the_padding_changes_nothing(cell, checkpoint_every):
+@pytest.mark.parametrize("recompute_every", [None, 4])
+def test_whatever_fills_the_padding_changes_nothing(cell, recompute_every):
     """Padded steps holding inf and NaN: the same outputs and the same gradients
     (both engines, and bptt) as padding of zeros."""
     params, xs, carry0 = make_problem(cell, seed=5)
@@ -193,7 +193,7 @@ def test_whatever_fills_the_padding_changes_nothing(cell, checkpoint_every):
     for name, x in (("clean", np.where(mask[..., None], xs, 0)), ("dirty", dirty)):
         for backward in ("autodiff", "manual"):
             results[name, backward] = value_and_grads(
-                cell, params, jnp.asarray(x), carry0, mask, backward, checkpoint_every
+                cell, params, jnp.asarray(x), carry0, mask, backward, recompute_every
             )
         final, hs = rnnbptt.unroll(cell, params, jnp.asarray(x), carry0, mask=mask)
         ones = jax.tree.map(jnp.ones_like, final)

@@ -1,4 +1,5 @@
-"""Checkpointing through time (``checkpoint_every``): same numbers, fewer residuals."""
+"""Checkpointing through time (``recompute_every``): same numbers, fewer residuals;
+its former name ``checkpoint_every`` still works, with a DeprecationWarning."""
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ def _residual_bytes(cell, backward, every, steps=10_000, batch=16):
     params = jax.eval_shape(lambda: cell.init(jax.random.key(0), jnp.float32))
     xs = jax.ShapeDtypeStruct((batch, steps, cell.input_size), jnp.float32)
     return rnnbptt.residual_bytes(
-        cell, params, xs, backward=backward, checkpoint_every=every
+        cell, params, xs, backward=backward, recompute_every=every
     )
 
 
@@ -68,7 +69,7 @@ def test_train_step_with_checkpointing_matches(bidirectional):
     mask = jnp.arange(STEPS)[None] < jnp.array([STEPS, 3, 5])[:, None]
     tx = optax.sgd(0.1)
     results = [
-        rnnbptt.make_train_step(model, "mse", tx, checkpoint_every=every)(
+        rnnbptt.make_train_step(model, "mse", tx, recompute_every=every)(
             params, tx.init(params), xs, ys, mask, None
         )[0]
         for every in (None, 2)
@@ -77,27 +78,67 @@ def test_train_step_with_checkpointing_matches(bidirectional):
     assert max_rel(results[0], params) > 1e-3  # the step did change the params
 
 
-@pytest.mark.parametrize(
-    "every, error",
-    [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)],
-)
-def test_bad_checkpoint_every_is_refused_by_name(every, error):
+SGD = optax.sgd(0.1)
+
+
+def _calls(name: str, every) -> dict:
+    """Every public function that takes the option, called with ``name=every``."""
     cell = CELLS[RECURRENT[0]]
     params, xs, _ = make_problem(cell)
     model = rnnbptt.SequenceModel.build("elman", 3, (4,), 1)
     model_params = model.init(jax.random.key(0), jnp.float64)
-    calls = {
-        "unroll": lambda: rnnbptt.unroll(cell, params, xs, checkpoint_every=every),
-        "SequenceModel.apply": lambda: model.apply(
-            model_params, xs, checkpoint_every=every
-        ),
-        "make_train_step": lambda: rnnbptt.make_train_step(
-            model, "mse", optax.sgd(0.1), checkpoint_every=every
-        ),
+    option = {name: every}
+    return {
+        "unroll": lambda: rnnbptt.unroll(cell, params, xs, **option),
+        "SequenceModel.apply": lambda: model.apply(model_params, xs, **option),
+        "make_train_step": lambda: rnnbptt.make_train_step(model, "mse", SGD, **option),
         "fit": lambda: rnnbptt.fit(
-            model, model_params, xs, xs[..., :1], checkpoint_every=every
+            model,
+            model_params,
+            xs,
+            xs[..., :1],
+            batch_size=3,
+            epochs=1,
+            progress=False,
+            **option,
         ),
+        "residual_bytes": lambda: rnnbptt.residual_bytes(cell, params, xs, **option),
     }
-    for fn, call in calls.items():
-        with pytest.raises(error, match=rf"{fn}: `checkpoint_every`"):
+
+
+@pytest.mark.parametrize("name", ["recompute_every", "checkpoint_every"])
+@pytest.mark.parametrize(
+    "every, error",
+    [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)],
+)
+@pytest.mark.filterwarnings("ignore:.*renamed `recompute_every`:DeprecationWarning")
+def test_bad_recompute_every_is_refused_by_name(name, every, error):
+    for fn, call in _calls(name, every).items():
+        with pytest.raises(error, match=rf"{fn}: `{name}`"):
             call()
+
+
+def test_the_old_name_warns_and_computes_the_same():
+    """``checkpoint_every=k`` is ``recompute_every=k`` with a DeprecationWarning
+    that points at the caller's line."""
+    new, old = _calls("recompute_every", 2), _calls("checkpoint_every", 2)
+    for fn in new:
+        want = new[fn]()
+        with pytest.warns(DeprecationWarning, match="renamed `recompute_every`") as w:
+            got = old[fn]()
+        assert w[0].filename == __file__, fn
+        if fn == "make_train_step":
+            assert got is want  # the same compiled step
+        elif fn == "fit":
+            assert max_rel(got.params, want.params) == 0
+        elif fn == "residual_bytes":
+            assert got == want
+        else:
+            assert max_rel(got, want) == 0
+
+
+def test_both_names_at_once_are_refused():
+    cell = CELLS[RECURRENT[0]]
+    params, xs, _ = make_problem(cell)
+    with pytest.raises(TypeError, match="unroll: pass `recompute_every` only"):
+        rnnbptt.unroll(cell, params, xs, recompute_every=2, checkpoint_every=2)
