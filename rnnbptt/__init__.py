@@ -12,6 +12,7 @@ from .cells import (
     LSTMParams,
 )
 from .checkpoint import CheckpointError, load_checkpoint, peek_metadata, save_checkpoint
+from .compilation import Compilations, count_compilations
 from .fit_config import FitConfig
 from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
@@ -25,6 +26,7 @@ __all__ = [
     "TBPTT",
     "BidirectionalParams",
     "CheckpointError",
+    "Compilations",
     "DenseParams",
     "Elman",
     "ElmanParams",
@@ -39,6 +41,7 @@ __all__ = [
     "SequenceModel",
     "bptt",
     "compare_gradients",
+    "count_compilations",
     "data",
     "distributed",
     "fit",
