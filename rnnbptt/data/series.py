@@ -87,6 +87,29 @@ def load_series(
     """
     fn = "load_series"
     path = _existing_file(fn, path)
+    frame, value_column = _read_frame(fn, path, date_column, value_column)
+    dates, values = _dates_and_values(
+        fn, path, frame, date_column, value_column, date_format
+    )
+    series = pd.Series(
+        values.to_numpy(), index=pd.DatetimeIndex(dates.to_numpy(), name=date_column)
+    ).sort_index(kind="stable")
+    offset = _grid_offset(fn, path, series.index, freq)
+    grid = pd.date_range(
+        series.index[0],
+        series.index[-1],
+        freq=offset,
+        name=date_column,
+        unit=series.index.unit,
+    )
+    series = series.reindex(grid)
+    filled = int(series.isna().sum())
+    series = series.interpolate(method="time", limit_area="inside").bfill().ffill()
+    return Series(values=series.rename(value_column), filled=filled, name=value_column)
+
+
+def _read_frame(fn, path: Path, date_column: str, value_column: str | None):
+    """The file's cells as strings, indexed by line, and the value column."""
     # Strings first, so a bad cell can be reported as written; blank lines kept so
     # that frame row i is line i + 2 of the file (the header is line 1).
     frame = _read_csv(fn, path, dtype=str, skip_blank_lines=False)
@@ -103,7 +126,12 @@ def load_series(
             )
         value_column = others[0]
     _require_columns(fn, path, frame, [date_column, value_column])
+    return frame, value_column
 
+
+def _dates_and_values(fn, path, frame, date_column, value_column, date_format):
+    """The parsed dates and float64 values (NaN where missing), each checked:
+    a bad cell or a repeated date is an error naming its line."""
     raw_dates = frame[date_column].str.strip()
     dates = _parse_dates(fn, path, raw_dates, date_format)
     if dates.isna().any():
@@ -134,22 +162,7 @@ def load_series(
             f"`{fn}`: {path} needs at least 2 values in column {value_column!r}, got "
             f"{int(values.notna().sum())}"
         )
-
-    series = pd.Series(
-        values.to_numpy(), index=pd.DatetimeIndex(dates.to_numpy(), name=date_column)
-    ).sort_index(kind="stable")
-    offset = _grid_offset(fn, path, series.index, freq)
-    grid = pd.date_range(
-        series.index[0],
-        series.index[-1],
-        freq=offset,
-        name=date_column,
-        unit=series.index.unit,
-    )
-    series = series.reindex(grid)
-    filled = int(series.isna().sum())
-    series = series.interpolate(method="time", limit_area="inside").bfill().ffill()
-    return Series(values=series.rename(value_column), filled=filled, name=value_column)
+    return dates, values
 
 
 def _when(stamp: pd.Timestamp) -> str:
