@@ -14,6 +14,7 @@ MODULES = [
     "rnnbptt.models",
     "rnnbptt.data.windows",
     "rnnbptt.runs",
+    "rnnbptt.compilation",
 ]
 
 
