@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 import time
 
 import jax
@@ -50,6 +49,9 @@ import pandas as pd
 import rnnbptt
 import rnnbptt.runs
 from rnnbptt.experiment import positive_int_option
+
+# cpu_line is imported for its tests in tests/test_experiment_benchmark.py
+from rnnbptt.runs import cpu_line, gemm_peak, machine_line  # noqa: F401
 
 # No --backward (both engines always run) and no --seed (fixed problems).
 COMMON_OPTIONS = ()
@@ -183,22 +185,6 @@ def torch_gradient(kind, size, device="cpu"):
         ready()
 
     return call
-
-
-def gemm_peak(n: int, repeats: int, torch_device: str = "cpu") -> dict:
-    """Best GFLOP/s of an n x n float32 matrix product, by XLA and by torch."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    calls = {"xla": _ready(jax.jit(jnp.matmul), a, a)}
-    try:
-        import torch
-
-        t = torch.randn(n, n, device=torch_device)
-        ready = _torch_ready(torch_device)
-        calls["torch"] = lambda: (torch.matmul(t, t), ready())
-    except ImportError:
-        pass
-    times = rnnbptt.runs.interleaved_medians(calls, repeats)
-    return {name: 2 * n**3 / seconds / 1e9 for name, seconds in times.items()}
 
 
 def torch_device_for(choice: str) -> str:
@@ -423,41 +409,6 @@ def targets(
         else:
             out[name] = {"value": value, "target": f"<= {limit}", "met": value <= limit}
     return out
-
-
-def cpu_line(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU as ``cpuinfo`` names it, with family, model and clock: hosts of one
-    VM type differ (the same "AMD EPYC" name covered GEMM peaks of 190 and 390
-    GFLOP/s), so a table must say which one it ran on."""
-    fields = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    details = [
-        f"{key.split()[-1]} {fields[key]}"
-        for key in ("cpu family", "model", "stepping")
-        if key in fields
-    ]
-    if "cpu MHz" in fields:
-        details.append(f"{float(fields['cpu MHz']):.0f} MHz")
-    if "avx512f" in fields.get("flags", "").split():
-        details.append("AVX-512")
-    return f"{name} ({', '.join(details)})" if details else name
-
-
-def machine_line(frameworks) -> str:
-    device = jax.devices()[0]
-    versions = ", ".join(f"{k} {v}" for k, v in frameworks.items())
-    return (
-        f"{cpu_line()}, {os.cpu_count()} cores, {device.platform} "
-        f"({device.device_kind}); jax {jax.__version__}"
-        + (f", {versions}" if versions else "")
-    )
 
 
 def run(args, run) -> pd.DataFrame:

@@ -4,6 +4,9 @@ A run writes ``config.json``, ``metrics.csv``, ``summary.json`` and its plots in
 a temporary folder beside the destination; only when the experiment finishes is
 it moved to ``OUT/NAME``. A run that fails leaves whatever was in ``OUT/NAME``
 before untouched, and no half-written files anywhere.
+
+For the timing experiments: ``interleaved_medians`` of calls, and the host they
+ran on (``machine_line``, with ``cpu_line``; ``gemm_peak``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -77,6 +81,62 @@ def scratch_bytes(compiled) -> float:
     stats = compiled.memory_analysis()
     value = getattr(stats, "temp_size_in_bytes", None) if stats is not None else None
     return float("nan") if value is None else float(value)
+
+
+def cpu_line(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU as ``cpuinfo`` names it, with family, model and clock: hosts of one
+    VM type differ (the same "AMD EPYC" name covered GEMM peaks of 190 and 390
+    GFLOP/s), so a table must say which one it ran on."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = [
+        f"{key.split()[-1]} {fields[key]}"
+        for key in ("cpu family", "model", "stepping")
+        if key in fields
+    ]
+    if "cpu MHz" in fields:
+        details.append(f"{float(fields['cpu MHz']):.0f} MHz")
+    if "avx512f" in fields.get("flags", "").split():
+        details.append("AVX-512")
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def machine_line(frameworks: dict) -> str:
+    """One line for a results table: the CPU (``cpu_line``), its cores, JAX's
+    device and version, then each of ``frameworks`` (name -> version)."""
+    device = jax.devices()[0]
+    versions = ", ".join(f"{k} {v}" for k, v in frameworks.items())
+    return (
+        f"{cpu_line()}, {os.cpu_count()} cores, {device.platform} "
+        f"({device.device_kind}); jax {jax.__version__}"
+        + (f", {versions}" if versions else "")
+    )
+
+
+def gemm_peak(n: int, repeats: int, torch_device: str = "cpu") -> dict:
+    """Best GFLOP/s of an n x n float32 matrix product, by XLA and, when it is
+    installed, by torch on ``torch_device`` (``"cpu"`` or ``"cuda"``): what the
+    host reaches at all, beside which a benchmark's rates are read."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    calls = {"xla": lambda: jax.block_until_ready(matmul(a, a))}
+    try:
+        import torch
+
+        t = torch.randn(n, n, device=torch_device)
+        ready = torch.cuda.synchronize if torch_device == "cuda" else lambda: None
+        calls["torch"] = lambda: (torch.matmul(t, t), ready())
+    except ImportError:
+        pass
+    times = interleaved_medians(calls, repeats)
+    return {name: 2 * n**3 / seconds / 1e9 for name, seconds in times.items()}
 
 
 def pyplot():
