@@ -18,7 +18,7 @@ from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
 from .tbptt import TBPTT
-from .train import make_eval_step, make_train_step
+from .train import clear_cache, make_eval_step, make_train_step
 from .unroll import unroll
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ModelParams",
     "SequenceModel",
     "bptt",
+    "clear_cache",
     "compare_gradients",
     "count_compilations",
     "data",

@@ -14,13 +14,21 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import numpy as np
+
 from ._checks import check_backward, check_recompute_every
 from ._scalars import finite_number, positive_int
 from .data_checks import check_dataset
 from .losses import get_loss
 from .optimizers import learning_rate_setting, make_optimizer
-from .parallel import check_processes_agree, resolve_mesh
-from .tbptt import TBPTT, as_tbptt
+from .parallel import check_processes_agree, resolve_mesh, sum_over_processes
+from .tbptt import TBPTT, as_tbptt, check_model
+
+# Minibatches between two reads of the metrics: few enough that the progress
+# bar moves and a non-finite step wastes little, many enough that reading costs
+# nothing beside the steps.
+DEFAULT_SYNC_EVERY = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +86,12 @@ class FitConfig:
         progress: show a tqdm progress bar with the loss and speed.
         on_epoch_end: called with each epoch's history row (a dict).
         sync_every: the host reads the steps' metrics (loss, finiteness) back
-            every this many minibatches; None, the default, once an epoch. In
-            between, steps are dispatched without waiting for each other, so
+            every this many minibatches (32 by default; None: once an epoch).
+            In between, steps are dispatched without waiting for each other, so
             the host's work overlaps the device's. Same numbers for any value;
-            a smaller one moves the progress bar more often and keeps fewer
-            steps in flight.
+            a smaller one moves the progress bar more often and wastes less
+            work after a non-finite step (the steps dispatched after it are
+            undone).
         has_validation: whether ``validation`` data was given.
     """
 
@@ -104,7 +113,7 @@ class FitConfig:
     resume: bool = False
     progress: bool = True
     on_epoch_end: Callable | None = None
-    sync_every: int | None = None
+    sync_every: int | None = DEFAULT_SYNC_EVERY
     has_validation: bool = False
     optimizer_pair: tuple = ()  # (optax transformation, history's rate of a step)
 
@@ -113,6 +122,8 @@ class FitConfig:
         """Validates ``fit``'s keyword ``arguments`` (its ``locals()``)."""
         a = arguments
         tbptt = as_tbptt("fit", a["tbptt"])
+        if tbptt is not None:  # the model's part, as make_train_step says it
+            check_model("make_train_step", a["model"])
         check_backward("fit", a["backward"])
         mesh = resolve_mesh("fit", a["data_parallel"])
         every = check_recompute_every(
@@ -222,8 +233,20 @@ def check_processes_agree_on(config: FitConfig, n: int) -> None:
             "seed": (config.seed, False),
             "min_delta": (config.min_delta, False),
             "resuming from an existing checkpoint": (config.will_resume(), True),
+            "sync_every": (config.sync_every or 0, True),
         }
     )
+    if config.checkpoint is not None:  # written by process 0 alone
+        problem = checkpoint_problem(config.checkpoint)
+        if jax.process_index() != 0:
+            problem = None
+        writable = sum_over_processes(np.array([problem is None], np.int32))
+        if writable[0] != jax.process_count():
+            raise ValueError(
+                problem
+                or f"fit: process 0 cannot write `checkpoint` "
+                f"{config.checkpoint!r} (its error says why)"
+            )
 
 
 def _describe(value) -> str:
@@ -243,7 +266,8 @@ def _patience(patience, validation) -> int | None:
 
 
 def _checkpoint_path(path, resume) -> str | None:
-    """The checkpoint file, checked to be writable before training starts."""
+    """The checkpoint file, checked to be writable before training starts (by
+    process 0, which writes it: see ``check_processes_agree_on``)."""
     if path is None:
         if resume:
             raise ValueError("fit: `resume=True` needs a `checkpoint` path")
@@ -254,17 +278,25 @@ def _checkpoint_path(path, resume) -> str | None:
             f"{type(path).__name__}"
         )
     path = os.fspath(path)
+    problem = checkpoint_problem(path)
+    if problem is not None and jax.process_count() == 1:
+        raise ValueError(problem)
+    return path
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written here, or None."""
     if os.path.isdir(path):
-        raise ValueError(f"fit: `checkpoint` {path!r} is a directory, not a file")
+        return f"fit: `checkpoint` {path!r} is a directory, not a file"
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):  # save_checkpoint makes missing folders
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(
+        return (
             f"fit: `checkpoint` {path!r} cannot be written: {folder!r} is not a "
             "writable folder"
         )
-    return path
+    return None
 
 
 def _integer(name: str, value) -> int:
@@ -279,11 +311,18 @@ def _integer(name: str, value) -> int:
 
 
 def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    """True or False (NumPy's too, and 0 or 1, which fit always took)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number not in (0, 1):
         raise TypeError(
             f"fit: `{name}` must be True or False, got {type(value).__name__} {value!r}"
         )
-    return bool(value)
+    return bool(number)
 
 
 def _callable_or_none(name: str, value):

@@ -28,8 +28,14 @@ from tqdm.auto import tqdm
 
 from ._checks import DEFAULT_BACKWARD, NOT_GIVEN
 from .checkpoint import load_checkpoint, save_checkpoint
+from .compilation import CompileAhead
 from .data_checks import check_dataset
-from .fit_config import FitConfig, check_processes_agree_on
+from .fit_config import DEFAULT_SYNC_EVERY, FitConfig, check_processes_agree_on
+from .optimizers import (  # noqa: F401  (rnnbptt.fit_module had them)
+    DEFAULT_LEARNING_RATE,
+    OPTIMIZERS,
+    make_optimizer,
+)
 from .parallel import (
     Placement,
     check_processes_agree,
@@ -129,6 +135,7 @@ class Run(NamedTuple):
     schedule: Callable
     n_batches: int
     bar: Any
+    ahead: CompileAhead  # the loop's programs, compiled in the background
 
     @property
     def n(self) -> int:
@@ -170,7 +177,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
-    sync_every: int | None = None,
+    sync_every: int | None = DEFAULT_SYNC_EVERY,
     checkpoint_every=NOT_GIVEN,
 ) -> FitResult:
     """Trains ``model`` from ``params`` on ``(xs, ys)``.
@@ -203,21 +210,25 @@ def fit(
     state = start(config, model, params, n, place)
     run = prepare(config, model, place, train, validation, state)
     stop = "completed", f"trained {config.epochs} epochs"
-    for epoch in range(state.epoch, config.epochs):
-        if patience_spent(config, state):  # e.g. resumed from an early stop
-            break
-        started = time.perf_counter()
-        result = train_epoch(run, state, epoch)
-        state = result.state
-        if result.failure is not None:
-            stop = "non_finite", result.failure
-            break
-        state, row = report(run, state, result, validate(run, state.params), started)
-        state = early_stopping(run, state, row["val_loss"])
-        save(run, state)
-        if config.on_epoch_end is not None:
-            config.on_epoch_end(row)
-    run.bar.close()
+    try:
+        for epoch in range(state.epoch, config.epochs):
+            if patience_spent(config, state):  # e.g. resumed from an early stop
+                break
+            started = time.perf_counter()
+            result = train_epoch(run, state, epoch)
+            state = result.state
+            if result.failure is not None:
+                stop = "non_finite", result.failure
+                break
+            val_loss = validate(run, state.params)
+            state, row = report(run, state, result, val_loss, started)
+            state = early_stopping(run, state, val_loss)
+            save(run, state)
+            if config.on_epoch_end is not None:
+                config.on_epoch_end(row)
+    finally:
+        run.bar.close()
+        run.ahead.close()
     return finish(run, state, *stop)
 
 
@@ -264,6 +275,16 @@ def prepare(config: FitConfig, model, place, train, validation, state) -> Run:
         desc="fit",
         mininterval=0.1 if sys.stderr.isatty() else 15.0,  # logs: a line per 15 s
     )
+    eval_fn = make_eval_step(model, config.loss)
+    jobs = (
+        {}
+        if place.mesh is not None or state.epoch >= config.epochs
+        else (
+            _programs(
+                step, eval_fn, state, train, validation, place.local_batch, config
+            )
+        )
+    )
     return Run(
         config,
         place,
@@ -271,21 +292,52 @@ def prepare(config: FitConfig, model, place, train, validation, state) -> Run:
         train,
         validation,
         step,
-        make_eval_step(model, config.loss),
+        eval_fn,
         schedule,
         n_batches,
         bar,
+        CompileAhead(jobs),
     )
+
+
+def _programs(step, eval_fn, state, train, validation, batch, config) -> dict:
+    """What the first epoch compiles, in the order it needs it: the step for a
+    full and for the last minibatch, the evaluation for its batch sizes."""
+    key = jax.eval_shape(lambda k: jax.random.fold_in(k, 0), state.key)
+    jobs = {}
+    for rows in _batch_sizes(train[0].shape[0], batch):
+        jobs["train", rows] = (
+            step,
+            (state.params, state.opt_state, *_shapes(train, rows), key),
+        )
+    if validation is not None:
+        for rows in _batch_sizes(validation[0].shape[0], config.batch_size):
+            jobs["eval", rows] = (eval_fn, (state.params, *_shapes(validation, rows)))
+    return jobs
+
+
+def _batch_sizes(n: int, batch: int) -> list[int]:
+    """The sizes of ``n`` rows in batches of ``batch``: full, then the last."""
+    sizes = [min(batch, n)]
+    return [*sizes, n % batch] if n > batch and n % batch else sizes
+
+
+def _shapes(arrays: tuple, rows: int) -> list:
+    """``rows`` rows of each array, as shapes (None stays None)."""
+    return [
+        None if a is None else jax.ShapeDtypeStruct((rows, *a.shape[1:]), a.dtype)
+        for a in arrays
+    ]
 
 
 def train_epoch(run: Run, state: FitState, epoch: int) -> Epoch:
     """One pass over the training data; stops at the first non-finite step.
 
     The steps are dispatched without waiting for each other; their metrics are
-    read back every ``sync_every`` steps (once an epoch by default).
-    A non-finite step is found there: the state is then taken back to the start
-    of those steps and they are run again up to the failing one, so that the
-    result is the one of a loop that had stopped at once.
+    read back every ``sync_every`` steps. A non-finite step is found there: the
+    state is then taken back to the start of those steps and they are run again
+    up to the failing one, so that the result is the one of a loop that had
+    stopped at once.
     """
     k_shuffle, k_dropout = jax.random.split(state.key)
     order = (
@@ -296,7 +348,7 @@ def train_epoch(run: Run, state: FitState, epoch: int) -> Epoch:
     step = lambda p, o, b: _step(run, p, o, order, k_dropout, epoch, b)  # noqa: E731
     params, opt_state, updates = state.params, state.opt_state, state.updates
     loss_sum, count, norm_sum = 0.0, 0.0, 0.0
-    per_read = run.config.sync_every or run.n_batches
+    per_read = run.config.sync_every or run.n_batches  # None: once an epoch
     for first in range(0, run.n_batches, per_read):
         started_from, pending = (params, opt_state), []
         for b in range(first, min(first + per_read, run.n_batches)):
@@ -305,8 +357,10 @@ def train_epoch(run: Run, state: FitState, epoch: int) -> Epoch:
         for i, metrics in enumerate(jax.device_get(local_copy(pending))):
             updates += int(metrics["updates"])
             if not metrics["finite"]:
+                # again up to the failing step: under TBPTT its chunks before
+                # the non-finite one were applied, as in a loop that stopped
                 params, opt_state = started_from
-                for b in range(first, first + i):
+                for b in range(first, first + i + 1):
                     params, opt_state, _ = step(params, opt_state, b)
                 state = state._replace(
                     params=params, opt_state=opt_state, updates=updates
@@ -330,6 +384,7 @@ def _step(run: Run, params, opt_state, order, key, epoch: int, b: int):
     batch, step_key = _minibatch(
         run.train, order, key, epoch * run.n_batches + b, b * size, rows
     )
+    run.ahead.wait(("train", rows))
     return run.step(params, opt_state, *run.place.batch(batch), step_key)
 
 
@@ -360,12 +415,9 @@ def validate(run: Run, params) -> float:
     size = run.config.batch_size
     parts = []
     for start in range(0, xs.shape[0], size):
-        part = slice(start, start + size)
-        parts.append(
-            run.eval_fn(
-                params, xs[part], ys[part], None if mask is None else mask[part]
-            )
-        )
+        run.ahead.wait(("eval", min(size, xs.shape[0] - start)))
+        rows = slice(start, start + size)
+        parts.append(run.eval_fn(params, *take_rows((xs, ys, mask), rows)))
     total, count = 0.0, 0.0
     for value, n in jax.device_get(parts):
         total += float(value) * float(n)

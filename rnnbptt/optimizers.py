@@ -59,7 +59,8 @@ def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Schedule]:
         return _made.__wrapped__(optimizer, learning_rate, clip_norm)
 
 
-@functools.lru_cache(maxsize=64)
+# typed: 0.1 and np.float64(0.1) are equal, but optax computes with each as given
+@functools.lru_cache(maxsize=64, typed=True)
 def _made(optimizer, learning_rate, clip_norm) -> tuple[Any, Schedule]:
     if isinstance(optimizer, str):
         tx = getattr(optax, optimizer)(learning_rate)

@@ -9,6 +9,7 @@ on the same shapes compiles nothing.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 
 import jax
@@ -29,7 +30,7 @@ from .tbptt import TBPTT, as_tbptt, check_model, tbptt_step
 SCALAR_METRICS = ("loss", "grad_norm", "updates", "finite", "count")
 _CACHE_SIZE = 64  # compiled configurations kept (models are small to hold)
 
-__all__ = ["TBPTT", "make_eval_step", "make_train_step"]
+__all__ = ["TBPTT", "clear_cache", "make_eval_step", "make_train_step"]
 
 
 def step_config(
@@ -53,21 +54,36 @@ def step_config(
     return StepConfig(model, loss, optimizer, backward, every, fn), tbptt
 
 
+_memos: list = []  # the lru caches of _cached, for clear_cache
+
+
 def _cached(build: Callable) -> Callable:
-    """``build`` memoised on its (hashable) arguments; unhashable ones (a loss
-    object without ``__hash__``, say) build afresh each time."""
+    """``build`` memoised on its first argument, a ``StepConfig`` or a model,
+    and the rest. A loss that is not a name or a plain function (a callable
+    object, whose attributes may change between calls) builds afresh each time,
+    and so does anything unhashable."""
     memo = functools.lru_cache(maxsize=_CACHE_SIZE)(build)
+    _memos.append(memo)
 
     @functools.wraps(build)
     def cached(*args):
+        loss = args[0].loss if isinstance(args[0], StepConfig) else args[1]
+        if not isinstance(loss, str | types.FunctionType):
+            return build(*args)
         try:
             hash(args)
         except TypeError:
             return build(*args)
         return memo(*args)
 
-    cached.cache_clear = memo.cache_clear
     return cached
+
+
+def clear_cache() -> None:
+    """Forgets every compiled train and eval step kept for reuse (and the
+    programs and data they hold on to); the next ``fit`` compiles afresh."""
+    for memo in _memos:
+        memo.cache_clear()
 
 
 def _step_fn(config: StepConfig, tbptt: TBPTT | None) -> Callable:
@@ -134,7 +150,10 @@ def make_train_step(
     pass global arrays (``rnnbptt.parallel.global_batch``).
 
     The same arguments give the same compiled step: building it again (a second
-    ``fit``) compiles nothing new.
+    ``fit``) compiles nothing new. As with ``jax.jit``, a loss function is traced
+    once, so one that reads a global that later changes keeps the first value;
+    a loss given as a callable object is traced afresh for each step built.
+    ``clear_cache()`` forgets the kept steps.
     """
     fn = "make_train_step"
     mesh = resolve_mesh(fn, data_parallel)

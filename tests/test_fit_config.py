@@ -38,15 +38,17 @@ def _fit(problem, **kwargs):
     return rnnbptt.fit(model, params, xs, ys, **kwargs)
 
 
-def _reference_loop(problem, optimizer, epochs, seed=0):
+def _reference_loop(problem, optimizer, epochs, shuffle=True, tbptt=None):
     """Each step's metrics read at once; stops at the first non-finite step."""
     model, params, xs, ys = problem
-    step = rnnbptt.make_train_step(model, "mse", optimizer)
+    n = len(xs)
+    step = rnnbptt.make_train_step(model, "mse", optimizer, tbptt=tbptt)
     opt_state = optimizer.init(params)
-    k_shuffle, k_dropout = jax.random.split(jax.random.key(seed))
-    batches = math.ceil(N / BATCH)
+    k_shuffle, k_dropout = jax.random.split(jax.random.key(0))
+    batches = math.ceil(n / BATCH)
     for epoch in range(epochs):
-        order = jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), N)
+        order = jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), n)
+        order = order if shuffle else np.arange(n)
         for b in range(batches):
             rows = order[b * BATCH : (b + 1) * BATCH]
             key = jax.random.fold_in(k_dropout, epoch * batches + b)
@@ -54,8 +56,8 @@ def _reference_loop(problem, optimizer, epochs, seed=0):
                 params, opt_state, xs[rows], ys[rows], None, key
             )
             if not metrics["finite"]:
-                return params, (epoch, b)
-    return params, None
+                return (params, opt_state), (epoch, b)
+    return (params, opt_state), None
 
 
 def _same(a, b) -> bool:
@@ -84,9 +86,16 @@ def test_reading_back_in_groups_changes_nothing(problem, sync_every):
     assert _same(got.params, want.params)
     columns = ["train_loss", "grad_norm"]
     assert got.history[columns].equals(want.history[columns])
-    oracle, stopped = _reference_loop(problem, optax.adam(1e-2), epochs=3)
+    (oracle, _), stopped = _reference_loop(problem, optax.adam(1e-2), epochs=3)
     assert stopped is None
     assert _same(want.params, oracle)
+
+
+def _relu_elman(head="many_to_one"):
+    model = rnnbptt.SequenceModel.build(
+        "elman", 2, [5], 1, head=head, activation="relu"
+    )
+    return model, model.init(jax.random.key(0), jnp.float32)
 
 
 @pytest.mark.parametrize("sync_every", [None, 1, 2])
@@ -94,20 +103,60 @@ def test_a_non_finite_step_is_undone_exactly(problem, sync_every):
     """Steps dispatched after the failing one are taken back: the parameters are
     those of a loop that stopped there."""
     _, _, xs, ys = problem
-    model = rnnbptt.SequenceModel.build(
-        "elman", 2, [5], 1, head="many_to_one", activation="relu"
-    )
-    blown = (model, model.init(jax.random.key(0), jnp.float32), 10 * xs, 10 * ys)
+    blown = (*_relu_elman(), 10 * xs, 10 * ys)
     sgd = optax.sgd(3.0)  # diverges in the second step
     oracle, stopped = _reference_loop(blown, sgd, epochs=3)
     assert stopped == (0, 1)  # the third minibatch is dispatched after it
     with pytest.warns(RuntimeWarning, match="non-finite") as caught:
         result = _fit(blown, optimizer=sgd, sync_every=sync_every)
-    epoch, batch = stopped
-    assert f"(epoch {epoch + 1}, batch {batch + 1})" in str(caught[0].message)
+    assert "(epoch 1, batch 2)" in str(caught[0].message)
     assert result.stop_reason == "non_finite"
-    assert len(result.history) == epoch
-    assert _same(result.params, oracle)
+    assert len(result.history) == 0
+    assert _same((result.params, result.opt_state), oracle)
+
+
+@pytest.mark.parametrize("sync_every", [None, 2, 3])
+def test_a_non_finite_step_in_a_later_group_is_undone_exactly(sync_every):
+    """Five minibatches, not shuffled; the fourth holds values that overflow
+    float32: the parameters of the first three steps come back."""
+    model, params = _relu_elman()
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(5 * BATCH, T, 2)).astype(np.float32)
+    xs[3 * BATCH : 4 * BATCH] *= 1e30
+    ys = rng.normal(size=(5 * BATCH, 1)).astype(np.float32)
+    sgd = optax.sgd(1e-2)
+    oracle, stopped = _reference_loop((model, params, xs, ys), sgd, 2, shuffle=False)
+    assert stopped == (0, 3)
+    with pytest.warns(RuntimeWarning, match=r"\(epoch 1, batch 4\)"):
+        result = rnnbptt.fit(
+            model,
+            params,
+            xs,
+            ys,
+            optimizer=sgd,
+            epochs=2,
+            batch_size=BATCH,
+            shuffle=False,
+            sync_every=sync_every,
+            progress=False,
+        )
+    assert _same((result.params, result.opt_state), oracle)
+    assert not _same(result.params, params)  # three updates were kept
+
+
+def test_a_non_finite_chunk_under_tbptt_keeps_the_chunks_before_it(problem):
+    """Truncated BPTT updates once per chunk: the failing minibatch's chunks
+    before the non-finite one were applied, and stay."""
+    _, _, xs, _ = problem
+    model, params = _relu_elman("many_to_many")
+    ys = np.cumsum(xs[..., :1], axis=1)
+    blown = (model, params, 10 * xs, 10 * ys)
+    sgd = optax.sgd(3.0)
+    oracle, stopped = _reference_loop(blown, sgd, epochs=2, tbptt=2)
+    assert stopped is not None
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        result = _fit(blown, optimizer=sgd, tbptt=2, epochs=2)
+    assert _same((result.params, result.opt_state), oracle)
 
 
 def _unwritable_checkpoints(tmp_path):
@@ -145,12 +194,21 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(
         ({"seed": True}, TypeError, "`seed` must be an int"),
         ({"shuffle": "yes"}, TypeError, "`shuffle` must be True or False"),
         ({"progress": None}, TypeError, "`progress` must be True or False"),
-        ({"resume": 1, "checkpoint": "x.ckpt"}, TypeError, "`resume` must be True or"),
+        ({"resume": "yes"}, TypeError, "`resume` must be True or False"),
     ],
 )
-def test_settings_are_checked_before_training(problem, setting, error, text):
+def test_settings_are_checked_before_training(problem, setting, error, text, tmp_path):
+    path = tmp_path / "never.ckpt"
     with pytest.raises(error, match=f"fit: {text}"):
-        _fit(problem, **setting)
+        _fit(problem, **setting, checkpoint=path)
+    assert not path.exists()
+
+
+def test_flags_take_numpy_bools_and_0_or_1_as_before(problem):
+    want = _fit(problem, epochs=1)
+    for flag in (np.True_, 1):
+        got = _fit(problem, epochs=1, shuffle=flag, progress=0 * flag)
+        assert _same(got.params, want.params)
 
 
 def test_config_records_what_a_resume_compares(problem):
@@ -201,3 +259,40 @@ def test_fit_module_is_the_fitting_module_with_a_warning():
         module = rnnbptt.fit_module
     assert module is rnnbptt.fitting and module.fit is rnnbptt.fit
     assert caught[0].category is DeprecationWarning
+    # what the old module held
+    assert "adam" in module.OPTIMIZERS and module.DEFAULT_LEARNING_RATE == 1e-3
+    assert callable(module.make_optimizer) and module.FitResult is rnnbptt.FitResult
+
+
+class _ScaledMSE:
+    """A loss object whose attribute a user may change between fits."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, pred, target, mask):
+        return self.scale * jnp.mean((pred - target) ** 2)
+
+
+def test_a_loss_object_is_traced_again_for_each_fit(problem):
+    loss = _ScaledMSE(1.0)
+    _fit(problem, loss=loss, epochs=1)
+    loss.scale = 100.0
+    changed = _fit(problem, loss=loss, epochs=1)
+    fresh = _fit(problem, loss=_ScaledMSE(100.0), epochs=1)
+    assert changed.history["train_loss"].equals(fresh.history["train_loss"])
+
+
+def test_clear_cache_forgets_the_compiled_steps(problem):
+    _fit(problem, epochs=1)
+    rnnbptt.clear_cache()
+    with rnnbptt.count_compilations() as compiled:
+        _fit(problem, epochs=1)
+    assert "jit(train_step)" in compiled.names
+
+
+def test_equal_learning_rates_of_other_types_are_other_optimizers():
+    """0.1 and np.float32(0.1) are not the same number to optax in float64."""
+    make = rnnbptt.optimizers.make_optimizer
+    assert make("sgd", 0.1, None)[0] is make("sgd", 0.1, None)[0]
+    assert make("sgd", np.float64(0.1), None)[0] is not make("sgd", 0.1, None)[0]

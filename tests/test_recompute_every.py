@@ -81,13 +81,12 @@ def test_train_step_with_checkpointing_matches(bidirectional):
 SGD = optax.sgd(0.1)
 
 
-def _calls(name: str, every) -> dict:
-    """Every public function that takes the option, called with ``name=every``."""
+def _calls(**option) -> dict:
+    """Every public function that takes the option, called with ``option``."""
     cell = CELLS[RECURRENT[0]]
     params, xs, _ = make_problem(cell)
     model = rnnbptt.SequenceModel.build("elman", 3, (4,), 1)
     model_params = model.init(jax.random.key(0), jnp.float64)
-    option = {name: every}
     return {
         "unroll": lambda: rnnbptt.unroll(cell, params, xs, **option),
         "SequenceModel.apply": lambda: model.apply(model_params, xs, **option),
@@ -113,7 +112,7 @@ def _calls(name: str, every) -> dict:
 )
 @pytest.mark.filterwarnings("ignore:.*renamed `recompute_every`:DeprecationWarning")
 def test_bad_recompute_every_is_refused_by_name(name, every, error):
-    for fn, call in _calls(name, every).items():
+    for fn, call in _calls(**{name: every}).items():
         with pytest.raises(error, match=rf"{fn}: `{name}`"):
             call()
 
@@ -121,7 +120,7 @@ def test_bad_recompute_every_is_refused_by_name(name, every, error):
 def test_the_old_name_warns_and_computes_the_same():
     """``checkpoint_every=k`` is ``recompute_every=k`` with a DeprecationWarning
     that points at the caller's line."""
-    new, old = _calls("recompute_every", 2), _calls("checkpoint_every", 2)
+    new, old = _calls(recompute_every=2), _calls(checkpoint_every=2)
     for fn in new:
         want = new[fn]()
         with pytest.warns(DeprecationWarning, match="renamed `recompute_every`") as w:
@@ -138,7 +137,6 @@ def test_the_old_name_warns_and_computes_the_same():
 
 
 def test_both_names_at_once_are_refused():
-    cell = CELLS[RECURRENT[0]]
-    params, xs, _ = make_problem(cell)
-    with pytest.raises(TypeError, match="unroll: pass `recompute_every` only"):
-        rnnbptt.unroll(cell, params, xs, recompute_every=2, checkpoint_every=2)
+    for fn, call in _calls(recompute_every=2, checkpoint_every=2).items():
+        with pytest.raises(TypeError, match=f"{fn}: pass `recompute_every` only"):
+            call()
