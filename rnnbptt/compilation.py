@@ -14,6 +14,7 @@ model, loss and optimizer on the same shapes compiles nothing::
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 from collections.abc import Iterator
@@ -49,3 +50,39 @@ def count_compilations() -> Iterator[Compilations]:
         yield record
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+
+
+class CompileAhead:
+    """Programs compiled in a background thread, in the order given, while the
+    caller does other work (``fit``: the first epoch's shuffling, the first
+    steps, while the last minibatch's and the validation's programs compile).
+
+    ``jobs`` maps a name to ``(jitted function, example arguments)``; the
+    arguments may be ``jax.ShapeDtypeStruct``s. Compiling fills the function's
+    own cache, so its first call with such arguments compiles nothing. Call
+    ``wait(name)`` before that first call (a program still compiling is waited
+    for; one not compiled yet because its compilation failed is compiled, and
+    its error raised, by the call itself) and ``close()`` when done.
+    """
+
+    def __init__(self, jobs: dict):
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rnnbptt-compile"
+        )
+        self._futures = {
+            name: self._pool.submit(_compile, fn, args)
+            for name, (fn, args) in jobs.items()
+        }
+
+    def wait(self, name) -> None:
+        future = self._futures.pop(name, None)
+        if future is not None:
+            concurrent.futures.wait([future])
+
+    def close(self) -> None:
+        """Drops the programs not started yet; waits for the one compiling."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _compile(fn, args) -> None:
+    fn.lower(*args).compile()
