@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
@@ -12,15 +14,42 @@ def _blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_quick_start_runs_and_engines_agree():
-    """Runs the quick start in a fresh interpreter (default float32 config)."""
-    (code,) = [b for b in _blocks("python") if "compare_gradients" in b]
+# Runs code blocks one after another in one fresh interpreter, each in a namespace
+# of its own (no name leaks from one block into the next), and prints SEPARATOR
+# after each, so that the interpreter starts (and imports JAX) once.
+SEPARATOR = "----- end of README block -----"
+RUN_BLOCKS = f"""
+import sys
+for code in sys.argv[1:]:
+    exec(compile(code, "README.md", "exec"), {{"__name__": "__main__"}})
+    print({SEPARATOR!r}, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def printed(tmp_path_factory):
+    """What the quick start and the training example print, run in that order in
+    a fresh interpreter (default float32 config) in an empty folder."""
+    (quick,) = [b for b in _blocks("python") if "compare_gradients" in b]
+    (training,) = [b for b in _blocks("python") if "rnnbptt.fit(" in b]
+    folder = tmp_path_factory.mktemp("readme")
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", RUN_BLOCKS, quick, training],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder,
     )
     assert result.returncode == 0, result.stderr
-    assert "manual_autodiff_rel" in result.stdout
-    first_line = result.stdout.splitlines()[0]  # max |manual - autodiff| per parameter
+    outputs = result.stdout.split(SEPARATOR + "\n")
+    assert len(outputs) == 3 and outputs[2] == "", result.stdout
+    return {"quick start": outputs[0], "training": outputs[1], "folder": folder}
+
+
+def test_quick_start_runs_and_engines_agree(printed):
+    out = printed["quick start"]
+    assert "manual_autodiff_rel" in out
+    first_line = out.splitlines()[0]  # max |manual - autodiff| per parameter
     diffs = [float(v) for v in re.findall(r"=([0-9.e+-]+)", first_line)]
     assert len(diffs) == 3 and max(diffs) < 1e-6
 
@@ -35,17 +64,8 @@ def test_setup_commands_come_first():
     assert runs[1].split("&& ", 1)[1] in ci
 
 
-def test_training_example_runs(tmp_path):
-    (code,) = [b for b in _blocks("python") if "rnnbptt.fit(" in b]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "runs" / "sine.ckpt").exists()
-    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+def test_training_example_runs(printed):
+    assert (printed["folder"] / "runs" / "sine.ckpt").exists()
+    rows = [line.split() for line in printed["training"].splitlines()[1:]]
     val_losses = [float(row[3]) for row in rows]
     assert min(val_losses) < 0.05  # the series has variance 0.5: it learned
