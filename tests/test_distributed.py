@@ -236,15 +236,41 @@ print("initialized without process 1")
 """
 
 
-def test_unreachable_coordinator_and_busy_port_fail_clearly():
-    port = free_port()
-    result = subprocess.run(
-        [sys.executable, "-c", FAILURES % port],
-        capture_output=True,
-        text=True,
-        timeout=60,  # a hang fails the test instead of blocking it
-        env=child_env(),
-    )
+@pytest.fixture(scope="module")
+def failed_starts():
+    """The FAILURES and ALONE scripts, run at the same time (both mostly wait out
+    their timeouts): {name: (completed process, its port, its seconds)}."""
+    procs = {}
+    for name, script in (("failures", FAILURES), ("alone", ALONE)):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script % port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        procs[name] = (proc, port, time.monotonic())
+    results = {}
+    try:
+        for name, (proc, port, started) in procs.items():
+            # a hang fails the test instead of blocking it
+            stdout, stderr = proc.communicate(timeout=60)
+            results[name] = (
+                subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr),
+                port,
+                time.monotonic() - started,
+            )
+    finally:
+        for proc, _, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def test_unreachable_coordinator_and_busy_port_fail_clearly(failed_starts):
+    result, port, _ = failed_starts["failures"]
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["initialized_on_import"] is False
@@ -259,18 +285,10 @@ def test_unreachable_coordinator_and_busy_port_fail_clearly():
     assert "in use" in message
 
 
-def test_coordinator_alone_ends_with_a_clear_line():
+def test_coordinator_alone_ends_with_a_clear_line(failed_starts):
     """Process 0 with nobody joining: JAX ends it after the timeout; it says why."""
-    port = free_port()
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", ALONE % port],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env(),
-    )
-    assert time.monotonic() - started < 30
+    result, port, seconds = failed_starts["alone"]
+    assert seconds < 30
     assert result.returncode != 0
     assert "initialized without process 1" not in result.stdout
     line = "process 0 of 2: not every process connected to the coordinator at "
