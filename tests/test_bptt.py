@@ -1,6 +1,7 @@
 """Hand-written BPTT against autodiff, finite differences and unpadded runs."""
 
 import ast
+import functools
 import importlib
 import inspect
 
@@ -47,17 +48,23 @@ def problems(draw):
     return cell, batch, steps, seed, mask
 
 
-def _vjp_both(cell, params, xs, carry0, mask, seed):
-    """(bptt's cotangents, jax.vjp's cotangents) for random output cotangents."""
-    final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask)
-    rng = np.random.default_rng(seed + 1)
-    d_hs = normal(rng, hs.shape, hs.dtype)
-    d_final = jax.tree.map(lambda a: normal(rng, a.shape, a.dtype), final)
+@functools.partial(jax.jit, static_argnums=0)
+def _vjps(cell, params, xs, carry0, mask, d_hs, d_final):
+    """(bptt's cotangents, jax.vjp's cotangents) of the outputs' cotangents, as
+    one program (the eager calls compile several apiece)."""
     manual = rnnbptt.bptt(cell, params, xs, carry0, d_hs, d_final, mask=mask)
     _, vjp = jax.vjp(
         lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask), params, xs, carry0
     )
     return manual, vjp((d_final, d_hs))
+
+
+def _vjp_both(cell, params, xs, carry0, mask, seed):
+    """``_vjps`` for random output cotangents (the final carry has carry0's shapes)."""
+    rng = np.random.default_rng(seed + 1)
+    d_hs = normal(rng, (*xs.shape[:2], cell.hidden_size), xs.dtype)
+    d_final = jax.tree.map(lambda a: normal(rng, a.shape, a.dtype), carry0)
+    return _vjps(cell, params, xs, carry0, mask, d_hs, d_final)
 
 
 @settings(max_examples=20, deadline=None, derandomize=True)
@@ -76,16 +83,19 @@ def test_bptt_equals_vjp_of_unroll(problem, dtype):
 def test_grad_through_manual_engine_equals_autodiff(problem):
     cell, batch, steps, seed, mask = problem
     params, xs, carry0 = make_problem(cell, seed, batch, steps)
-    loss_fn = probe_loss_fn(seed, (batch, steps, cell.hidden_size), carry0)
+    hs_shape = (batch, steps, cell.hidden_size)
 
     def loss(params, xs, carry0, backward):
         final, hs = rnnbptt.unroll(
             cell, params, xs, carry0, mask=mask, backward=backward
         )
+        loss_fn = probe_loss_fn(seed, hs_shape, carry0)
         return loss_fn(hs, final) + jnp.sum(hs**2)  # non-linear in hs as well
 
     grad = jax.grad(loss, argnums=(0, 1, 2))
-    got, want = grad(params, xs, carry0, "manual"), grad(params, xs, carry0, "autodiff")
+    # both engines in one program: one compilation per example
+    both = jax.jit(lambda *args: (grad(*args, "manual"), grad(*args, "autodiff")))
+    got, want = both(params, xs, carry0)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert max_rel(got, want) <= TOL[jnp.float64]
 
@@ -125,10 +135,12 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
         )
 
     args = (params, xs, carry0)
-    leaves, treedef = jax.tree.flatten(args)
+    # perturbed in NumPy: a JAX update of each leaf compiles a program per shape
+    leaves, treedef = jax.tree.flatten(jax.tree.map(np.asarray, args))
     rng = np.random.default_rng(0)
+    gradient = jax.jit(jax.grad(jax_loss, argnums=(0, 1, 2)), static_argnums=3)
     for engine in ("manual", "autodiff"):
-        grads = jax.tree.leaves(jax.grad(jax_loss, argnums=(0, 1, 2))(*args, engine))
+        grads = jax.tree.leaves(gradient(*args, engine))
         for i, (leaf, grad) in enumerate(zip(leaves, grads, strict=True)):
             coords = rng.choice(leaf.size, min(6, leaf.size), replace=False)
             est = []
@@ -137,7 +149,9 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
                 vals = []
                 for sign in (1, -1):
                     new = list(leaves)
-                    new[i] = leaf.reshape(-1).at[k].add(sign * step).reshape(leaf.shape)
+                    moved = leaf.reshape(-1).copy()
+                    moved[k] += sign * step
+                    new[i] = moved.reshape(leaf.shape)
                     vals.append(numpy_loss(*jax.tree.unflatten(treedef, new)))
                 est.append((vals[0] - vals[1]) / (2 * step))
             assert (
