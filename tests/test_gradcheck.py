@@ -79,11 +79,13 @@ def test_a_wrong_manual_gradient_is_caught(monkeypatch):
         return d_params._replace(w_hh=1.01 * d_params.w_hh), d_xs, d_carry0
 
     monkeypatch.setattr(unroll_module, "manual_backward", broken)
-    jax.clear_caches()
-    cell = rnnbptt.Elman(2, 3)  # shapes used nowhere else: nothing cached
+    # A cell and shapes used nowhere else, so the programs are traced afresh with
+    # the broken backward, and no other test meets them (jax.clear_caches would
+    # make every later test on this worker compile its programs again). Had a
+    # program been cached unbroken, the assertions below would fail, not pass.
+    cell = rnnbptt.Elman(2, 3)
     params, xs, carry0 = make_problem(cell, batch=5, steps=4)
     table = rnnbptt.compare_gradients(cell, params, xs, carry0)
-    jax.clear_caches()
     assert table.loc["params.w_hh", "manual_autodiff_rel"] > 5e-3
     assert table.loc["params.w_hh", "manual_fd_rel"] > 5e-3
     assert table.loc["params.w_hh", "autodiff_fd_rel"] < 1e-6
