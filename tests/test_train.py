@@ -22,6 +22,22 @@ def sine_task(n=192, steps=24, seed=0):
     return series[:, :-1, None], series[:, 1:, None]
 
 
+def init_params(model, seed):
+    """Parameters with the structure, shapes and dtype of ``model.init``, drawn
+    in NumPy: weights uniform in +-1/sqrt(fan-in), biases normal (scale 0.3).
+    ``model.init`` compiles its samplers for every new shape (about a second a
+    model); it is tested in test_models.py, and used by the learning test here."""
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        if leaf.ndim == 1:  # a bias
+            return jnp.asarray(0.3 * rng.standard_normal(leaf.shape), leaf.dtype)
+        bound = 1 / np.sqrt(leaf.shape[0])
+        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), leaf.dtype)
+
+    return jax.tree.map(draw, jax.eval_shape(model.init, jax.random.key(0)))
+
+
 @pytest.mark.parametrize("kind", ["elman", "lstm"])
 def test_both_engines_learn_and_agree(kind):
     xs, ys = sine_task()
@@ -74,35 +90,56 @@ def grad_recorder():
     return optax.GradientTransformation(init, update)
 
 
-def truncated_objective(model, params, xs, ys, mask, k1, k2):
-    """Williams and Peng's BPTT(k1, k2) objective, built directly.
-
-    Chunk j's loss is on outputs [j*k1, (j+1)*k1); its forward pass starts
-    (k2 steps before the chunk's end) from the carry of a forward run from t = 0,
-    with the gradient stopped there.
-    """
-    steps = xs.shape[1]
-    total = 0.0
-    for j in range(-(-steps // k1)):
-        start, end = j * k1, min((j + 1) * k1, steps)
-        w = max(0, (j + 1) * k1 - k2)
-        carry = None
-        if w > 0:
-            _, carry = model.apply(params, xs[:, :w], mask[:, :w], return_carry=True)
-            carry = jax.lax.stop_gradient(carry)
-        out = model.apply(params, xs[:, w:end], mask[:, w:end], carry0=carry)
-        total = total + mean_squared_error(
-            out[:, start - w :], ys[:, start:end], mask[:, start:end]
-        )
-    return total
+@functools.partial(jax.jit, static_argnums=0)
+def one_step(model, params, x, mask, carry):
+    """Every layer's carry after one more step (``x`` [B, 1, D], ``mask`` [B, 1])."""
+    return model.apply(params, x, mask, carry0=carry, return_carry=True)[1]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def full_gradient(model, params, xs, ys, mask):
-    """The gradient of the mean-square error through the whole sequence (one
-    program per model and shapes, shared by the cases below)."""
-    loss = lambda p: mean_squared_error(model.apply(p, xs, mask), ys, mask)  # noqa: E731
+def window_gradient(model, params, carry0, xs, ys, mask, loss_mask):
+    """The gradient of the mean-square error on the outputs where ``loss_mask`` is
+    True, of a forward pass over ``xs`` from ``carry0`` (an input: no gradient
+    flows into it). One program per model and shapes, shared by the cases below."""
+
+    def loss(p):
+        out = model.apply(p, xs, mask, carry0=carry0)
+        return mean_squared_error(out, ys, loss_mask)
+
     return jax.grad(loss)(params)
+
+
+def truncated_gradient(model, params, xs, ys, mask, k1, k2):
+    """The gradient of Williams and Peng's BPTT(k1, k2) objective, built directly.
+
+    Chunk j's loss is on outputs [j*k1, (j+1)*k1); its forward pass starts
+    (k2 steps before the chunk's end) from the carry of a forward run from t = 0,
+    with the gradient stopped there. The objective's gradient is the sum of the
+    chunks' gradients.
+
+    The carries at every step come from a run one step at a time (from zeros).
+    Each chunk's window [w, end) is moved to the front of a sequence of all T
+    steps, the steps after it masked out and outside the loss: later steps
+    cannot change the window's outputs, and every window of every case then has
+    the same shapes (one compiled gradient per model).
+    """
+    batch, steps = mask.shape
+    carries = [model.initial_carry(batch, xs.dtype)]
+    for t in range(steps):
+        x, m = xs[:, t : t + 1], mask[:, t : t + 1]
+        carries.append(one_step(model, params, x, m, carries[-1]))
+    total = jax.tree.map(lambda p: np.zeros(p.shape, p.dtype), params)
+    for j in range(-(-steps // k1)):
+        start, end = j * k1, min((j + 1) * k1, steps)
+        w = max(0, (j + 1) * k1 - k2)
+        n = end - w  # the window's length
+        xw, yw = np.zeros_like(xs), np.zeros_like(ys)
+        mw, loss_mask = np.zeros_like(mask), np.zeros_like(mask)
+        xw[:, :n], yw[:, :n], mw[:, :n] = xs[:, w:end], ys[:, w:end], mask[:, w:end]
+        loss_mask[:, start - w : n] = mask[:, start:end]
+        grad = window_gradient(model, params, carries[w], xw, yw, mw, loss_mask)
+        total = jax.tree.map(lambda a, b: a + np.asarray(b), total, grad)
+    return total
 
 
 @pytest.mark.parametrize(
@@ -122,19 +159,21 @@ def test_tbptt_gradient_equals_direct_truncated_objective(kind, backward, k1, k2
     xs, ys = sine_task(n=4, steps=10)
     mask = right_padded_mask([10, 7, 4, 9], 10)
     model = rnnbptt.SequenceModel.build(kind, 1, [5, 4], 1)
-    params = model.init(jax.random.key(3))
+    params = init_params(model, 3)
     tx = grad_recorder()
     step = rnnbptt.make_train_step(
         model, "mse", tx, backward=backward, tbptt=rnnbptt.TBPTT(k1, k2)
     )
     new_params, summed, metrics = step(params, tx.init(params), xs, ys, mask, None)
-    direct = jax.jit(jax.grad(truncated_objective, argnums=1), static_argnums=(0, 5, 6))
-    want = direct(model, params, xs, ys, mask, k1, k2)
+    want = truncated_gradient(model, params, xs, ys, mask, k1, k2)
     assert max_rel(summed, want) <= 1e-10
     jax.tree.map(np.testing.assert_array_equal, new_params, params)
     assert int(metrics["updates"]) == -(-10 // k1)
-    # cutting the graph matters: the full-BPTT gradient is different
-    assert max_rel(summed, full_gradient(model, params, xs, ys, mask)) > 1e-3
+    # cutting the graph matters: the full-BPTT gradient (the loss on every output
+    # of one pass from zeros) is different
+    zeros = model.initial_carry(4, xs.dtype)
+    full = window_gradient(model, params, zeros, xs, ys, mask, mask)
+    assert max_rel(summed, full) > 1e-3
 
 
 @pytest.mark.parametrize("backward", ["autodiff", "manual"])
@@ -142,7 +181,7 @@ def test_tbptt_over_the_whole_sequence_is_full_bptt(backward):
     xs, ys = sine_task(n=6, steps=12)
     mask = right_padded_mask([12, 5, 9, 12, 1, 7], 12)
     model = rnnbptt.SequenceModel.build("lstm", 1, [6], 1)
-    params = model.init(jax.random.key(1))
+    params = init_params(model, 1)
     tx = optax.sgd(0.1)
     full = rnnbptt.make_train_step(model, "mse", tx, backward=backward)
     whole = rnnbptt.make_train_step(
@@ -158,26 +197,32 @@ def test_tbptt_chunks_update_online():
     """Each chunk is one optimizer update: chunk 2's gradient sees chunk 1's update."""
     xs, ys = sine_task(n=4, steps=8)
     model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
-    params = model.init(jax.random.key(2))
+    params = init_params(model, 2)
     tx = optax.sgd(0.5)
     step = rnnbptt.make_train_step(model, "mse", tx, tbptt=rnnbptt.TBPTT(4))
     got, _, _ = step(params, tx.init(params), xs, ys, None, None)
-    # by hand: update on chunk 1, carry from chunk 1's forward, update on chunk 2
-    g1 = jax.grad(lambda p: mean_squared_error(model.apply(p, xs[:, :4]), ys[:, :4]))(
-        params
-    )
-    _, carry = model.apply(params, xs[:, :4], return_carry=True)
-    p1 = jax.tree.map(lambda p, g: p - 0.5 * g, params, g1)
-    g2 = jax.grad(
-        lambda p: mean_squared_error(model.apply(p, xs[:, 4:], carry0=carry), ys[:, 4:])
-    )(p1)
-    want = jax.tree.map(lambda p, g: p - 0.5 * g, p1, g2)
-    assert max_rel(got, want) <= 1e-12
+
+    @jax.jit  # one program (eagerly, every operation at every shape compiles one)
+    def by_hand(params):
+        # update on chunk 1, carry from chunk 1's forward, update on chunk 2
+        g1 = jax.grad(
+            lambda p: mean_squared_error(model.apply(p, xs[:, :4]), ys[:, :4])
+        )(params)
+        _, carry = model.apply(params, xs[:, :4], return_carry=True)
+        p1 = jax.tree.map(lambda p, g: p - 0.5 * g, params, g1)
+        g2 = jax.grad(
+            lambda p: mean_squared_error(
+                model.apply(p, xs[:, 4:], carry0=carry), ys[:, 4:]
+            )
+        )(p1)
+        return jax.tree.map(lambda p, g: p - 0.5 * g, p1, g2)
+
+    assert max_rel(got, by_hand(params)) <= 1e-12
 
 
 def test_tbptt_program_does_not_grow_with_chunks():
     model = rnnbptt.SequenceModel.build("lstm", 1, [4], 1)
-    params = model.init(jax.random.key(0))
+    params = init_params(model, 0)
     tx = optax.sgd(0.1)
     step = rnnbptt.make_train_step(model, "mse", tx, tbptt=rnnbptt.TBPTT(5, 8))
     sizes = []
@@ -217,10 +262,12 @@ def test_stateful_stream_equals_tbptt_over_the_whole_series():
     """Windows fed one call at a time, the carry passed on, are TBPTT(k, k)."""
     xs, ys = sine_task(n=3, steps=20)
     model = rnnbptt.SequenceModel.build("lstm", 1, [5], 1)
-    params = model.init(jax.random.key(4))
+    params = init_params(model, 4)
     tx = optax.sgd(0.3)
     step = rnnbptt.make_train_step(model, "mse", tx, backward="manual")
-    p, state, carry = params, tx.init(params), None
+    # the streams start from zeros (what carry0=None means): one program for
+    # every window
+    p, state, carry = params, tx.init(params), model.initial_carry(3)
     for start in range(0, 20, 5):
         window = slice(start, start + 5)
         p, state, metrics = step(
@@ -235,10 +282,15 @@ def test_stateful_stream_equals_tbptt_over_the_whole_series():
 
 def test_reset_carry_zeroes_only_the_chosen_streams():
     model = rnnbptt.SequenceModel.build("lstm", 1, [5, 3], 1)
-    params = model.init(jax.random.key(0))
+    params = init_params(model, 0)
     xs, _ = sine_task(n=4, steps=6)
-    _, carry = model.apply(params, xs, return_carry=True)
-    reset = model.reset_carry(carry, np.array([False, True, False, True]))
+
+    @jax.jit  # one program (eagerly, every operation at every shape compiles one)
+    def run_and_reset(params, xs, streams):
+        _, carry = model.apply(params, xs, return_carry=True)
+        return carry, model.reset_carry(carry, streams)
+
+    carry, reset = run_and_reset(params, xs, np.array([False, True, False, True]))
     for before, after in zip(
         jax.tree.leaves(carry), jax.tree.leaves(reset), strict=True
     ):
@@ -250,7 +302,7 @@ def test_reset_carry_zeroes_only_the_chosen_streams():
 
 def test_steps_refuse_targets_that_would_broadcast():
     model = rnnbptt.SequenceModel.build("elman", 1, [4], 1, head="many_to_one")
-    params = model.init(jax.random.key(0))
+    params = init_params(model, 0)
     tx = optax.sgd(0.1)
     xs, ys = jnp.zeros((16, 5, 1)), jnp.zeros(16)  # [B], not [B, 1]
     step = rnnbptt.make_train_step(model, "mse", tx)
@@ -270,7 +322,7 @@ def test_make_train_step_arguments():
         rnnbptt.make_train_step(model, "mse", optax.sgd(0.1), tbptt="5")
     # k and (k1, k2) as in fit: the same program as TBPTT(...)
     xs, ys = sine_task(n=4, steps=10)
-    params = model.init(jax.random.key(1))
+    params = init_params(model, 1)
     tx = optax.sgd(0.3)
     runs = [
         rnnbptt.make_train_step(model, "mse", tx, tbptt=t)(
@@ -285,11 +337,12 @@ def test_make_train_step_arguments():
 @pytest.mark.parametrize("tbptt", [None, rnnbptt.TBPTT(4)])
 def test_a_batch_of_padding_only_updates_nothing(tbptt):
     model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
-    params = model.init(jax.random.key(0))
+    params = init_params(model, 0)
     xs, ys = sine_task(n=4, steps=8)
     tx = optax.adamw(0.1)  # momentum and weight decay would move the parameters
     step = rnnbptt.make_train_step(model, "mse", tx, tbptt=tbptt)
-    state = step(params, tx.init(params), xs, ys, None, None)[:2]
+    # one step on every target first (a mask, as below: the same program)
+    state = step(params, tx.init(params), xs, ys, np.ones((4, 8), bool), None)[:2]
     padding = np.zeros((4, 8), bool)
     after, _, metrics = step(*state, xs, ys, padding, None)
     assert int(metrics["updates"]) == 0 and int(metrics["count"]) == 0
@@ -301,7 +354,7 @@ def test_tbptt_window_halves_draw_their_own_dropout():
     """TBPTT(k, 2k): both halves of a window have the same shapes; their dropout
     masks must still differ (one key for both would repeat the masks)."""
     model = rnnbptt.SequenceModel.build("elman", 1, [8, 8], 1, dropout=0.5)
-    params = model.init(jax.random.key(0))
+    params = init_params(model, 0)
     tx = optax.sgd(0.0)
     xs = jnp.ones((2, 6, 1))
     masks = []
@@ -338,7 +391,7 @@ def test_steps_take_what_worked_before():
     """A loss of one's own with its own targets (or none), bool targets for
     binary cross-entropy, and optax wrappers such as MultiSteps."""
     model = rnnbptt.SequenceModel.build("elman", 1, [4], 1)
-    params = model.init(jax.random.key(0))
+    params = init_params(model, 0)
     xs, ys = sine_task(n=4, steps=6)
     own = lambda pred, target, mask: jnp.mean(pred[:, -1] ** 2)  # noqa: E731
     tx = optax.sgd(0.1)
