@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import max_rel, right_padded_mask
+from conftest import max_rel, normal, right_padded_mask
 from reference import loop
 
 import rnnbptt
@@ -12,11 +12,31 @@ import rnnbptt
 LENGTHS = [7, 3, 5, 1]
 
 
-def _problem(kind="lstm", sizes=(5, 4), head="many_to_many", seed=0, **kwargs):
+def _params(model, seed=0):
+    """Parameters with the structure, shapes and dtype of ``model.init`` (weights
+    uniform in +-1/sqrt(fan-in), biases non-zero), drawn with NumPy: ``init``
+    compiles samplers (and QRs) for every new shape, and these tests need some
+    parameters, not ``init``'s distribution (tested with the cells')."""
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        if leaf.ndim == 1:  # a bias
+            return normal(rng, leaf.shape, leaf.dtype, 0.3)
+        bound = 1 / np.sqrt(leaf.shape[0])
+        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype))
+
+    return jax.tree.map(draw, jax.eval_shape(model.init, jax.random.key(seed)))
+
+
+def _problem(kind="lstm", sizes=(3, 3), head="many_to_many", seed=0, **kwargs):
+    """(model, params, xs [4, 7, 3]). The default sizes make both layers of a
+    model, and the first of a bidirectional one, the same cell, so that the
+    layers, directions and tests share its compiled unrolls where they can (a
+    forward pass of every layer; in a gradient, the first layers'). The
+    NumPy-oracle and error tests keep distinct sizes."""
     model = rnnbptt.SequenceModel.build(kind, 3, list(sizes), 2, head=head, **kwargs)
-    params = model.init(jax.random.key(seed))
-    xs = jax.random.normal(jax.random.key(seed + 1), (4, 7, 3))
-    return model, params, xs
+    xs = normal(np.random.default_rng(seed + 1), (4, 7, 3), np.float64)
+    return model, _params(model, seed), xs
 
 
 def _numpy_forward(model, params, xs, mask=None):
@@ -29,16 +49,18 @@ def _numpy_forward(model, params, xs, mask=None):
 
 @pytest.mark.parametrize("kind", ["elman", "lstm"])
 def test_stacked_many_to_many_equals_numpy_loops(kind):
-    model, params, xs = _problem(kind)
+    model, params, xs = _problem(kind, sizes=(5, 4))
     mask = right_padded_mask(LENGTHS, 7)
     got = model.apply(params, xs, mask)
     np.testing.assert_allclose(got, _numpy_forward(model, params, xs, mask), rtol=1e-12)
 
 
-# Masks with the valid steps at the end, or scattered (every row has one).
+# Masks with the valid steps at the end, or scattered (every row has one). The
+# scattered rows have as many valid steps as rows of LENGTHS (5, 3, 3, 1), so the
+# rows alone have shapes that the right-padded case has run already.
 SCATTERED = np.array(
     [
-        [1, 0, 1, 1, 0, 0, 1],
+        [1, 0, 1, 1, 0, 1, 1],
         [0, 0, 0, 0, 1, 1, 1],
         [0, 1, 0, 1, 0, 1, 0],
         [0, 0, 0, 1, 0, 0, 0],
@@ -71,7 +93,7 @@ def test_padded_batch_equals_each_sequence_alone(
         return jnp.sum(out**2), out
 
     value_and_grad = jax.value_and_grad(square, has_aux=True)
-    rows = [xs[b : b + 1, mask[b]] for b in range(4)]
+    rows = [np.asarray(xs)[b : b + 1, mask[b]] for b in range(4)]
     alone = [value_and_grad(params, x, np.ones(x.shape[:2], bool)) for x in rows]
     (_, batch_outputs), batch_grad = value_and_grad(params, xs, mask)
     np.testing.assert_allclose(
@@ -80,9 +102,10 @@ def test_padded_batch_equals_each_sequence_alone(
         rtol=1e-12,
         atol=1e-14,
     )
-    total = jax.tree.map(jnp.zeros_like, params)
+    # summed in NumPy: eager JAX adds would compile a program per shape
+    total = jax.tree.map(np.zeros_like, params)
     for _, g in alone:
-        total = jax.tree.map(jnp.add, total, g)
+        total = jax.tree.map(np.add, total, g)
     assert max_rel(batch_grad, total) <= 1e-11
 
 
@@ -108,8 +131,8 @@ def test_feedforward_with_one_step_is_an_mlp():
     model = rnnbptt.SequenceModel.build(
         "feedforward", 3, [8, 6], 4, activation="relu", head="many_to_one"
     )
-    params = model.init(jax.random.key(0))
-    x = np.asarray(jax.random.normal(jax.random.key(1), (5, 3)))
+    params = _params(model)
+    x = np.random.default_rng(1).standard_normal((5, 3))
     h = x
     for p in params.layers:
         h = np.maximum(h @ np.asarray(p.w_ih) + np.asarray(p.b), 0)
@@ -209,7 +232,7 @@ def test_bad_model_definitions(make, error, text):
 
 
 def test_bad_apply_arguments():
-    model, params, xs = _problem(bidirectional=True)
+    model, params, xs = _problem(sizes=(5, 4), bidirectional=True)
     with pytest.raises(ValueError, match="bidirectional"):
         model.apply(params, xs, carry0=model.initial_carry(4))
     with pytest.raises(TypeError, match="ModelParams"):
@@ -222,14 +245,14 @@ def test_bad_apply_arguments():
         )
     with pytest.raises(ValueError, match=r"params.readout.b` must have shape \(2,\)"):
         model.apply(params._replace(readout=params.readout._replace(b=jnp.ones(3))), xs)
-    clf, clf_params, _ = _problem(head="many_to_one")
+    clf, clf_params, _ = _problem(sizes=(5, 4), head="many_to_one")
     with pytest.raises(ValueError, match="`xs` must have rank 3"):
         clf.apply(clf_params, xs[0], jnp.ones(7, bool))
     empty_row = np.ones((4, 7), bool)
     empty_row[2] = False
     with pytest.raises(ValueError, match="row 2 has no valid step"):
         clf.apply(clf_params, xs, empty_row)
-    uni, uni_params, _ = _problem()
+    uni, uni_params, _ = _problem(sizes=(5, 4))
     with pytest.raises(TypeError, match="tuple of 2 carries"):
         uni.apply(uni_params, xs, carry0=uni.initial_carry(4)[:1])
     with pytest.raises(ValueError, match="input_size"):
