@@ -24,19 +24,38 @@ HEADER_SIZE = 52  # magic, version, payload length, SHA-256: see the module docs
 METADATA = {"step": 120, "lr": 1e-3, "cell": "lstm", "sizes": [3, 4], "done": False}
 
 
+ADAM = optax.adam(1e-3)
+
+
+@jax.jit
+def _adam_update(grads, opt_state, params):
+    """One Adam update, as one compiled program (eagerly, each of its operations
+    at each shape compiles one)."""
+    updates, opt_state = ADAM.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def make_state(seed, hidden=4, trained=True):
-    """Params, Adam state (after one update if ``trained``), a key and odd dtypes."""
-    k_p, k_g, k_x = jax.random.split(jax.random.key(seed), 3)
-    params = rnnbptt.LSTM(3, hidden).init(k_p, jnp.float64)
-    opt = optax.adam(1e-3)
-    opt_state = opt.init(params)
+    """Params, Adam state (after one update if ``trained``), a key and odd dtypes.
+
+    The parameters (the shapes and dtype of an LSTM's), gradients and floats are
+    drawn in NumPy: jax.random and the cell's initialisation would compile their
+    samplers for every shape."""
+    rng = np.random.default_rng(seed)
+    cell = rnnbptt.LSTM(3, hidden)
+    shapes = jax.eval_shape(lambda k: cell.init(k, jnp.float64), jax.random.key(0))
+
+    def draw(leaf):
+        return jnp.asarray(rng.standard_normal(leaf.shape), leaf.dtype)
+
+    params = jax.tree.map(draw, shapes)
+    opt_state = ADAM.init(params)
     if trained:
-        grads = jax.tree.map(lambda p: jax.random.normal(k_g, p.shape, p.dtype), params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-    x = jax.random.normal(k_x, (5,), jnp.float32)
+        params, opt_state = _adam_update(jax.tree.map(draw, params), opt_state, params)
+    x = rng.standard_normal(5).astype(np.float32)
     # NaN, -0.0 and inf check the round trip is bitwise, not merely numerically equal.
-    x = x.at[:3].set(jnp.array([jnp.nan, -0.0, jnp.inf], jnp.float32))
+    x[:3] = [np.nan, -0.0, np.inf]
+    x = jnp.asarray(x)
     return {
         "params": params,
         "opt_state": opt_state,
