@@ -118,10 +118,11 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
     """Central differences of an independent NumPy forward (tests/reference.py)."""
     params, xs, carry0 = make_problem(cell, seed=7, batch=2, steps=5)
     mask = right_padded_mask([5, 3], 5) if masked else None
-    probe = np.asarray(jax.random.normal(jax.random.key(8), (2, 5, 4)))
+    # drawn in NumPy (jax.random would compile a sampler per shape)
+    probe = np.random.default_rng(8).standard_normal((2, 5, 4))
     # the reference returns the carry as a tuple of arrays
     carry_probe = [
-        np.asarray(jax.random.normal(jax.random.key(9 + i), (2, 4)))
+        np.random.default_rng(9 + i).standard_normal((2, 4))
         for i in range(len(jax.tree.leaves(carry0)))
     ]
 
@@ -167,11 +168,15 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
 
 @pytest.mark.parametrize("backward", ["autodiff", "manual"])
 def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
+    """Eager gradients: the padded batch's unroll programs are the ones that
+    test_whatever_fills_the_padding_changes_nothing's gradients reuse."""
     cell = recurrent_cell
     lengths = [6, 2, 4]
     params, xs, carry0 = make_problem(cell, seed=11)
     mask = right_padded_mask(lengths, 6)
-    probe = jax.random.normal(jax.random.key(12), (3, 6, 4))
+    # drawn, sliced and summed in NumPy: eagerly, JAX would compile a sampler,
+    # and a program for every slice and sum
+    probe = np.random.default_rng(12).standard_normal((3, 6, 4))
 
     def loss(params, xs, carry0, mask, probe):
         final, hs = rnnbptt.unroll(
@@ -181,9 +186,10 @@ def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
 
     grad = jax.grad(loss, argnums=(0, 1, 2))
     g_params, g_xs, g_carry = grad(params, xs, carry0, mask, probe)
-    total = jax.tree.map(jnp.zeros_like, params)
+    total = jax.tree.map(np.zeros_like, params)
+    xs = np.asarray(xs)
     for b, n in enumerate(lengths):
-        row = lambda a, b=b: a[b : b + 1]  # noqa: E731
+        row = lambda a, b=b: np.asarray(a)[b : b + 1]  # noqa: E731
         gp, gx, gc = grad(
             params,
             xs[b : b + 1, :n],
@@ -191,7 +197,7 @@ def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
             None,
             probe[b : b + 1, :n],
         )
-        total = jax.tree.map(jnp.add, total, gp)
+        total = jax.tree.map(np.add, total, gp)
         np.testing.assert_allclose(g_xs[b, :n], gx[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(g_xs[b, n:], 0.0)  # padding gets no gradient
         jax.tree.map(
@@ -216,9 +222,9 @@ def test_whatever_fills_the_padding_changes_nothing(cell, recompute_every):
                 cell, params, jnp.asarray(x), carry0, mask, backward, recompute_every
             )
         final, hs = rnnbptt.unroll(cell, params, jnp.asarray(x), carry0, mask=mask)
-        ones = jax.tree.map(jnp.ones_like, final)
+        ones = jax.tree.map(np.ones_like, final)  # NumPy: no programs
         results[name, "bptt"] = rnnbptt.bptt(
-            cell, params, jnp.asarray(x), carry0, jnp.ones_like(hs), ones, mask=mask
+            cell, params, jnp.asarray(x), carry0, np.ones_like(hs), ones, mask=mask
         )
     for engine in ("autodiff", "manual", "bptt"):
         clean, dirty = results["clean", engine], results["dirty", engine]
@@ -229,13 +235,13 @@ def test_whatever_fills_the_padding_changes_nothing(cell, recompute_every):
 def test_bptt_returns_every_cotangent_in_its_structure():
     cell = CELLS["lstm"]
     params, xs, carry0 = make_problem(cell)
-    d_hs = jnp.ones((3, 6, 4))
+    d_hs = np.ones((3, 6, 4))
     d_params, d_xs, d_carry0 = rnnbptt.bptt(cell, params, xs, carry0, d_hs)
     assert isinstance(d_params, rnnbptt.LSTMParams)
     assert isinstance(d_carry0, rnnbptt.LSTMCarry)
     assert d_xs.shape == xs.shape
     # d_final_carry=None means zero: the same as passing zeros explicitly
-    zeros = jax.tree.map(jnp.zeros_like, carry0)
+    zeros = jax.tree.map(np.zeros_like, carry0)
     again = rnnbptt.bptt(cell, params, xs, carry0, d_hs, zeros)
     jax.tree.map(np.testing.assert_array_equal, (d_params, d_xs, d_carry0), again)
     assert all(
