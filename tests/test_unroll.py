@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CELLS, make_problem, probe_loss_fn, right_padded_mask
+from conftest import CELLS, make_problem, normal, right_padded_mask
 from reference import loop
 
 import rnnbptt
@@ -30,8 +30,9 @@ def test_unroll_equals_loop_over_cell_step(cell, masked):
     mask = right_padded_mask(LENGTHS, xs.shape[1]) if masked else None
     final, hs = rnnbptt.unroll(cell, params, xs, carry0, mask=mask)
     carry, outputs = carry0, []
+    steps = np.asarray(xs)  # each step's inputs sliced in NumPy (no programs)
     for t in range(xs.shape[1]):
-        new, h = cell.step(params, carry, xs[:, t])
+        new, h = cell.step(params, carry, steps[:, t])
         if mask is not None:
             keep = mask[:, t, None]
             new = jax.tree.map(lambda n, o, k=keep: jnp.where(k, n, o), new, carry)
@@ -48,12 +49,13 @@ def test_final_carry_is_carry_at_last_valid_step(recurrent_cell):
     params, xs, carry0 = make_problem(recurrent_cell)
     mask = right_padded_mask(LENGTHS, xs.shape[1])
     final, _ = rnnbptt.unroll(recurrent_cell, params, xs, carry0, mask=mask)
+    xs = np.asarray(xs)  # rows sliced in NumPy: eagerly, a program per slice
     for b, n in enumerate(LENGTHS):
         short, _ = rnnbptt.unroll(
             recurrent_cell,
             params,
             xs[b : b + 1, :n],
-            jax.tree.map(lambda a, b=b: a[b : b + 1], carry0),
+            jax.tree.map(lambda a, b=b: np.asarray(a)[b : b + 1], carry0),
         )
         jax.tree.map(
             lambda got, want, b=b: np.testing.assert_allclose(
@@ -84,7 +86,7 @@ def _elman_and_feedforward(activation):
     elman = rnnbptt.Elman(3, 4, activation=activation)
     ff = rnnbptt.Feedforward(3, 4, activation=activation)
     params, xs, _ = make_problem(elman, seed=3)
-    zero_rec = params._replace(w_hh=jnp.zeros_like(params.w_hh))
+    zero_rec = params._replace(w_hh=np.zeros(params.w_hh.shape, params.w_hh.dtype))
     ff_params = rnnbptt.FeedforwardParams(w_ih=params.w_ih, b=params.b)
     return elman, ff, zero_rec, ff_params, xs
 
@@ -94,7 +96,7 @@ def _elman_and_feedforward(activation):
 def test_elman_without_recurrence_is_feedforward(activation, backward):
     elman, ff, zero_rec, ff_params, xs = _elman_and_feedforward(activation)
     mask = right_padded_mask(LENGTHS, xs.shape[1])
-    probe = jax.random.normal(jax.random.key(5), (3, 6, 4))
+    probe = np.random.default_rng(5).standard_normal((3, 6, 4))  # no sampler program
 
     def loss(cell, params, xs):
         _, hs = rnnbptt.unroll(cell, params, xs, mask=mask, backward=backward)
@@ -163,7 +165,10 @@ def test_unroll_inside_user_jit_and_vmap():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_dtype_follows_inputs(cell, dtype):
     params64, xs64, carry64 = make_problem(cell)
-    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)  # noqa: E731
+
+    def cast(tree):  # in NumPy (ml_dtypes for bfloat16): eagerly, a program per leaf
+        return jax.tree.map(lambda a: jnp.asarray(np.asarray(a).astype(dtype)), tree)
+
     final, hs = rnnbptt.unroll(cell, cast(params64), cast(xs64), cast(carry64))
     assert hs.dtype == dtype
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(final))
@@ -175,14 +180,24 @@ def test_dtype_follows_inputs(cell, dtype):
 def test_float32_gradients_by_both_engines():
     cell = CELLS["lstm"]
     params, xs, carry0 = make_problem(cell, dtype=jnp.float32)
-    loss_fn = probe_loss_fn(1, (3, 6, 4), carry0)
+    # a random linear probe of every output and every part of the final carry,
+    # drawn in NumPy (jax.random compiles a sampler per shape)
+    rng = np.random.default_rng(1)
+    probe = normal(rng, (3, 6, 4), np.float32)
+    carry_probe = [normal(rng, c.shape, c.dtype) for c in jax.tree.leaves(carry0)]
 
     def loss(params, backward):
         final, hs = rnnbptt.unroll(cell, params, xs, carry0, backward=backward)
-        return loss_fn(hs, final)
+        total = jnp.sum(probe * hs)
+        for p, c in zip(carry_probe, jax.tree.leaves(final), strict=True):
+            total = total + jnp.sum(p * c)
+        return total
 
-    g_m = jax.grad(loss)(params, "manual")
-    g_a = jax.grad(loss)(params, "autodiff")
+    # both engines in one program (eagerly, every operation compiles its own)
+    grads = jax.jit(
+        lambda p: (jax.grad(loss)(p, "manual"), jax.grad(loss)(p, "autodiff"))
+    )
+    g_m, g_a = grads(params)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g_m))
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_m, g_a
