@@ -12,6 +12,14 @@ TARGET = RNG.normal(size=(3, 5, 4))
 LABELS = RNG.integers(0, 4, size=(3, 5))
 MASK = np.arange(5)[None, :] < np.array([[5], [2], [3]])
 
+# Each loss, and its value and gradient, as one jitted program per argument
+# shapes, shared by the tests (eagerly, every operation of a loss and of its
+# gradient compiles a program of its own).
+VALUE = {name: jax.jit(fn) for name, fn in losses.LOSSES.items()}
+VALUE_AND_GRAD = {
+    name: jax.jit(jax.value_and_grad(fn)) for name, fn in losses.LOSSES.items()
+}
+
 
 def _log_softmax(z):
     z = z - z.max(-1, keepdims=True)
@@ -36,7 +44,7 @@ def _per_step(name):
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_loss_is_mean_over_valid_steps(name):
     per_step, target = _per_step(name)
-    fn = losses.LOSSES[name]
+    fn = VALUE[name]
     np.testing.assert_allclose(fn(PRED, target), per_step.mean(), rtol=1e-12)
     np.testing.assert_allclose(
         fn(PRED, target, MASK), per_step[MASK].mean(), rtol=1e-12
@@ -52,11 +60,10 @@ def test_loss_is_mean_over_valid_steps(name):
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_padding_gets_no_gradient_and_empty_mask_gives_zero(name):
     _, target = _per_step(name)
-    fn = losses.LOSSES[name]
-    grad = jax.grad(lambda p: fn(p, target, MASK))(PRED)
+    _, grad = VALUE_AND_GRAD[name](PRED, target, MASK)  # with respect to PRED
     assert np.all(np.asarray(grad)[~MASK] == 0)
     assert np.all(np.any(np.asarray(grad)[MASK] != 0, axis=-1))
-    assert float(fn(PRED, target, np.zeros_like(MASK))) == 0.0
+    assert float(VALUE[name](PRED, target, np.zeros_like(MASK))) == 0.0
 
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
@@ -64,14 +71,14 @@ def test_whatever_fills_the_padding_stays_out(name):
     _, target = _per_step(name)
     dirty = target.copy()
     dirty[~MASK] = -100 if name == "cross_entropy" else np.nan
-    fn = losses.LOSSES[name]
+    value_and_grad = VALUE_AND_GRAD[name]
     for args in ((PRED, MASK), (PRED[:, 0], MASK[:, 1])):
         pred, mask = args
         clean_t, dirty_t = (
             (target, dirty) if mask.ndim == 2 else (target[:, 0], dirty[:, 0])
         )
-        value, grad = jax.value_and_grad(fn)(pred, clean_t, mask)
-        dirty_value, dirty_grad = jax.value_and_grad(fn)(pred, dirty_t, mask)
+        value, grad = value_and_grad(pred, clean_t, mask)
+        dirty_value, dirty_grad = value_and_grad(pred, dirty_t, mask)
         assert np.isfinite(dirty_value) and np.all(np.isfinite(dirty_grad))
         np.testing.assert_array_equal(dirty_value, value)
         np.testing.assert_array_equal(dirty_grad, grad)
@@ -96,7 +103,7 @@ def test_shapes_must_match_without_broadcasting(name):
         )
     if name != "cross_entropy":  # one value per sequence, masked per sequence
         np.testing.assert_allclose(
-            fn(PRED[:, 0, 0], target[:, 0, 0], MASK[:, 1]),
-            fn(PRED[:, 0, :1], target[:, 0, :1], MASK[:, 1]),
+            VALUE[name](PRED[:, 0, 0], target[:, 0, 0], MASK[:, 1]),
+            VALUE[name](PRED[:, 0, :1], target[:, 0, :1], MASK[:, 1]),
             rtol=1e-15,
         )
