@@ -111,6 +111,11 @@ def _compiled_step(config: StepConfig, tbptt: TBPTT | None, mesh) -> Callable:
         check_divisible("make_train_step", "a batch", xs.shape[0], mesh)
         return jitted(params, opt_state, xs, ys, mask, key, carry0)
 
+    def lower(params, opt_state, xs, ys, mask, key, carry0=None):
+        """The compiled program's ``jax.stages.Lowered``, as a jitted step has."""
+        return jitted.lower(params, opt_state, xs, ys, mask, key, carry0)
+
+    sharded_step.lower = lower
     return sharded_step
 
 
@@ -153,7 +158,8 @@ def make_train_step(
     ``fit``) compiles nothing new. As with ``jax.jit``, a loss function is traced
     once, so one that reads a global that later changes keeps the first value;
     a loss given as a callable object is traced afresh for each step built.
-    ``clear_cache()`` forgets the kept steps.
+    ``clear_cache()`` forgets the kept steps. ``step.lower(...)`` (same
+    arguments) gives the compiled program, as for any jitted function.
     """
     fn = "make_train_step"
     mesh = resolve_mesh(fn, data_parallel)

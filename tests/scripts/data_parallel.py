@@ -31,14 +31,28 @@ def max_rel(a, b):
     return worst
 
 
+def draw_params(rng, init):
+    """Parameters with the structure, shapes and dtype of ``init(key)``, drawn
+    with NumPy (weights uniform in +-1/sqrt(fan-in), biases non-zero): jax.random
+    would compile a sampler for every new shape."""
+
+    def leaf(shape):
+        if len(shape.shape) == 1:
+            return jnp.asarray(0.3 * rng.standard_normal(shape.shape), shape.dtype)
+        bound = 1 / np.sqrt(shape.shape[0])
+        return jnp.asarray(rng.uniform(-bound, bound, shape.shape), shape.dtype)
+
+    return jax.tree.map(leaf, jax.eval_shape(init, jax.random.key(0)))
+
+
 def problem(kind, batch=8, steps=7):
     model = rnnbptt.SequenceModel.build(kind, 3, (5,), 2)
-    params = model.init(jax.random.key(0), jnp.float64)
-    keys = jax.random.split(jax.random.key(1), 2)
-    xs = jax.random.normal(keys[0], (batch, steps, 3), jnp.float64)
-    ys = jax.random.normal(keys[1], (batch, steps, 2), jnp.float64)
-    lengths = jnp.array([7, 3, 5, 7, 1, 6, 2, 4])[:batch]
-    mask = jnp.arange(steps)[None] < lengths[:, None]
+    rng = np.random.default_rng(0)
+    params = draw_params(rng, lambda key: model.init(key, jnp.float64))
+    xs = jnp.asarray(rng.standard_normal((batch, steps, 3)))
+    ys = jnp.asarray(rng.standard_normal((batch, steps, 2)))
+    lengths = np.array([7, 3, 5, 7, 1, 6, 2, 4])[:batch]
+    mask = jnp.asarray(np.arange(steps)[None] < lengths[:, None])
     return model, params, xs, ys, mask
 
 
@@ -78,10 +92,9 @@ def main():
                     }
     # the compiled 4-device step reduces gradients across devices
     model, params, xs, ys, mask = problem("lstm")
-    step = jax.jit(
-        rnnbptt.make_train_step(model, "mse", tx, data_parallel=True),
-    )
-    hlo = step.lower(params, tx.init(params), xs, ys, mask, None).compile().as_text()
+    step = rnnbptt.make_train_step(model, "mse", tx, data_parallel=True)
+    lowered = step.lower(params, tx.init(params), xs, ys, mask, None)
+    hlo = lowered.compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
 
     # fit, sharded and not, ends at the same parameters
@@ -106,7 +119,9 @@ def main():
 
     # inference: unroll on a batch-sharded input stays sharded and equal
     cell = rnnbptt.LSTM(3, 5)
-    cell_params = cell.init(jax.random.key(0), jnp.float64)
+    cell_params = draw_params(
+        np.random.default_rng(1), lambda key: cell.init(key, jnp.float64)
+    )
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     sharded_xs = jax.device_put(xs, batch_sharding(mesh))
     _, hs_sharded = rnnbptt.unroll(cell, cell_params, sharded_xs, mask=mask)
