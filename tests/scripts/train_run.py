@@ -22,12 +22,17 @@ t = np.arange(21)[None, :]
 series = np.sin(rng.uniform(0.2, 0.5, (96, 1)) * t + rng.uniform(0, 6, (96, 1)))
 xs, ys = series[:, :-1, None], series[:, 1:, None]
 model = rnnbptt.SequenceModel.build("lstm", 1, [8], 1, dropout=0.0)
+# drawn in NumPy with model.init's shapes (jax.random compiles a sampler a shape)
+initial = jax.tree.map(
+    lambda leaf: np.asarray(rng.uniform(-0.3, 0.3, leaf.shape), leaf.dtype),
+    jax.eval_shape(model.init, jax.random.key(0)),
+)
 
 
 def train(checkpoint, resume, on_epoch_end, out):
     result = rnnbptt.fit(
         model,
-        model.init(jax.random.key(0)),
+        initial,
         xs[:64],
         ys[:64],
         validation=(xs[64:], ys[64:]),
