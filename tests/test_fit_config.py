@@ -281,12 +281,12 @@ class _ScaledMSE:
 
 
 def test_a_loss_object_is_traced_again_for_each_fit(problem):
-    # one minibatch of all N sequences: one step program for each fit to trace
+    # full minibatches and a shorter last one: both programs must be traced again
     loss = _ScaledMSE(1.0)
-    _fit(problem, loss=loss, epochs=1, batch_size=N)
+    _fit(problem, loss=loss, epochs=1)
     loss.scale = 100.0
-    changed = _fit(problem, loss=loss, epochs=1, batch_size=N)
-    fresh = _fit(problem, loss=_ScaledMSE(100.0), epochs=1, batch_size=N)
+    changed = _fit(problem, loss=loss, epochs=1)
+    fresh = _fit(problem, loss=_ScaledMSE(100.0), epochs=1)
     assert changed.history["train_loss"].equals(fresh.history["train_loss"])
 
 

@@ -60,7 +60,7 @@ def test_stacked_many_to_many_equals_numpy_loops(kind):
 # rows alone have shapes that the right-padded case has run already.
 SCATTERED = np.array(
     [
-        [1, 0, 1, 1, 0, 1, 1],
+        [1, 1, 1, 1, 0, 0, 1],
         [0, 0, 0, 0, 1, 1, 1],
         [0, 1, 0, 1, 0, 1, 0],
         [0, 0, 0, 1, 0, 0, 0],
