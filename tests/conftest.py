@@ -2,6 +2,7 @@
 the whole suite; float32 tests ask for float32 explicitly."""
 
 import contextlib
+import functools
 import io
 import json
 
@@ -79,40 +80,59 @@ def normal(rng, shape, dtype, scale=1.0):
     return jnp.asarray((scale * rng.standard_normal(shape)).astype(dtype))
 
 
-def make_problem(cell, seed=0, batch=3, steps=6, dtype=jnp.float64):
-    """(params, xs, carry0) drawn from ``seed``: params with the structure, shapes
-    and dtype of ``cell.init`` (weights uniform in +-1/sqrt(fan-in), biases and
-    the initial carry non-zero, so no gradient is trivially zero) and inputs.
+def draw_params(rng, owner, dtype=None):
+    """Parameters with the structure, shapes and dtype of ``owner.init(key,
+    dtype)`` (a cell or a model), drawn from the NumPy generator ``rng``:
+    weights uniform in +-1/sqrt(fan-in), biases normal (scale 0.3), so no
+    gradient is trivially zero.
 
-    The draws come from NumPy: jax.random and ``cell.init`` compile a sampler
-    (and a QR) for every new shape, about a second per problem, which was a
-    large part of the suite's time. ``cell.init`` itself is tested in
-    test_cells.py."""
-    rng = np.random.default_rng(seed)
+    jax.random and ``init`` compile a sampler (and a QR) for every new shape,
+    about a second per model, which was a large part of the suite's time;
+    ``init`` itself is tested in test_cells.py and test_models.py."""
 
-    def weight(leaf):
+    def draw(leaf):
         if leaf.ndim == 1:  # a bias
-            return normal(rng, leaf.shape, dtype, 0.3)
+            return normal(rng, leaf.shape, leaf.dtype, 0.3)
         bound = 1 / np.sqrt(leaf.shape[0])
-        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(dtype))
+        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype))
 
-    shapes = jax.eval_shape(lambda key: cell.init(key, dtype), jax.random.key(0))
-    params = jax.tree.map(weight, shapes)
+    shapes = jax.eval_shape(lambda key: owner.init(key, dtype), jax.random.key(0))
+    return jax.tree.map(draw, shapes)
+
+
+def init_params(model, seed):
+    """``draw_params`` of ``model`` (float64) from seed ``seed``."""
+    return draw_params(np.random.default_rng(seed), model, jnp.float64)
+
+
+def make_problem(cell, seed=0, batch=3, steps=6, dtype=jnp.float64):
+    """(params, xs, carry0) drawn from ``seed`` in NumPy: ``draw_params`` of
+    ``cell``, normal inputs and a non-zero initial carry."""
+    rng = np.random.default_rng(seed)
+    params = draw_params(rng, cell, dtype)
     xs = normal(rng, (batch, steps, cell.input_size), dtype)
     carry_shapes = jax.eval_shape(lambda: cell.initial_carry(batch, dtype))
     carry = jax.tree.map(lambda leaf: normal(rng, leaf.shape, dtype, 0.5), carry_shapes)
     return params, xs, carry
 
 
-def probe_loss_fn(seed, hs_shape, carry, dtype=jnp.float64):
-    """A loss using every output and every part of the final carry."""
-    return rnnbptt.gradcheck.probe_loss(jax.random.key(seed), hs_shape, carry)
-
-
 def value_and_grads(cell, params, xs, carry0, mask, backward, every):
-    """The probe loss of ``unroll`` and its gradient with respect to (params, xs,
-    carry0), by engine ``backward`` with ``recompute_every=every``."""
+    """A random linear probe of every output and every part of the final carry
+    of ``unroll``, and its gradient with respect to (params, xs, carry0), by
+    engine ``backward`` with ``recompute_every=every``. The probes are drawn in
+    NumPy (the final carry has carry0's shapes), the same for every call of the
+    same shapes; a JAX draw would compile a sampler per shape, and the whole
+    gradient is one compiled program per cell, engine, chunk length and shapes."""
+    rng = np.random.default_rng(1)
+    probe = normal(rng, (*xs.shape[:2], cell.hidden_size), xs.dtype)
+    carry_probe = [normal(rng, c.shape, c.dtype) for c in jax.tree.leaves(carry0)]
+    return _value_and_grads(
+        cell, backward, every, params, xs, carry0, mask, probe, carry_probe
+    )
 
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _value_and_grads(cell, backward, every, params, xs, carry0, mask, *probes):
     def loss(params, xs, carry0):
         final, hs = rnnbptt.unroll(
             cell,
@@ -123,7 +143,11 @@ def value_and_grads(cell, params, xs, carry0, mask, backward, every):
             backward=backward,
             recompute_every=every,
         )
-        return probe_loss_fn(1, hs.shape, final)(hs, final)
+        probe, carry_probe = probes
+        total = jnp.sum(probe * hs)
+        for p, c in zip(carry_probe, jax.tree.leaves(final), strict=True):
+            total = total + jnp.sum(p * c)
+        return total
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_train import init_params, sine_task
+from conftest import init_params
+from test_train import sine_task
 
 import rnnbptt
 

@@ -4,28 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import max_rel, normal, right_padded_mask
+from conftest import init_params, max_rel, normal, right_padded_mask
 from reference import loop
 
 import rnnbptt
 
 LENGTHS = [7, 3, 5, 1]
-
-
-def _params(model, seed=0):
-    """Parameters with the structure, shapes and dtype of ``model.init`` (weights
-    uniform in +-1/sqrt(fan-in), biases non-zero), drawn with NumPy: ``init``
-    compiles samplers (and QRs) for every new shape, and these tests need some
-    parameters, not ``init``'s distribution (tested with the cells')."""
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if leaf.ndim == 1:  # a bias
-            return normal(rng, leaf.shape, leaf.dtype, 0.3)
-        bound = 1 / np.sqrt(leaf.shape[0])
-        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype))
-
-    return jax.tree.map(draw, jax.eval_shape(model.init, jax.random.key(seed)))
 
 
 def _problem(kind="lstm", sizes=(3, 3), head="many_to_many", seed=0, **kwargs):
@@ -36,7 +20,7 @@ def _problem(kind="lstm", sizes=(3, 3), head="many_to_many", seed=0, **kwargs):
     NumPy-oracle and error tests keep distinct sizes."""
     model = rnnbptt.SequenceModel.build(kind, 3, list(sizes), 2, head=head, **kwargs)
     xs = normal(np.random.default_rng(seed + 1), (4, 7, 3), np.float64)
-    return model, _params(model, seed), xs
+    return model, init_params(model, seed), xs
 
 
 def _numpy_forward(model, params, xs, mask=None):
@@ -131,7 +115,7 @@ def test_feedforward_with_one_step_is_an_mlp():
     model = rnnbptt.SequenceModel.build(
         "feedforward", 3, [8, 6], 4, activation="relu", head="many_to_one"
     )
-    params = _params(model)
+    params = init_params(model, 0)
     x = np.random.default_rng(1).standard_normal((5, 3))
     h = x
     for p in params.layers:

@@ -1,71 +1,24 @@
 """Checkpointing through time (``recompute_every``): same numbers, fewer residuals;
 its former name ``checkpoint_every`` still works, with a DeprecationWarning."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import CELLS, RECURRENT, make_problem, max_rel, normal
+from conftest import (
+    CELLS,
+    RECURRENT,
+    init_params,
+    make_problem,
+    max_rel,
+    normal,
+    value_and_grads,
+)
 
 import rnnbptt
 
 STEPS = 7  # not a multiple of 3: the last chunk is padded with masked steps
-
-
-def value_and_grads(cell, params, xs, carry0, mask, backward, every):
-    """A random linear probe of every output and every part of the final carry
-    of ``unroll``, and its gradient with respect to (params, xs, carry0), by
-    engine ``backward`` with ``recompute_every=every``. The probes are drawn in
-    NumPy (the final carry has carry0's shapes), the same for every call of the
-    same shapes; a JAX draw would compile a sampler per shape, and the whole
-    gradient is one compiled program per cell, engine, chunk length and shapes."""
-    rng = np.random.default_rng(1)
-    probe = normal(rng, (*xs.shape[:2], cell.hidden_size), xs.dtype)
-    carry_probe = [normal(rng, c.shape, c.dtype) for c in jax.tree.leaves(carry0)]
-    return _value_and_grads(
-        cell, backward, every, params, xs, carry0, mask, probe, carry_probe
-    )
-
-
-def init_params(model, seed):
-    """Parameters with the structure, shapes and dtype of ``model.init``
-    (float64), drawn in NumPy: weights uniform in +-1/sqrt(fan-in), biases
-    normal (scale 0.3). ``model.init`` compiles its samplers for every new shape;
-    it is tested in test_models.py."""
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if leaf.ndim == 1:  # a bias
-            return normal(rng, leaf.shape, leaf.dtype, 0.3)
-        bound = 1 / np.sqrt(leaf.shape[0])
-        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), leaf.dtype)
-
-    shapes = jax.eval_shape(lambda k: model.init(k, jnp.float64), jax.random.key(0))
-    return jax.tree.map(draw, shapes)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _value_and_grads(cell, backward, every, params, xs, carry0, mask, *probes):
-    def loss(params, xs, carry0):
-        final, hs = rnnbptt.unroll(
-            cell,
-            params,
-            xs,
-            carry0,
-            mask=mask,
-            backward=backward,
-            recompute_every=every,
-        )
-        probe, carry_probe = probes
-        total = jnp.sum(probe * hs)
-        for p, c in zip(carry_probe, jax.tree.leaves(final), strict=True):
-            total = total + jnp.sum(p * c)
-        return total
-
-    return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
 
 
 @pytest.mark.parametrize("backward", ["manual", "autodiff"])

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import max_rel, right_padded_mask
+from conftest import init_params, max_rel, right_padded_mask
 
 import rnnbptt
 from rnnbptt.losses import mean_squared_error
@@ -20,22 +20,6 @@ def sine_task(n=192, steps=24, seed=0):
     phase, freq = rng.uniform(0, 2 * np.pi, (n, 1)), rng.uniform(0.2, 0.5, (n, 1))
     series = np.sin(freq * t + phase) + 0.05 * rng.normal(size=(n, steps + 1))
     return series[:, :-1, None], series[:, 1:, None]
-
-
-def init_params(model, seed):
-    """Parameters with the structure, shapes and dtype of ``model.init``, drawn
-    in NumPy: weights uniform in +-1/sqrt(fan-in), biases normal (scale 0.3).
-    ``model.init`` compiles its samplers for every new shape (about a second a
-    model); it is tested in test_models.py, and used by the learning test here."""
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if leaf.ndim == 1:  # a bias
-            return jnp.asarray(0.3 * rng.standard_normal(leaf.shape), leaf.dtype)
-        bound = 1 / np.sqrt(leaf.shape[0])
-        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), leaf.dtype)
-
-    return jax.tree.map(draw, jax.eval_shape(model.init, jax.random.key(0)))
 
 
 @pytest.mark.parametrize("kind", ["elman", "lstm"])
