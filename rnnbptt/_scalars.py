@@ -1,7 +1,10 @@
-"""Checks of scalar arguments (sizes, rates, steps), shared by every module.
+"""Checks of scalar arguments (sizes, rates, steps, flags, seeds, keys), shared
+by every module.
 
 Python and NumPy numbers are accepted alike (``np.int64(3)`` is a size), bools
-are not, and the value comes back as a plain ``int`` or ``float``.
+are not numbers, and the value comes back as a plain ``int``, ``float`` or
+``bool``. Each check raises a TypeError or ValueError naming the function and
+the argument.
 """
 
 from __future__ import annotations
@@ -10,7 +13,12 @@ import math
 import operator
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+# jax.random.key takes a seed in the range of a C long
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 def positive_int(fn: str, name: str, value: Any) -> int:
@@ -60,3 +68,61 @@ def finite_number(
             f"{fn}: `{name}` must be a finite number{bound}, got {value!r}"
         )
     return number
+
+
+def boolean(fn: str, name: str, value: Any) -> bool:
+    """``value`` as a bool: True or False (NumPy's too, and the ints 0 and 1);
+    a string such as ``"False"`` or ``"no"`` is refused, never read as true."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number not in (0, 1):
+        raise TypeError(
+            f"{fn}: `{name}` must be True or False, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    return bool(number)
+
+
+def int_seed(fn: str, name: str, value: Any) -> int:
+    """``value`` as an int that ``jax.random.key`` takes (a C long)."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None:
+        raise TypeError(
+            f"{fn}: `{name}` must be an int, got {type(value).__name__} {value!r}"
+        )
+    low, high = SEED_RANGE
+    if not low <= number <= high:
+        raise ValueError(
+            f"{fn}: `{name}` must be an int from -2**63 to 2**63 - 1 (what "
+            f"jax.random.key takes), got {number}"
+        )
+    return number
+
+
+def prng_key(fn: str, name: str, value: Any) -> jax.Array:
+    """``value`` if it is a JAX random key: a typed key (``jax.random.key``) or
+    a raw ``uint32[2]`` one (``jax.random.PRNGKey``); an int seed is refused
+    with the fix, so that a seed is never mistaken for key data."""
+    if isinstance(value, jax.Array | np.ndarray):
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            if value.shape == ():
+                return value
+        elif value.dtype == np.uint32 and value.shape == (2,):
+            return jnp.asarray(value)
+    shown = getattr(value, "shape", None)
+    got = (
+        f"{type(value).__name__} {value!r}"
+        if shown is None
+        else (f"an array of shape {tuple(shown)} and dtype {value.dtype}")
+    )
+    raise TypeError(
+        f"{fn}: `{name}` must be one JAX random key, e.g. jax.random.key(0) (for "
+        f"an int seed s, pass jax.random.key(s)), got {got}"
+    )

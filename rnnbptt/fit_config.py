@@ -9,7 +9,6 @@ how visibly it runs (epochs, patience, progress).
 from __future__ import annotations
 
 import dataclasses
-import operator
 import os
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ import jax
 import numpy as np
 
 from ._checks import check_backward, check_recompute_every
-from ._scalars import finite_number, positive_int
+from ._scalars import boolean, finite_number, int_seed, positive_int
 from .data_checks import check_dataset
 from .losses import get_loss
 from .optimizers import learning_rate_setting, make_optimizer
@@ -145,7 +144,7 @@ class FitConfig:
             learning_rate=a["learning_rate"],
             epochs=epochs,
             batch_size=batch_size,
-            shuffle=_flag("shuffle", a["shuffle"]),
+            shuffle=boolean("fit", "shuffle", a["shuffle"]),
             clip_norm=None if clip is None else float(clip),
             tbptt=tbptt,
             backward=a["backward"],
@@ -153,10 +152,10 @@ class FitConfig:
             mesh=mesh,
             patience=patience,
             min_delta=min_delta,
-            seed=_integer("seed", a["seed"]),
+            seed=int_seed("fit", "seed", a["seed"]),
             checkpoint=checkpoint,
-            resume=_flag("resume", a["resume"]),
-            progress=_flag("progress", a["progress"]),
+            resume=boolean("fit", "resume", a["resume"]),
+            progress=boolean("fit", "progress", a["progress"]),
             on_epoch_end=_callable_or_none("on_epoch_end", a["on_epoch_end"]),
             sync_every=None
             if sync is None
@@ -297,32 +296,6 @@ def checkpoint_problem(path: str) -> str | None:
             "writable folder"
         )
     return None
-
-
-def _integer(name: str, value) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"fit: `{name}` must be an int, got {type(value).__name__} {value!r}"
-        ) from None
-
-
-def _flag(name: str, value) -> bool:
-    """True or False (NumPy's too, and 0 or 1, which fit always took)."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if number not in (0, 1):
-        raise TypeError(
-            f"fit: `{name}` must be True or False, got {type(value).__name__} {value!r}"
-        )
-    return bool(number)
 
 
 def _callable_or_none(name: str, value):
