@@ -201,7 +201,7 @@ def run(args, run) -> pd.DataFrame:
             [hidden[kind]],
             CLASSES,
             head="many_to_one",
-            activation=args.activation if kind == "feedforward" else "tanh",
+            activation=args.activation if kind == "feedforward" else None,
         )
         xs = as_input(kind, images)
         started = time.perf_counter()

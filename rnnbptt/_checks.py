@@ -91,13 +91,26 @@ def expected_param_shapes(cell) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def as_array(fn: str, name: str, value: Any, what: str = "an array") -> jax.Array:
+    """``value`` as a JAX array (tracers pass through); a TypeError naming
+    ``name`` for what is not one (None, a string, a ragged list, a dict)."""
+    if value is None or isinstance(value, str | bytes | dict):
+        arr = None
+    else:
+        try:
+            arr = jnp.asarray(value)
+        except (TypeError, ValueError):
+            arr = None
+    if arr is None:
+        got = type(value).__name__
+        if value is None or isinstance(value, str | bytes):
+            got = f"{got} {value!r}"
+        raise TypeError(f"{fn}: `{name}` must be {what}, got {got}")
+    return arr
+
+
 def as_float_array(fn: str, name: str, value: Any) -> jax.Array:
-    try:
-        arr = jnp.asarray(value)
-    except TypeError as err:
-        raise TypeError(
-            f"{fn}: `{name}` must be an array, got {type(value).__name__}"
-        ) from err
+    arr = as_array(fn, name, value)
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         raise TypeError(
             f"{fn}: `{name}` must have a floating dtype (float32, float64 or "
@@ -200,7 +213,7 @@ def check_carry(fn: str, name: str, cell, carry: Any, batch: int, dtype) -> Any:
 def check_mask(fn: str, mask: Any, batch: int, steps: int) -> jax.Array | None:
     if mask is None:
         return None
-    mask = jnp.asarray(mask)
+    mask = as_array(fn, "mask", mask, "None or a bool array [B, T]")
     if mask.dtype != jnp.bool_:
         raise TypeError(
             f"{fn}: `mask` must have dtype bool (True marks a valid step), got "

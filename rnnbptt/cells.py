@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._scalars import finite_number, positive_int, real_number
+from ._scalars import finite_number, positive_int, prng_key, real_number
 
 Array = jax.Array
 
@@ -176,6 +176,7 @@ class Elman:
     def init(self, key: Array, dtype=None) -> ElmanParams:
         """Parameters as described in the module docstring (orthogonal ``w_hh``)."""
         dtype = _default_dtype(dtype)
+        key = prng_key(f"{type(self).__name__}.init", "key", key)
         k_ih, k_hh = jax.random.split(key)
         D, H = self.input_size, self.hidden_size
         return ElmanParams(
@@ -256,6 +257,7 @@ class LSTM:
     def init(self, key: Array, dtype=None) -> LSTMParams:
         """Parameters as described in the module docstring."""
         dtype = _default_dtype(dtype)
+        key = prng_key("LSTM.init", "key", key)
         k_ih, k_hh = jax.random.split(key)
         D, H = self.input_size, self.hidden_size
         b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(self.forget_bias)

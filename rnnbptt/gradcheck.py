@@ -23,7 +23,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 
 from ._checks import NOT_GIVEN, check_recompute_every, check_unroll_args
-from ._scalars import finite_number, positive_int
+from ._scalars import finite_number, positive_int, prng_key
 from .unroll import unroll
 
 # Coordinates sampled per leaf for the finite differences.
@@ -219,7 +219,8 @@ def compare_gradients(
                 "compare_gradients: `loss` must be hashable (a function, or an "
                 f"object with __hash__), got an unhashable {type(loss).__name__}"
             ) from None
-    key = jax.random.key(0) if key is None else key
+    fn = "compare_gradients"
+    key = jax.random.key(0) if key is None else prng_key(fn, "key", key)
     k_loss, k_fd = jax.random.split(key)
     probe = None
     if loss is None:

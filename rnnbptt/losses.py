@@ -12,13 +12,24 @@ Regression targets have the shape of the predictions; ``softmax_cross_entropy``
 takes integer labels with the predictions' shape minus the class axis.
 ``binary_cross_entropy`` takes logits (numerically stable, as
 ``optax.sigmoid_binary_cross_entropy``) and targets in [0, 1].
+
+Refused, with a TypeError or ValueError naming the argument: shapes that would
+need broadcasting, a mask that is not bool (a float or int mask is not a
+weight), non-integer labels, and, where the values are concrete (outside
+``jit``), a label outside [0, K) or a binary target outside [0, 1] at a valid
+entry, as ``fit`` refuses them. Under ``jit`` the values cannot be read: such an
+entry makes the loss NaN (never a wrong finite number; ``fit`` and the train
+step then skip the update).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from ._checks import as_array, as_float_array
 
 Array = jax.Array
 
@@ -48,8 +59,19 @@ def _prepare(fn: str, predictions, targets, mask, *, labels: bool = False):
     (labels: the predictions minus the class axis), the mask as their leading
     axes [B] or [B, T] (or as 1-D predictions [B]).
     """
-    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
-    mask = None if mask is None else jnp.asarray(mask)
+    predictions = as_float_array(fn, "predictions", predictions)
+    targets = as_array(fn, "labels" if labels else "targets", targets)
+    if labels and not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(
+            f"{fn}: labels must be integers (class indices), got dtype {targets.dtype}"
+        )
+    if mask is not None:
+        mask = as_array(fn, "mask", mask, "None or a bool array")
+        if mask.dtype != jnp.bool_:
+            raise TypeError(
+                f"{fn}: `mask` must have dtype bool (True marks a valid entry; a "
+                f"mask is not a weight), got {mask.dtype}; use `mask.astype(bool)`"
+            )
     expected = predictions.shape[:-1] if labels else predictions.shape
     if targets.shape != expected:
         what = "labels" if labels else "targets"
@@ -97,17 +119,37 @@ def softmax_cross_entropy(logits, labels, mask=None) -> Array:
             padding label of -1: it is never gathered).
         mask: the leading axes of ``labels``, bool.
     """
-    logits, labels, mask = _prepare(
-        "softmax_cross_entropy", logits, labels, mask, labels=True
-    )
+    fn = "softmax_cross_entropy"
+    logits, labels, mask = _prepare(fn, logits, labels, mask, labels=True)
+    in_range = (labels >= 0) & (labels < logits.shape[-1])
+    _refuse_concrete(fn, ~in_range, labels, "label", f"in [0, {logits.shape[-1]})")
     values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return _masked_mean(values, mask)
+    return _masked_mean(jnp.where(in_range, values, jnp.nan), mask)
 
 
 def binary_cross_entropy(logits, targets, mask=None) -> Array:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1]."""
-    logits, targets, mask = _prepare("binary_cross_entropy", logits, targets, mask)
-    return _masked_mean(optax.sigmoid_binary_cross_entropy(logits, targets), mask)
+    fn = "binary_cross_entropy"
+    logits, targets, mask = _prepare(fn, logits, targets, mask)
+    in_range = (targets >= 0) & (targets <= 1)
+    _refuse_concrete(fn, ~in_range, targets, "target", "in [0, 1]")
+    values = optax.sigmoid_binary_cross_entropy(logits, targets)
+    return _masked_mean(jnp.where(in_range, values, jnp.nan), mask)
+
+
+def _refuse_concrete(fn: str, bad: Array, targets: Array, what: str, expected: str):
+    """A ValueError at the first bad target where the values can be read (not
+    under ``jit``; there the caller makes the loss NaN). Masked entries are 0 by
+    now (``_prepare``), never bad."""
+    if isinstance(bad, jax.core.Tracer):
+        return
+    bad = np.asarray(bad)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{fn}: the {what} at {where} is {np.asarray(targets)[where]}; {what}s "
+            f"must be {expected} at every valid entry"
+        )
 
 
 LOSSES = {

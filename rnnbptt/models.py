@@ -31,7 +31,7 @@ from ._checks import (
     check_recompute_every,
     check_shape,
 )
-from ._scalars import positive_int, real_number
+from ._scalars import boolean, positive_int, prng_key, real_number
 from .cells import LSTM, Elman, Feedforward, lecun_uniform
 from .data_checks import check_mask_pattern
 from .unroll import unroll
@@ -91,6 +91,32 @@ def first_valid(hs: Array, mask: Array | None) -> Array:
     if mask is None:
         return hs[:, 0]
     return _along_time(hs, jnp.argmax(mask, axis=1)[:, None])[:, 0]
+
+
+def _check_applies(kind: str, **options) -> None:
+    """``SequenceModel.build``'s cell options, refused where they do not apply."""
+    applies = {"activation": ("elman", "feedforward"), "forget_bias": ("lstm",)}
+    for name, value in options.items():
+        if value is not None and kind not in applies[name]:
+            kinds = " and ".join(applies[name])
+            raise ValueError(
+                f"SequenceModel.build: `{name}` applies to {kinds} layers, not "
+                f"{kind!r} (got {name}={value!r}); leave it out"
+            )
+
+
+def _check_one_dtype(params) -> None:
+    """Every parameter in one floating dtype (the dtype of the computation)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    dtype = leaves[0][1].dtype
+    for path, leaf in leaves:
+        if leaf.dtype != dtype:
+            raise TypeError(
+                f"SequenceModel.apply: parameters must share one dtype, but "
+                f"`params{jax.tree_util.keystr(path)}` is {leaf.dtype} and "
+                f"`params{jax.tree_util.keystr(leaves[0][0])}` is {dtype} (cast "
+                "them all, e.g. jax.tree.map(lambda a: a.astype(dtype), params))"
+            )
 
 
 def _dropout(key: Array, rate: float, x: Array) -> Array:
@@ -171,8 +197,8 @@ class SequenceModel:
         hidden_sizes,
         output_size: int,
         *,
-        activation: str = "tanh",
-        forget_bias: float = 1.0,
+        activation: str | None = None,
+        forget_bias: float | None = None,
         **kwargs,
     ) -> SequenceModel:
         """A model of ``len(hidden_sizes)`` layers of one kind of cell.
@@ -182,8 +208,9 @@ class SequenceModel:
             input_size: D, features per step.
             hidden_sizes: hidden units per layer, e.g. ``[64, 64]``.
             output_size: K.
-            activation: for Elman and Feedforward layers.
-            forget_bias: for LSTM layers.
+            activation: for Elman and Feedforward layers (default ``"tanh"``);
+                refused for LSTM layers, whose gates have fixed activations.
+            forget_bias: for LSTM layers (default 1.0); refused for the others.
             **kwargs: ``head``, ``bidirectional``, ``dropout``.
         """
         if kind not in KINDS:
@@ -191,6 +218,7 @@ class SequenceModel:
                 f"SequenceModel.build: `kind` must be one of {sorted(KINDS)}, "
                 f"got {kind!r}"
             )
+        _check_applies(kind, activation=activation, forget_bias=forget_bias)
         width = 2 if kwargs.get("bidirectional") else 1
         if isinstance(hidden_sizes, str) or not hasattr(hidden_sizes, "__iter__"):
             raise TypeError(
@@ -204,9 +232,11 @@ class SequenceModel:
         for i, hidden in enumerate(sizes):
             d = input_size if i == 0 else width * sizes[i - 1]
             if kind == "lstm":
-                cells.append(LSTM(d, hidden, forget_bias=forget_bias))
+                bias = 1.0 if forget_bias is None else forget_bias
+                cells.append(LSTM(d, hidden, forget_bias=bias))
             else:
-                cells.append(KINDS[kind](d, hidden, activation=activation))
+                act = "tanh" if activation is None else activation
+                cells.append(KINDS[kind](d, hidden, activation=act))
         return cls(tuple(cells), output_size, **kwargs)
 
     @property
@@ -215,6 +245,7 @@ class SequenceModel:
 
     def init(self, key: Array, dtype=None) -> ModelParams:
         """Each cell's own initialisation; LeCun-uniform readout, zero bias."""
+        key = prng_key("SequenceModel.init", "key", key)
         keys = jax.random.split(key, len(self.cells) + 1)
         layers = []
         for cell, k in zip(self.cells, keys[:-1], strict=True):
@@ -237,8 +268,24 @@ class SequenceModel:
         return tuple(cell.initial_carry(batch_size, dtype) for cell in self.cells)
 
     def reset_carry(self, carry: tuple, reset) -> tuple:
-        """Zeroes the state of the streams (batch rows) where ``reset`` [B] is True."""
+        """Zeroes the state of the streams (batch rows) where ``reset`` [B] is True.
+
+        ``reset`` is bool with one entry per stream: a length-1 ``reset`` is
+        refused, not broadcast to every stream.
+        """
         reset = jnp.asarray(reset)
+        streams = {c.shape[0] for c in jax.tree.leaves(carry)}
+        if reset.dtype != bool:
+            raise TypeError(
+                "SequenceModel.reset_carry: `reset` must be bool (True where a stream "
+                f"starts afresh), got dtype {reset.dtype}"
+            )
+        if len(streams) != 1 or reset.shape != (*streams,):
+            raise ValueError(
+                "SequenceModel.reset_carry: `reset` must have shape (B,), one entry "
+                f"per stream of `carry` (batch sizes {sorted(streams)}), got "
+                f"{reset.shape}"
+            )
         return jax.tree.map(
             lambda c: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), 0, c), carry
         )
@@ -262,8 +309,10 @@ class SequenceModel:
             params: from ``init``.
             xs: [B, T, D] inputs.
             mask: [B, T] bool, True at valid steps (right padding is the usual
-                pattern, but any works; a many-to-one model needs a valid step in
-                every row).
+                pattern, but any works). A many-to-one model needs a valid step in
+                every row: a row without one is refused here, and under ``jit``
+                (where the mask's values are unknown) its output means nothing
+                and the train and eval steps give it zero weight.
             carry0: initial state of every layer (``initial_carry``), to continue a
                 stream from a previous call; None for zeros. Not for bidirectional
                 models.
@@ -282,6 +331,9 @@ class SequenceModel:
             ``return_carry``, ``(outputs, final_carries)``.
         """
         check_backward("SequenceModel.apply", backward)
+        return_carry = boolean("SequenceModel.apply", "return_carry", return_carry)
+        if key is not None:
+            key = prng_key("SequenceModel.apply", "key", key)
         every = check_recompute_every(
             "SequenceModel.apply", recompute_every, checkpoint_every
         )
@@ -297,6 +349,7 @@ class SequenceModel:
             if mask is not None and not isinstance(mask, jax.core.Tracer):
                 check_mask_pattern("SequenceModel.apply", self, np.asarray(mask))
         self._check_readout(params.readout)
+        _check_one_dtype(params)
         if carry0 is not None and self.bidirectional:
             raise ValueError(
                 "SequenceModel.apply: `carry0` (a stateful stream) is not defined for "

@@ -58,11 +58,24 @@ class StepConfig:
         )
 
 
+def loss_mask(model, mask) -> Array | None:
+    """The mask of a batch's loss: the steps' mask (many-to-many), or one entry
+    per sequence (many-to-one), False for a row without a valid step.
+
+    That is the rule for such a row wherever the values cannot be read (under
+    ``jit``: ``make_train_step``, ``make_eval_step``): it has zero weight in the
+    loss, its gradient and the valid count. Where they can, it is refused
+    (``fit``, and ``SequenceModel.apply`` outside ``jit``).
+    """
+    if mask is None or model.head == "many_to_many":
+        return mask
+    return jnp.any(mask, axis=1)
+
+
 def objective(config: StepConfig, params, xs, ys, mask, key, carry0=None):
     """``(loss, final carries)``: the mean loss of one batch."""
     out, finals = config.apply(params, xs, mask, carry0, key)
-    loss_mask = mask if config.model.head == "many_to_many" else None
-    return get_loss(config.loss)(out, ys, loss_mask), finals
+    return get_loss(config.loss)(out, ys, loss_mask(config.model, mask)), finals
 
 
 def all_finite(tree) -> Array:
@@ -96,9 +109,11 @@ def valid_count(model, xs, mask) -> Array:
     """How many outputs a batch's loss averages over (for weighting batch means):
     one per sequence, or one per valid step; read from the inputs, so that a
     loss of one's own may take targets of any form."""
-    if model.head == "many_to_one":
-        return jnp.asarray(xs.shape[0])
-    return jnp.asarray(xs.shape[0] * xs.shape[1]) if mask is None else jnp.sum(mask)
+    if mask is None:
+        return jnp.asarray(
+            xs.shape[0] * (xs.shape[1] if model.head == "many_to_many" else 1)
+        )
+    return jnp.sum(loss_mask(model, mask))
 
 
 def full_bptt_step(

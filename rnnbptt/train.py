@@ -92,11 +92,27 @@ def _step_fn(config: StepConfig, tbptt: TBPTT | None) -> Callable:
     return functools.partial(tbptt_step, config, tbptt)
 
 
+def _check_opt_state(config: StepConfig, params, opt_state) -> None:
+    """``opt_state`` against ``optimizer.init(params)``: the same structure, shapes
+    and dtypes (trace time only: a compiled step pays nothing)."""
+    expected = jax.eval_shape(config.optimizer.init, params)
+    spec = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype), tree)  # noqa: E731
+    same = jax.tree.structure(opt_state) == jax.tree.structure(expected)
+    if not same or spec(opt_state) != spec(expected):
+        raise TypeError(
+            f"{config.fn}: `opt_state` must be this step's `optimizer.init(params)` "
+            f"({type(expected).__name__} of {len(jax.tree.leaves(expected))} arrays), "
+            f"got {type(opt_state).__name__} of {len(jax.tree.leaves(opt_state))} "
+            "arrays: the state of another optimizer, or of other parameters"
+        )
+
+
 @_cached
 def _compiled_step(config: StepConfig, tbptt: TBPTT | None, mesh) -> Callable:
     step = _step_fn(config, tbptt)
 
     def train_step(params, opt_state, xs, ys, mask, key, carry0=None):
+        _check_opt_state(config, params, opt_state)
         return step(params, opt_state, xs, ys, mask, key, carry0)
 
     if mesh is None:

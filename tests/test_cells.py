@@ -116,6 +116,15 @@ def test_initial_carry(cell):
         ),
         (lambda: CELLS["lstm"].initial_carry(0), ValueError, "batch_size"),
         (lambda: CELLS["lstm"].init(jax.random.key(0), jnp.int32), TypeError, "dtype"),
+        # an int seed is not key data (JAX said "invalid PRNG key data")
+        (lambda: CELLS["lstm"].init(0), TypeError, "LSTM.init: `key` must be one JAX"),
+        (
+            lambda: CELLS["feedforward"].init(jnp.zeros(3, jnp.uint32)),
+            TypeError,
+            "Feedforward.init: `key` must be one JAX random key, e.g. "
+            r"jax.random.key\(0\) \(for an int seed s, pass jax.random.key\(s\)\), "
+            r"got an array of shape \(3,\)",
+        ),
     ],
 )
 def test_bad_construction_raises(make, error, text):

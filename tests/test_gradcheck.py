@@ -116,6 +116,7 @@ def test_a_second_check_of_the_same_shapes_compiles_nothing_new():
         ({"fd_samples": 2.5}, TypeError, "fd_samples"),
         ({"loss": "mse"}, TypeError, "`loss` must be a function"),
         ({"loss": Unhashable()}, TypeError, "`loss` must be hashable"),
+        ({"key": 0}, TypeError, "compare_gradients: `key` must be one JAX random key"),
     ],
 )
 def test_bad_arguments(kwargs, error, text):

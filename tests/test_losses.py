@@ -107,3 +107,54 @@ def test_shapes_must_match_without_broadcasting(name):
             VALUE[name](PRED[:, 0, :1], target[:, 0, :1], MASK[:, 1]),
             rtol=1e-15,
         )
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+@pytest.mark.parametrize("weights", [np.float64(0.5), 2, 1.0])
+def test_a_mask_is_bool_not_a_weight(name, weights):
+    """A float or int mask used to weight the sum and the count differently (a
+    mask of 0.5s gave twice the mean squared error): refused, like unroll."""
+    _, target = _per_step(name)
+    with pytest.raises(TypeError, match="`mask` must have dtype bool"):
+        losses.LOSSES[name](PRED, target, np.full(MASK.shape, weights))
+
+
+@pytest.mark.parametrize(
+    "name, bad, words",
+    [
+        ("cross_entropy", -1, "label at (1, 1) is -1; labels must be in [0, 4)"),
+        ("cross_entropy", 4, "label at (1, 1) is 4; labels must be in [0, 4)"),
+        ("binary_cross_entropy", 2.0, "target at (1, 1, 0) is 2.0"),
+        ("binary_cross_entropy", -0.5, "targets must be in [0, 1]"),
+    ],
+)
+def test_out_of_range_targets_are_refused_or_nan_under_jit(name, bad, words):
+    """Outside jit, as fit does; under jit, where values are unknown, the loss is
+    NaN rather than a wrong number (label -1 read the last class, 2.0 gave a
+    negative binary cross-entropy). At a masked entry the value is padding."""
+    _, target = _per_step(name)
+    target = target.copy()
+    target[1, 1] = bad
+    with pytest.raises(ValueError) as error:
+        losses.LOSSES[name](PRED, target, MASK)
+    assert words in str(error.value)
+    assert np.isnan(VALUE[name](PRED, target, MASK))
+    target[1, 4] = bad  # masked out (row 1 has 2 valid steps), and [1, 1] fixed
+    target[1, 1] = 0
+    assert np.isfinite(losses.LOSSES[name](PRED, target, MASK))
+
+
+@pytest.mark.parametrize("labels", [LABELS.astype(np.float64), LABELS > 1])
+def test_labels_must_be_integers(labels):
+    with pytest.raises(TypeError, match="labels must be integers"):
+        losses.softmax_cross_entropy(PRED, labels)
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_arguments_that_are_not_arrays_are_named(name):
+    _, target = _per_step(name)
+    fn = losses.LOSSES[name]
+    with pytest.raises(TypeError, match="`predictions` must be an array, got NoneType"):
+        fn(None, target)
+    with pytest.raises(TypeError, match="`mask` must be None or a bool array"):
+        fn(PRED, target, "yes")

@@ -1,5 +1,7 @@
 """SequenceModel: stacking, heads, masks, bidirectional layers, streams, engines."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,6 +210,22 @@ def test_dropout_only_with_a_key():
             "`hidden_sizes` must be a list",
         ),
         (lambda: rnnbptt.SequenceModel.build("lstm", 3, [], 1), ValueError, "empty"),
+        # an option of another kind of cell was dropped without a word
+        (
+            lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1, activation="relu"),
+            ValueError,
+            "`activation` applies to elman and feedforward layers, not 'lstm'",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel.build("elman", 3, [4], 1, forget_bias="x"),
+            ValueError,
+            "`forget_bias` applies to lstm layers, not 'elman'",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1).init(0),
+            TypeError,
+            "SequenceModel.init: `key` must be one JAX random key",
+        ),
     ],
 )
 def test_bad_model_definitions(make, error, text):
@@ -241,3 +259,26 @@ def test_bad_apply_arguments():
         uni.apply(uni_params, xs, carry0=uni.initial_carry(4)[:1])
     with pytest.raises(ValueError, match="input_size"):
         uni.apply(uni_params, xs[..., :2])
+    # a string is not a flag (it returned a tuple), an int is not a key
+    with pytest.raises(TypeError, match="`return_carry` must be True or False"):
+        uni.apply(uni_params, xs, return_carry="no")
+    with pytest.raises(TypeError, match="`key` must be one JAX random key"):
+        uni.apply(uni_params, xs, key=0)
+    # one dtype for every parameter (a bfloat16 readout was taken silently)
+    narrow = jax.tree.map(lambda a: a.astype(jnp.bfloat16), uni_params.readout)
+    with pytest.raises(TypeError, match=r"`params.readout.w` is bfloat16 and"):
+        uni.apply(uni_params._replace(readout=narrow), xs)
+
+
+@pytest.mark.parametrize(
+    "reset, error, text",
+    [
+        (np.array([True]), ValueError, "must have shape (B,)"),  # zeroed all four
+        (np.array([True, False, True]), ValueError, "batch sizes [4]), got (3,)"),
+        (np.array([1, 0, 0, 1]), TypeError, "`reset` must be bool"),
+    ],
+)
+def test_reset_carry_needs_one_flag_per_stream(reset, error, text):
+    model = rnnbptt.SequenceModel.build("lstm", 3, [4], 1)
+    with pytest.raises(error, match=re.escape(text)):
+        model.reset_carry(model.initial_carry(4), reset)

@@ -301,6 +301,38 @@ def test_steps_refuse_targets_that_would_broadcast():
     with pytest.raises(ValueError, match=r"make_eval_step: batch `ys` must have"):
         evaluate(params, xs, ys, None)
     step(params, tx.init(params), xs, ys[:, None], None, None)  # the right shape
+    # another optimizer's state (or none) is named, at trace time
+    for wrong in (None, optax.adam(0.1).init(params)):
+        with pytest.raises(TypeError, match="`opt_state` must be this step's"):
+            step(params, wrong, xs, ys[:, None], None, None)
+
+
+def test_a_sequence_without_a_valid_step_has_no_weight_under_jit():
+    """Under jit the mask's values are unknown: a many-to-one row with no valid
+    step counts for nothing (it used to be read at its last step and scored),
+    so a batch with one is the batch without it. Eager apply refuses it."""
+    model = rnnbptt.SequenceModel.build("elman", 1, [4], 1, head="many_to_one")
+    params, tx = init_params(model, 0), optax.sgd(0.1)
+    xs, ys = sine_task(n=6, steps=5)
+    ys = ys[:, -1]
+    mask = right_padded_mask([5, 0, 3, 4, 2, 5], 5)
+    step = rnnbptt.make_train_step(model, "mse", tx)
+    evaluate = rnnbptt.make_eval_step(model, "mse")
+    keep = np.array([0, 2, 3, 4, 5])
+    with_row = step(params, tx.init(params), xs, ys, mask, None)
+    without = step(params, tx.init(params), xs[keep], ys[keep], mask[keep], None)
+    assert max_rel(with_row[0], without[0]) <= 1e-13
+    assert max_rel(with_row[0], params) > 1e-3  # the step moved them
+    for name in ("loss", "count"):
+        assert float(with_row[2][name]) == pytest.approx(float(without[2][name]))
+    assert int(with_row[2]["count"]) == 5
+    loss, count = evaluate(params, xs, ys, mask)
+    assert (float(loss), int(count)) == (
+        pytest.approx(float(evaluate(params, xs[keep], ys[keep], mask[keep])[0])),
+        5,
+    )
+    with pytest.raises(ValueError, match="row 1 has no valid step"):
+        model.apply(params, xs, mask)
 
 
 def test_make_train_step_arguments():

@@ -295,6 +295,14 @@ def _bad_inputs():
             "params.b",
         ),
         ("not a cell", lambda: u("lstm", p_l, xs), TypeError, "cell"),
+        # JAX's own messages named no argument
+        ("xs None", lambda: u(elman, p_e, None), TypeError, "unroll: `xs` must be an"),
+        (
+            "mask a string",
+            lambda: u(elman, p_e, xs, mask="yes"),
+            TypeError,
+            "unroll: `mask` must be None or a bool array",
+        ),
     ]
 
 
