@@ -9,7 +9,7 @@ the process count, the local and global device counts, one line per device (id,
 platform, kind, process) and ``JAX_PLATFORMS`` and ``XLA_FLAGS`` when set. JAX
 reads both itself, e.g. ``JAX_PLATFORMS=cpu
 XLA_FLAGS=--xla_force_host_platform_device_count=4 rnnbptt devices`` shows four
-virtual CPU devices; a backend JAX cannot start is a one-line error (status 2).
+virtual CPU devices.
 
 ``rnnbptt bench [options]`` is ``rnnbptt experiment benchmark``: one gradient
 through time timed side by side with torch.nn and Flax (see that script).
@@ -19,8 +19,14 @@ through time timed side by side with torch.nn and Flax (see that script).
 ``experiments/NAME.py``, installed with the package; each script is also runnable
 on its own, with the same options) and writes ``DIR/NAME/``. An experiment that
 runs both engines takes no ``--backward`` (gradients, benchmark), one whose
-problems are fixed no ``--seed`` (benchmark). Mistakes in the command or the data
-end with a one-line error and exit status 2.
+problems are fixed no ``--seed`` (benchmark).
+
+A mistake ends with one line on stderr and exit status 2, no usage lines and no
+traceback: an unknown command or option, a bad value, an experiment's bad data,
+and a backend JAX cannot start (``JAX_PLATFORMS=cuda`` on a machine without a GPU,
+for every command). ``rnnbptt`` alone prints the help (the commands, one line
+each) on stdout with status 2, as a missing command is a mistake; ``rnnbptt
+--help`` prints it with status 0.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import pandas as pd
 
 from . import experiment
 from .cells import LSTM, Elman, Feedforward
-from .experiment import positive_int_option
+from .experiment import OneLineErrors, positive_int_option, require_backend
 from .gradcheck import compare_gradients, format_table
 
 # Largest max-norm relative difference accepted, per dtype: between the engines,
@@ -83,6 +89,7 @@ def gradcheck_table(
 
 def _gradcheck(args) -> int:
     jax.config.update("jax_enable_x64", True)  # float64 runs beside float32
+    require_backend("rnnbptt gradcheck")
     table = gradcheck_table(
         args.steps, args.batch, args.input_size, args.hidden_size, args.dtype, args.seed
     )
@@ -141,23 +148,13 @@ def format_devices(report: dict) -> str:
 
 
 def _devices(args) -> int:
-    try:
-        report = device_report()
-    except RuntimeError as error:  # e.g. JAX_PLATFORMS names a missing backend
-        setting = ", ".join(
-            f"{k}={os.environ[k]!r}" for k in DEVICE_ENV if k in os.environ
-        )
-        _fail(
-            f"rnnbptt devices: JAX found no usable backend"
-            f"{f' ({setting})' if setting else ''}: "
-            + " ".join(str(error).split())  # one line
-        )
-    print(format_devices(report))
+    require_backend("rnnbptt devices")
+    print(format_devices(device_report()))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(  # its subcommands' parsers too
         prog="rnnbptt", description=__doc__.splitlines()[0].replace("``", "")
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +229,9 @@ def run_experiment(name: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # no command: what there is to run, on stdout, status 2
+        build_parser().print_help()
+        return 2
     if argv[:1] == ["bench"]:
         return run_experiment("benchmark", argv[1:])
     if argv[:1] == ["experiment"]:

@@ -25,6 +25,7 @@ Nothing here runs on import: importing ``rnnbptt`` starts no process group.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import math
 import operator
@@ -173,25 +174,121 @@ def resolve(
     return Cluster(address.strip(), count, index)
 
 
-def wait_for_coordinator(address: str, timeout: float) -> None:
-    """Returns once a TCP connection to ``address`` succeeds; retries until then.
+# JAX's coordinator is a gRPC server, and gRPC is HTTP/2: sent the client's
+# connection preface (its magic line and an empty SETTINGS frame), such a server
+# answers with a SETTINGS frame (a 9-byte header: 3 bytes of length, type 4, its
+# flags, stream 0). JAX's sends its SETTINGS without waiting for the client's;
+# the preface is for servers that wait, and draws an answer from HTTP/1 ones.
+_SETTINGS = 4
+_EMPTY_SETTINGS = bytes(3) + bytes([_SETTINGS]) + bytes(5)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _EMPTY_SETTINGS
+
+
+def _first_line(data: bytes) -> str:
+    """The start of a reply as text, for a message: its first line, shortened."""
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    text = line.decode("ascii", "replace")
+    if not text.isprintable() or not text.strip():
+        return repr(data[:24])
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _undecided(data: bytes) -> bool:
+    """Whether more of a reply is needed to tell what answered: a SETTINGS
+    frame's whole header, or a text reply's whole first line."""
+    if len(data) < 4 or (len(data) < 9 and data[3] == _SETTINGS):
+        return True
+    if len(data) >= 9 and data[3] == _SETTINGS:
+        return False
+    text = data.decode("ascii", "replace")
+    return b"\n" not in data and len(data) < 80 and text.isprintable()
+
+
+def _ask(host: str, port: int, connect_timeout: float, deadline: float):
+    """Connects to ``host:port`` and says what answers: ``("grpc", "")``;
+    ``("other", what)`` for a server that is not gRPC; ``("silent", what)``
+    for one that says nothing before ``deadline`` (``time.monotonic()``) or
+    closes the connection without a word.
 
     Raises:
-        TimeoutError: if none succeeded within ``timeout`` seconds.
+        OSError: if the connection fails (refused, unreachable, unresolvable).
+    """
+    data, closed = b"", False
+    with socket.create_connection((host, port), timeout=connect_timeout) as conn:
+        with contextlib.suppress(OSError):  # some servers close before reading
+            conn.sendall(_HTTP2_PREFACE)
+        while _undecided(data):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            conn.settimeout(remaining)
+            try:
+                chunk = conn.recv(256)
+            except TimeoutError:
+                break
+            except OSError:  # reset
+                chunk = b""
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    if not data:
+        return "silent", (
+            "a program there accepts connections but closes them without a word"
+            if closed
+            else "a program there accepts connections but says nothing"
+        )
+    if len(data) >= 9 and data[3] == _SETTINGS and data[5:9] == bytes(4):
+        return "grpc", ""
+    # an HTTP/1 status line, or a bare HTML page (Python's http.server answers
+    # the preface's "HTTP/2.0" that way)
+    if data[:5] == b"HTTP/" or data.lstrip()[:5].lower() in (b"<!doc", b"<html"):
+        return "other", f"an HTTP server answers there ({_first_line(data)})"
+    return "other", (
+        f"a server that does not speak HTTP/2 answers there ({_first_line(data)})"
+    )
+
+
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Returns once a gRPC server answers at ``address``; retries until then.
+
+    A connection is not enough: another program on that port (a web server,
+    say) would accept it, and JAX would then end the process (SIGABRT), so the
+    server is asked to speak HTTP/2 first, as JAX's coordinator does.
+
+    Raises:
+        TimeoutError: if nothing answered as a gRPC server within ``timeout``
+            seconds.
+        RuntimeError: if a server that is not gRPC (HTTP/1, say) answered.
     """
     host, port = parse_address(address)
     deadline = time.monotonic() + timeout
-    last = None
+    last = silent = None
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         try:
-            with socket.create_connection((host, port), timeout=min(remaining, 1.0)):
-                return
+            kind, what = _ask(host, port, min(remaining, 1.0), deadline)
         except OSError as error:  # refused, unreachable, unresolvable: retry
             last = error
+        else:
+            if kind == "grpc":
+                return
+            if kind == "other":
+                raise RuntimeError(
+                    f"{_FN}: no coordinator at {address}: {what}, not JAX's "
+                    "coordinator (a gRPC server); is that process 0's host, and "
+                    "the port process 0 serves the coordinator on?"
+                )
+            silent = what  # closed at once (retry), or silent until the deadline
         time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+    if silent is not None:
+        raise TimeoutError(
+            f"{_FN}: no coordinator at {address} within {timeout:g} s: {silent}, "
+            "where JAX's coordinator (a gRPC server) would answer; is that "
+            "process 0's address, and is process 0 running?"
+        )
     raise TimeoutError(
         f"{_FN}: could not reach the coordinator at {address} within {timeout:g} s; "
         "is process 0 running (started with process id 0 and this coordinator "
@@ -199,34 +296,52 @@ def wait_for_coordinator(address: str, timeout: float) -> None:
     )
 
 
-def check_port_free(address: str) -> None:
+def _who_holds(host: str, port: int, seconds: float) -> str:
+    """What answers at a port that is taken here, in words, for a message."""
+    for where in dict.fromkeys((host, "127.0.0.1", "::1")):
+        try:
+            kind, what = _ask(where, port, seconds, time.monotonic() + seconds)
+        except OSError:
+            continue  # not listening on that address: try the next
+        if kind == "grpc":
+            return (
+                "a gRPC server answers there: the coordinator of an earlier run "
+                "still going?"
+            )
+        return what
+    return "by another program, or an earlier run still going?"
+
+
+def check_port_free(address: str, probe_seconds: float = 1.0) -> None:
     """Raises if the coordinator's port is taken on this host (process 0 only).
 
     JAX would fail to start its server there, and may crash doing so
     (a segmentation fault, seen with jax 0.10), so the port is tried first:
-    bound on every address, as JAX binds it, and released at once.
+    bound on every address, as JAX binds it, and released at once. If it is
+    taken, whatever listens there is asked what it is (for up to
+    ``probe_seconds``), for the message.
 
     Raises:
         RuntimeError: if the port is already in use.
     """
-    _, port = parse_address(address)
-    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    host, port = parse_address(address)
+    for family, anywhere in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         try:
             probe = socket.socket(family, socket.SOCK_STREAM)
         except OSError:
             continue  # no IPv6 here: try IPv4
         with probe:
             try:
-                probe.bind((host, port))
+                probe.bind((anywhere, port))
                 return
             except OSError as error:
                 if error.errno != errno.EADDRINUSE:
                     continue  # e.g. IPv6 disabled: let the next family decide
-                raise RuntimeError(
-                    f"{_FN}: process 0 could not serve the coordinator at {address}: "
-                    f"port {port} is already in use (by another program, or an "
-                    "earlier run still going?); give every process another port"
-                ) from None
+        raise RuntimeError(
+            f"{_FN}: process 0 could not serve the coordinator at {address}: "
+            f"port {port} is already in use ({_who_holds(host, port, probe_seconds)}); "
+            "give every process another port"
+        )
 
 
 def _watchdog(cluster: Cluster, seconds: float) -> threading.Event:
@@ -284,10 +399,12 @@ def initialize(
     Raises:
         ValueError, TypeError: for missing or malformed arguments, before any
             connection is attempted.
-        RuntimeError: if this process is already initialized, or process 0
-            cannot serve the coordinator (its port in use, say).
+        RuntimeError: if this process is already initialized, process 0
+            cannot serve the coordinator (its port in use, say), or a process
+            other than 0 finds a server there that is not a gRPC server (a
+            web server, say: JAX would abort the process).
         TimeoutError: if a process other than 0 cannot reach the coordinator
-            within ``timeout``.
+            within ``timeout``, or what answers there says nothing.
 
     If the coordinator answers but the other processes do not all connect in
     time, JAX itself ends every waiting process shortly after ``timeout``

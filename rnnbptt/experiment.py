@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,18 +29,66 @@ from ._checks import BACKWARDS, DEFAULT_BACKWARD
 
 def positive_int_option(text: str) -> int:
     """An ``argparse`` type: an integer >= 1 (``0`` is refused, not a default)."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 
 class OneLineErrors(argparse.ArgumentParser):
-    """An experiment's bad option is one line (``PROG: error: ...``), status 2,
-    like its bad data."""
+    """A bad option is one line (``PROG: error: ...``), status 2, like bad data:
+    no usage lines before it (``PROG --help`` prints those). Its subcommands'
+    parsers (``add_subparsers``) are of this class too."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+# JAX's own advice, which backend_error replaces with its own.
+_JAX_ADVICE = re.compile(r"\s*\(set JAX_PLATFORMS=.*?\)\s*$")
+
+
+def backend_error(prog: str, error: BaseException) -> str:
+    """The one line saying that JAX could not start the backend it was asked
+    for (``error``, from ``jax.devices()``), and how to choose another."""
+    import jax
+
+    platforms = jax.config.jax_platforms  # JAX_PLATFORMS, as JAX read it
+    detail = _JAX_ADVICE.sub("", " ".join(str(error).split()))
+    if platforms:
+        # jax 0.10 asserts, with no message, when JAX_PLATFORMS=cuda finds no GPU
+        detail = detail or f"JAX sees no {platforms} device"
+        return (
+            f"{prog}: JAX_PLATFORMS={platforms} asks for a backend JAX cannot "
+            f"start on this machine ({detail}); unset JAX_PLATFORMS or set it to cpu"
+        )
+    detail = detail or type(error).__name__
+    return (
+        f"{prog}: JAX could not start a backend ({detail}); set JAX_PLATFORMS=cpu "
+        "to use the CPU"
+    )
+
+
+def require_backend(prog: str) -> None:
+    """Starts JAX's backend now, so that a missing one (``JAX_PLATFORMS=cuda``
+    on a machine without a GPU, say) is one line and exit status 2 instead of a
+    traceback from the middle of a computation.
+
+    It initializes the backend: a command that calls
+    ``jax.distributed.initialize`` must do so before this.
+    """
+    import jax
+
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError) as error:
+        sys.stderr.write(backend_error(prog, error) + "\n")
+        raise SystemExit(2) from None
 
 
 def experiment_parser(name: str, module) -> argparse.ArgumentParser:
@@ -104,13 +153,15 @@ def run_experiment(name: str, module, argv: list[str]) -> int:
 
     Raises:
         SystemExit: status 2, one line, for a bad option or data (``ValueError``
-            or ``OSError`` from the experiment); after SIGTERM or Ctrl-C the
+            or ``OSError`` from the experiment) or a backend JAX cannot start
+            (``require_backend``); after SIGTERM or Ctrl-C the
             process exits at once with 128 + the signal's number.
     """
     from .runs import Run
 
     parser = experiment_parser(name, module)
     args = parser.parse_args(argv)
+    require_backend(parser.prog)  # before the Run: nothing written without one
     config = {"experiment": name, **vars(args)}
     try:
         with _terminate_as_exception(), Run(args.out, name, config) as run:

@@ -1,5 +1,6 @@
 """The rnnbptt command line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import jax
 import pytest
 
 from rnnbptt import cli, experiment
+from rnnbptt.runs import Run
 
 
 def test_gradcheck_prints_table_and_passes(capsys):
@@ -25,13 +27,31 @@ def test_gradcheck_prints_table_and_passes(capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["gradcheck", "-T", "0"], ["gradcheck", "--dtype", "int8"], ["nonsense"]]
+    "argv, words",
+    [
+        (["gradcheck", "-T", "0"], "rnnbptt gradcheck: error: argument --steps/-T: "),
+        (["gradcheck", "--steps", "x"], "must be a positive integer, got 'x'"),
+        (["gradcheck", "--dtype", "int8"], "invalid choice: 'int8'"),
+        (["nonsense"], "rnnbptt: error: argument command: invalid choice"),
+        (["devices", "extra"], "unrecognized arguments: extra"),
+        (["--no-such-option"], "rnnbptt: error: "),
+    ],
 )
-def test_bad_arguments_exit_with_usage(argv, capsys):
+def test_bad_arguments_are_one_line_errors(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
-    assert "usage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert words in err and "usage" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_command_prints_the_help_with_status_2(capsys):
+    assert cli.main([]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: rnnbptt") and not err
+    for command in ("gradcheck", "devices", "bench", "experiment"):
+        assert command in out
 
 
 def test_help_is_plain_text_and_lists_every_command(capsys):
@@ -104,9 +124,9 @@ def test_unknown_experiment_is_a_one_line_error(capsys):
 
 
 def test_bad_experiment_option_keeps_old_results(tmp_path, capsys):
-    (tmp_path / "memory").mkdir()
-    (tmp_path / "memory" / "summary.json").write_text('{"earlier": "run"}')
-    old = (tmp_path / "memory" / "summary.json").read_bytes()
+    with Run(tmp_path, "memory", {"earlier": "run"}) as run:  # an earlier run's
+        run.summary({"earlier": "run"})
+    old = {p.name: p.read_bytes() for p in (tmp_path / "memory").iterdir()}
     with pytest.raises(SystemExit) as exit_info:
         cli.main(
             ["experiment", "memory", "--quick", "--steps", "1", "--out", str(tmp_path)]
@@ -114,7 +134,7 @@ def test_bad_experiment_option_keeps_old_results(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--steps must all be >= 2" in err and "Traceback" not in err
-    assert (tmp_path / "memory" / "summary.json").read_bytes() == old
+    assert {p.name: p.read_bytes() for p in (tmp_path / "memory").iterdir()} == old
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["experiment", "memory", "--no-such-option"])
     assert exit_info.value.code == 2
@@ -171,11 +191,12 @@ def test_bad_user_data_is_a_one_line_error(tmp_path, capsys, content, text):
     assert not (tmp_path / "out" / "forecast").exists()
 
 
-def _run_devices(**env):
-    """``rnnbptt devices`` in a fresh interpreter (JAX reads its flags at import)."""
+def _run(args, **env):
+    """``python ARGS`` in a fresh interpreter (JAX reads its flags at import),
+    with only the JAX settings in ``env``."""
     full_env = {k: v for k, v in os.environ.items() if k not in cli.DEVICE_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "rnnbptt", "devices"],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -192,7 +213,7 @@ def _device_rows(out: str) -> list[list[str]]:
 
 def test_devices_lists_virtual_cpu_devices_in_a_subprocess():
     flags = "--xla_force_host_platform_device_count=3"
-    result = _run_devices(JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+    result = _run(["-m", "rnnbptt", "devices"], JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "backend: cpu" in out
@@ -204,12 +225,57 @@ def test_devices_lists_virtual_cpu_devices_in_a_subprocess():
     assert all(row[1] == "cpu" and row[-1] == "0" for row in rows)
 
 
-def test_devices_with_a_missing_backend_is_a_one_line_error():
-    result = _run_devices(JAX_PLATFORMS="no-such-backend")
-    assert result.returncode == 2
-    err = result.stderr
-    assert "JAX_PLATFORMS='no-such-backend'" in err and "no-such-backend" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+# Commands run in one interpreter on a backend it cannot start: JAX_PLATFORMS=cuda
+# from the environment (no GPU here; jax 0.10 fails with a bare AssertionError),
+# then tpu (a RuntimeError; the backend is not started yet, so it can change).
+MISSING_BACKEND = """
+import contextlib, io, json, sys
+import jax
+from rnnbptt import cli
+out = sys.argv[1]
+commands = [
+    ["devices"],
+    ["gradcheck", "-T", "2"],
+    ["experiment", "memory", "--quick", "--out", out],
+    ["bench", "--quick", "--out", out],
+    ["tpu", "devices"],
+]
+said = []
+for argv in commands:
+    if argv[0] == "tpu":
+        jax.config.update("jax_platforms", argv.pop(0))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            status = cli.main(argv)
+        except SystemExit as exit:
+            status = exit.code
+    said.append([argv, status, stdout.getvalue(), stderr.getvalue()])
+json.dump(said, sys.__stdout__)
+"""
+
+
+def test_a_missing_backend_is_a_one_line_error_for_every_command(tmp_path):
+    result = _run(["-c", MISSING_BACKEND, str(tmp_path / "out")], JAX_PLATFORMS="cuda")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = json.loads(result.stdout)
+    progs = ["devices", "gradcheck", "experiment memory", "experiment benchmark"]
+    progs += ["devices"]
+    assert len(said) == len(progs)
+    for (argv, status, out, err), prog, platform in zip(
+        said, progs, ["cuda"] * 4 + ["tpu"], strict=True
+    ):
+        assert status == 2 and not out, (argv, out, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(
+            f"rnnbptt {prog}: JAX_PLATFORMS={platform} asks for a backend JAX "
+            "cannot start on this machine ("
+        ), err
+        assert err.strip().endswith("); unset JAX_PLATFORMS or set it to cpu"), err
+    assert "(JAX sees no cuda device)" in said[0][3]
+    assert "Unable to initialize backend 'tpu'" in said[-1][3]
+    assert "JAX_PLATFORMS=''" not in said[-1][3]  # JAX's advice, replaced by ours
+    assert not (tmp_path / "out").exists()  # no experiment started
 
 
 def test_devices_in_process_matches_jax(capsys):

@@ -1,16 +1,18 @@
 """Several processes: two local processes, launched with the example script
 ``experiments/_distributed_fit.py`` on loopback, train like one process on the
-same global minibatches; an unreachable coordinator and bad arguments give
-clear errors quickly.
+same global minibatches; an unreachable coordinator, another server on its
+port and bad arguments give clear errors quickly.
 """
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -206,7 +208,7 @@ def test_only_process_0_writes(launch):
 
 
 FAILURES = """
-import json, socket, sys, time
+import http.server, json, socket, sys, threading, time
 import jax
 import rnnbptt
 out = {"initialized_on_import": jax.distributed.is_initialized()}
@@ -216,15 +218,29 @@ try:
 except Exception as error:
     out["unreachable"] = [type(error).__name__, str(error)]
 out["seconds"] = time.monotonic() - started
-busy = socket.socket(socket.AF_INET6)  # the coordinator binds [::]:PORT
-busy.bind(("::", 0))
-busy.listen()
-try:
-    rnnbptt.distributed.initialize(
-        "127.0.0.1:%%d" %% busy.getsockname()[1], 2, 0, timeout=3
-    )
-except Exception as error:
-    out["busy"] = [type(error).__name__, str(error)]
+
+class Web(http.server.HTTPServer):  # on [::]:PORT, as the coordinator binds
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+class Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+web = Web(("::", 0), Quiet)
+threading.Thread(target=web.serve_forever, daemon=True).start()
+out["web_port"] = web.server_address[1]
+for name, process in (("web", 1), ("busy", 0)):
+    started = time.monotonic()
+    try:
+        rnnbptt.distributed.initialize(
+            "127.0.0.1:%%d" %% out["web_port"], 2, process, timeout=3
+        )
+    except Exception as error:
+        out[name] = [type(error).__name__, str(error), time.monotonic() - started]
 json.dump(out, sys.stdout)
 """
 
@@ -279,10 +295,16 @@ def test_unreachable_coordinator_and_busy_port_fail_clearly(failed_starts):
     for words in (f"127.0.0.1:{port}", "within 3 s", "is process 0 running"):
         assert words in message
     assert 2.5 < out["seconds"] < 10  # retried until the timeout, then gave up
-    kind, message = out["busy"]
-    assert kind == "RuntimeError"
-    assert "process 0 could not serve the coordinator" in message
-    assert "in use" in message
+    # a web server where the coordinator should be: said so at once, no SIGABRT
+    kind, message, seconds = out["web"]
+    assert kind == "RuntimeError" and seconds < 2
+    address = f"127.0.0.1:{out['web_port']}"
+    for words in (f"no coordinator at {address}", "an HTTP server answers", "gRPC"):
+        assert words in message
+    kind, message, seconds = out["busy"]
+    assert kind == "RuntimeError" and seconds < 2
+    assert f"process 0 could not serve the coordinator at {address}" in message
+    assert "in use (an HTTP server answers there" in message
 
 
 def test_coordinator_alone_ends_with_a_clear_line(failed_starts):
@@ -293,6 +315,97 @@ def test_coordinator_alone_ends_with_a_clear_line(failed_starts):
     assert "initialized without process 1" not in result.stdout
     line = "process 0 of 2: not every process connected to the coordinator at "
     assert line + f"127.0.0.1:{port} within 2 s" in result.stderr
+
+
+SETTINGS_FRAME = bytes(3) + b"\x04" + bytes(5)  # what a gRPC server says first
+
+
+@contextlib.contextmanager
+def fake_server(reply):
+    """A loopback server that sends ``reply`` to every connection and keeps it
+    open (``None``: says nothing; ``b""``: closes it at once); yields its
+    address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop, held = threading.Event(), []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            if reply == b"":
+                conn.close()
+                continue
+            if reply is not None:
+                conn.sendall(reply)
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply, kind, words",
+    [
+        (SETTINGS_FRAME + b"\x00\x00\x00\x04\x01" + bytes(4), None, []),
+        (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            RuntimeError,
+            ["an HTTP server answers there ('HTTP/1.1 400 Bad Request')", "gRPC"],
+        ),
+        (
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            RuntimeError,
+            ["does not speak HTTP/2", "'SSH-2.0-OpenSSH_9.6'"],
+        ),
+        (b"\x15\x03\x01\x00\x02\x02\x46", RuntimeError, ["b'\\x15\\x03"]),
+        (None, TimeoutError, ["within 0.5 s", "says nothing", "process 0 running"]),
+        (b"", TimeoutError, ["within 0.5 s", "closes them without a word"]),
+    ],
+    ids=["grpc", "http", "ssh", "tls", "silent", "closes"],
+)
+def test_what_answers_at_the_coordinator_address_is_named(reply, kind, words):
+    """A process other than 0 hands JAX only a server that speaks HTTP/2 (as
+    gRPC does); what else answers is named, in-process (no JAX involved)."""
+    with fake_server(reply) as address:
+        started = time.monotonic()
+        if kind is None:
+            distributed.wait_for_coordinator(address, 5)
+            assert time.monotonic() - started < 2
+            return
+        with pytest.raises(kind) as error:
+            distributed.wait_for_coordinator(address, 0.5)
+    assert time.monotonic() - started < (2 if kind is RuntimeError else 3)
+    assert f"at {address}" in str(error.value)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "reply, words",
+    [
+        (SETTINGS_FRAME, "gRPC server answers there: the coordinator of an earlier"),
+        (None, "in use (a program there accepts connections but says nothing)"),
+    ],
+    ids=["grpc", "silent"],
+)
+def test_a_taken_port_names_what_holds_it(reply, words):
+    with (
+        fake_server(reply) as address,
+        pytest.raises(RuntimeError, match="already in use") as error,
+    ):
+        distributed.check_port_free(address, probe_seconds=0.3)
+    assert words in str(error.value)
 
 
 @pytest.fixture
