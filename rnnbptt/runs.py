@@ -2,8 +2,9 @@
 
 A run writes ``config.json``, ``metrics.csv``, ``summary.json`` and its plots into
 a temporary folder beside the destination; only when the experiment finishes is
-it moved to ``OUT/NAME``. A run that fails leaves whatever was in ``OUT/NAME``
-before untouched, and no half-written files anywhere.
+it swapped in as ``OUT/NAME`` (see :class:`Run` for what it replaces, what it
+refuses and what a kill leaves; :mod:`rnnbptt.run_folder` for how). A run that
+fails leaves whatever was in ``OUT/NAME`` before untouched.
 
 For the timing experiments: ``interleaved_medians`` of calls, and the host they
 ran on (``machine_line``, with ``cpu_line``; ``gemm_peak``).
@@ -11,12 +12,11 @@ ran on (``machine_line``, with ``cpu_line``; ``gemm_peak``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+
+from . import run_folder
 
 
 def _jsonable(value: Any) -> Any:
@@ -152,6 +154,32 @@ def pyplot():
 class Run:
     """A context manager for one experiment run.
 
+    The run writes into a new hidden folder ``OUT/.NAME.XXXXXXXX``; when the
+    experiment finishes, that folder, with a record of what the run wrote
+    (``.rnnbptt-run.json``: its files and folders), becomes ``OUT/NAME``.
+
+    * What it replaces: an ``OUT/NAME`` holding nothing but an earlier run's
+      results (what its record lists; files of it deleted since do not matter),
+      or an empty folder. Anything else there (a file or folder the record does
+      not list; any entry of a folder without a record; a symbolic link or a
+      file at ``OUT/NAME``) is never deleted: the run refuses to start, with a
+      ``FileExistsError`` that names the path and those entries. Should such
+      entries appear while it works, its results go to ``OUT/NAME.new-TIME``
+      instead, and the error says so.
+    * What a kill leaves: at every instant, ``OUT/NAME`` holds the old results
+      or the new ones. The swap is one atomic exchange where the file system
+      has one (Linux ``renameat2``); elsewhere it is two renames, and a run
+      that finds ``OUT/NAME`` missing first puts back the newest complete
+      results from the hidden copies.
+    * What it cleans up: the next run of NAME removes the hidden ``.NAME.*``
+      folders that runs of NAME left behind (their record says so): the
+      temporary folder of a killed run, once its process is certainly gone
+      (the same host and pid namespace, and that pid not running, or running
+      a process started at another time or boot), and the complete copies an
+      interrupted swap left. A folder of a run in progress, or of another
+      host, and anything without a record, is left alone. Runs into one
+      ``OUT`` take turns (a lock on the ``OUT`` folder) to clean up and swap.
+
     Example:
         >>> import tempfile
         >>> out = tempfile.mkdtemp()
@@ -159,7 +187,7 @@ class Run:
         ...     table = run.metrics([{"epoch": 1, "loss": 0.5}])
         ...     summary = run.summary({"loss": 0.5})
         >>> sorted(p.name for p in (Path(out) / "demo").iterdir())
-        ['config.json', 'metrics.csv', 'summary.json']
+        ['.rnnbptt-run.json', 'config.json', 'metrics.csv', 'summary.json']
     """
 
     def __init__(self, out: str | os.PathLike, name: str, config: dict):
@@ -169,41 +197,32 @@ class Run:
         self._started = 0.0
 
     def __enter__(self) -> Run:
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(
-            tempfile.mkdtemp(
-                prefix=f".{self.destination.name}.", dir=self.destination.parent
-            )
-        )
-        # mkdtemp makes it private (0o700); a results folder gets mkdir's mode
-        umask = os.umask(0)
-        os.umask(umask)
-        self.dir.chmod(0o777 & ~umask)
-        self._started = time.perf_counter()
-        self.write_json("config.json", self.config)
+        self.dir = run_folder.start(self.destination)
+        try:
+            # mkdtemp makes it private (0o700); a results folder gets mkdir's mode
+            umask = os.umask(0)
+            os.umask(umask)
+            self.dir.chmod(0o777 & ~umask)
+            self._started = time.perf_counter()
+            self.write_json("config.json", self.config)
+        except BaseException:
+            run_folder.remove(self.dir)
+            raise
         return self
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            run_folder.remove(self.dir)
             return
-        # swap the finished folder in: the old one goes only once the new is
-        # in place, and comes back if the new one cannot be moved in
-        old = None
         try:
-            if self.destination.exists():
-                old = self.destination.with_name(f".{self.destination.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(self.destination, old)
-            os.replace(self.dir, self.destination)
-        except BaseException:
-            if old is not None and not self.destination.exists():
-                os.replace(old, self.destination)
-            shutil.rmtree(self.dir, ignore_errors=True)
+            old = run_folder.finish(self.dir, self.destination)
+        except run_folder.KeptBeside as kept:
+            self.dir = kept.folder
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         self.dir = self.destination
+        if old is not None:
+            with contextlib.suppress(OSError):  # else the next run's sweep does
+                run_folder.remove(old)
 
     @property
     def seconds(self) -> float:

@@ -9,6 +9,7 @@ import pytest
 
 from rnnbptt import cli
 from rnnbptt.data import data_path
+from rnnbptt.runs import Run
 
 NAME = "forecast"
 QUICK_WEEKS = 520  # experiments/forecast.py QUICK["steps"]
@@ -96,11 +97,21 @@ def test_forecast_on_a_users_csv(tmp_path):
     assert summary["gaps_filled"] == 0 and summary["steps"] == 300
 
 
+def _contents(folder):
+    """{relative path: bytes} of everything under ``folder``."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 def test_forecast_missing_column_is_a_one_line_error(tmp_path, capsys):
     out = tmp_path / "runs"
+    with Run(out, NAME, {}) as run:  # an earlier run's results, to be kept
+        run.write_json("summary.json", {"earlier": "run"})
     previous = out / NAME
-    previous.mkdir(parents=True)
-    (previous / "summary.json").write_text('{"earlier": "run"}\n')
+    before = _contents(previous)
     path = tmp_path / "series.csv"
     path.write_text("date,value\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n")
     with pytest.raises(SystemExit) as exit_info:
@@ -121,8 +132,8 @@ def test_forecast_missing_column_is_a_one_line_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "'co2'" in err and "series.csv" in err
     assert sorted(p.name for p in out.iterdir()) == [NAME]
-    assert [p.name for p in previous.iterdir()] == ["summary.json"]
-    assert (previous / "summary.json").read_text() == '{"earlier": "run"}\n'
+    assert _contents(previous) == before
+    assert json.loads((previous / "summary.json").read_text()) == {"earlier": "run"}
 
 
 def test_seasonal_naive_and_season_inference(forecast):

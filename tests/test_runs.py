@@ -8,11 +8,11 @@ import sys
 import pandas as pd
 import pytest
 
-from rnnbptt import runs
+from rnnbptt import run_folder, runs
 from rnnbptt.runs import Run
 
 
-def test_run_writes_config_metrics_summary(tmp_path):
+def test_run_writes_config_metrics_summary_and_a_record(tmp_path):
     with Run(tmp_path, "exp", {"seed": 3, "nan": float("nan")}) as run:
         run.metrics([{"epoch": 1, "loss": 0.25}, {"epoch": 2, "loss": 0.125}])
         run.summary({"best": 0.125})
@@ -25,6 +25,13 @@ def test_run_writes_config_metrics_summary(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best"] == 0.125 and summary["seconds"] >= 0
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no temporary leftovers
+    record = json.loads((out / run_folder.RECORD).read_text())
+    assert record["complete"] and record["name"] == "exp"
+    assert record["entries"] == {
+        "config.json": "file",
+        "metrics.csv": "file",
+        "summary.json": "file",
+    }
 
 
 def test_failed_run_leaves_previous_results_untouched(tmp_path):
@@ -46,26 +53,6 @@ def test_successful_rerun_replaces_results(tmp_path):
     summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
     assert summary["score"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
-
-
-def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
-    before = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
-    real_replace = os.replace
-
-    def replace(src, dst):  # the old folder moves aside; the new one cannot move in
-        if os.path.basename(dst) == "exp" and os.path.basename(src) != ".exp.old":
-            raise OSError("disk gone")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(runs.os, "replace", replace)
-    run = Run(tmp_path, "exp", {"attempt": 2})
-    with pytest.raises(OSError, match="disk gone"), run:
-        run.summary({"score": 2})
-    after = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
-    assert after == before
-    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
 
 
 def test_results_get_the_usual_permissions_and_arrays_are_lists(tmp_path):

@@ -1,0 +1,277 @@
+"""Results folders: a run replaces only its own results, survives kills at any
+instant, and cleans up what killed runs of its name left (rnnbptt.run_folder,
+through rnnbptt.runs.Run)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rnnbptt import run_folder
+from rnnbptt.runs import Run
+
+
+def _contents(folder):
+    """{relative path: bytes} of the files under ``folder``, the run's record
+    aside (it holds times and a pid)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != run_folder.RECORD
+    }
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two renames"])
+def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch, exchange):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    before = _contents(tmp_path / "exp")
+    real_rename = os.rename
+
+    def fail_exchange(a, b):
+        raise OSError("disk gone")
+
+    def rename(src, dst):  # the old folder moves aside; the new one cannot move in
+        if os.path.basename(dst) == "exp" and ".old-" not in os.path.basename(src):
+            raise OSError("disk gone")
+        real_rename(src, dst)
+
+    if exchange:
+        monkeypatch.setattr(run_folder, "_exchange", fail_exchange)
+    else:
+        monkeypatch.setattr(run_folder, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(run_folder.os, "rename", rename)
+    run = Run(tmp_path, "exp", {"attempt": 2})
+    with pytest.raises(OSError, match="disk gone"), run:
+        run.summary({"score": 2})
+    assert _contents(tmp_path / "exp") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_rerun_refuses_a_folder_it_did_not_write_before_any_work(tmp_path):
+    dest = tmp_path / "forecast"
+    (dest / "sub").mkdir(parents=True)
+    (dest / "sub" / "data.csv").write_text("1\n")
+    (dest / "my_notes.txt").write_text("important\n")
+    worked = []
+    with pytest.raises(FileExistsError) as info, Run(tmp_path, "forecast", {}):
+        worked.append(True)
+    message = str(info.value)
+    assert str(dest) in message and "my_notes.txt" in message and "sub/" in message
+    assert "data.csv" not in message  # a foreign folder is named, not listed
+    assert not worked
+    assert (dest / "my_notes.txt").read_text() == "important\n"
+    assert (dest / "sub" / "data.csv").read_text() == "1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["forecast"]  # no temporaries
+
+
+def test_rerun_replaces_its_own_results_but_refuses_what_was_added(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        (run.path("plots")).mkdir()
+        (run.path("plots") / "a.png").write_bytes(b"png")
+        run.summary({"score": 1})
+    dest = tmp_path / "exp"
+    (dest / "config.json").unlink()  # a file of its own gone: still its own
+    with Run(tmp_path, "exp", {"attempt": 2}) as run:
+        run.summary({"score": 2})
+    assert json.loads((dest / "summary.json").read_text())["score"] == 2
+    assert not (dest / "plots").exists()  # the old results went whole
+    (dest / "notes.txt").write_text("mine\n")
+    (dest / "extra").mkdir()
+    refused = pytest.raises(FileExistsError, match=r"\(extra/, notes.txt\)")
+    with refused, Run(tmp_path, "exp", {"attempt": 3}):
+        pass
+    assert json.loads((dest / "summary.json").read_text())["score"] == 2
+    assert (dest / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+@pytest.mark.parametrize("what", ["file", "symlink"])
+def test_a_file_or_link_at_the_destination_is_refused(tmp_path, what):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    dest = tmp_path / "exp"
+    if what == "file":
+        dest.write_text("x")
+    else:
+        dest.symlink_to(target)
+    refused = pytest.raises(FileExistsError, match="exp holds what no earlier run")
+    with refused, Run(tmp_path, "exp", {}):
+        pass
+    assert dest.is_symlink() if what == "symlink" else dest.read_text() == "x"
+
+
+def test_an_empty_folder_at_the_destination_is_replaced(tmp_path):
+    (tmp_path / "exp").mkdir()
+    with Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 1})
+    assert (tmp_path / "exp" / "summary.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_entries_added_during_the_run_are_kept_and_the_results_go_beside(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    dest = tmp_path / "exp"
+    kept_beside = pytest.raises(FileExistsError, match=r"results are in .*exp\.new-")
+    with kept_beside, Run(tmp_path, "exp", {"attempt": 2}) as run:
+        run.summary({"score": 2})
+        (dest / "notes.txt").write_text("written meanwhile\n")
+    assert json.loads((dest / "summary.json").read_text())["score"] == 1
+    assert (dest / "notes.txt").read_text() == "written meanwhile\n"
+    (kept,) = tmp_path.glob("exp.new-*")
+    assert run.dir == kept
+    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert json.loads((kept / run_folder.RECORD).read_text())["complete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", kept.name]
+
+
+def _killed(tmp_path, body):
+    """Runs a Run of "exp" (attempt 2) in a child process that ``body`` (code with
+    ``run_folder``, ``Run`` and ``os`` in scope) kills; returns the exit status."""
+    code = (
+        "import os, signal, sys\n"
+        "from rnnbptt import run_folder\n"
+        "from rnnbptt.runs import Run\n"
+        f"{body}\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], timeout=120, capture_output=True
+    )
+    assert child.returncode != 0, child.stderr.decode()
+    return child.returncode
+
+
+def test_a_kill_between_the_two_renames_is_repaired_by_the_next_run(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    # no atomic exchange: dest moves aside, and the kill comes before the new
+    # folder moves in
+    _killed(
+        tmp_path,
+        "run_folder._exchange = lambda a, b: False\n"
+        "real = os.rename\n"
+        "def rename(src, dst):\n"
+        "    if os.path.basename(dst) == 'exp': os._exit(9)\n"
+        "    real(src, dst)\n"
+        "os.rename = rename\n"
+        "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
+        "    run.summary({'score': 2})\n",
+    )
+    assert not (tmp_path / "exp").exists()
+    hidden = sorted(p.name for p in tmp_path.iterdir())
+    assert len(hidden) == 2 and any(".old-" in name for name in hidden)
+    seen = []
+    with Run(tmp_path, "exp", {"attempt": 3}) as run:
+        # before any work, the newest complete results are back, the rest gone
+        summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
+        seen.append(summary["score"])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["exp", run.dir.name]
+        )
+        run.summary({"score": 3})
+    assert seen == [2]
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_a_kill_after_the_exchange_leaves_the_new_results(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    _killed(
+        tmp_path,
+        "run_folder.remove = lambda folder: os._exit(9)\n"
+        "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
+        "    run.summary({'score': 2})\n",
+    )
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+    assert len(list(tmp_path.iterdir())) == 2  # and the old copy, hidden
+    with Run(tmp_path, "exp", {"attempt": 3}) as run:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["exp", run.dir.name]
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_sigkill_mid_run_leaves_a_temporary_folder_the_next_run_removes(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    before = _contents(tmp_path / "exp")
+    status = _killed(
+        tmp_path,
+        "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
+        "    run.summary({'score': 2})\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n",
+    )
+    assert status == -9
+    assert _contents(tmp_path / "exp") == before
+    (stale,) = [p for p in tmp_path.iterdir() if p.name != "exp"]
+    assert (stale / "summary.json").exists()
+    with Run(tmp_path, "exp", {"attempt": 3}) as run:
+        assert not stale.exists()
+        run.summary({"score": 3})
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_the_sweep_removes_only_folders_certainly_ours_and_dead(tmp_path):
+    me = run_folder._process()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def hidden(name, record=None, files=("part.csv",)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in files:
+            (folder / file).write_text("x\n")
+        if record is not None:
+            (folder / run_folder.RECORD).write_text(json.dumps(record))
+        return folder
+
+    run = {"name": "exp", "complete": False}
+    keep = [
+        hidden(".exp.live", {**run, **me}),  # this very process
+        hidden(".exp.remote", {**run, **me, "host": "elsewhere", "pid": gone.pid}),
+        hidden(".exp.otherns", {**run, **me, "pid_namespace": "x", "pid": gone.pid}),
+        hidden(".exp.norecord"),
+        hidden(".exp.broken", files=(run_folder.RECORD,)),  # not JSON
+        hidden(".exp.v2.abc", {**run, **me, "name": "exp.v2", "pid": gone.pid}),
+        hidden(
+            ".exp.added",  # complete, but with a file its record does not list
+            {**run, **me, "complete": True, "entries": {}, "pid": gone.pid},
+        ),
+        hidden(".other.dead", {**run, **me, "name": "other", "pid": gone.pid}),
+    ]
+    removed = [
+        hidden(".exp.dead", {**run, **me, "pid": gone.pid}),
+        hidden(".exp.reused", {**run, **me, "pid_started": "1"}),  # pid reused
+        hidden(".exp.rebooted", {**run, **me, "boot": "another-boot"}),
+        hidden(
+            ".exp.copy",  # complete: what an interrupted swap left
+            {**run, **me, "complete": True, "entries": {"part.csv": "file"}},
+        ),
+    ]
+    with Run(tmp_path, "exp", {}) as run:
+        pass
+    for folder in keep:
+        assert (folder / "part.csv").exists() or (folder / run_folder.RECORD).exists()
+    for folder in removed:
+        assert not folder.exists(), folder.name
+
+
+def test_the_cli_refuses_to_overwrite_foreign_files(tmp_path, capsys):
+    from rnnbptt import cli
+
+    dest = tmp_path / "vanishing"
+    (dest / "sub").mkdir(parents=True)
+    (dest / "my_notes.txt").write_text("important\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment", "vanishing", "--quick", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "my_notes.txt" in err and "sub/" in err and str(dest) in err
+    assert (dest / "my_notes.txt").read_text() == "important\n"
+    assert sorted(p.name for p in dest.iterdir()) == ["my_notes.txt", "sub"]
+    assert [p.name for p in tmp_path.iterdir()] == ["vanishing"]
