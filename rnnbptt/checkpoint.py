@@ -3,7 +3,11 @@
 ``save_checkpoint`` writes a pytree of arrays (params, optax state, typed PRNG keys,
 step counters; ``None`` and empty tuples inside are fine) and a JSON metadata dict
 to one file, atomically: a crash at any moment leaves either the previous
-checkpoint or the new one at ``path``, never a half-written file.
+checkpoint or the new one at ``path``, never a half-written file. A process killed
+while writing leaves its temporary file beside ``path``
+(``.NAME.WRITER.PID.XXXXXXXX.tmp``, WRITER naming its host); the next save of
+``path`` removes it: at once if its writer ran on this host and has exited, once it
+is an hour old otherwise (never one that a running write may still rename).
 ``load_checkpoint`` checks the file's length and checksum, then checks that its
 structure matches a ``template`` (e.g. freshly initialised params and optimizer
 state) before rebuilding the tree, so a truncated or corrupt file, or one written
@@ -42,12 +46,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
+import re
+import socket
 import struct
 import tempfile
+import threading
+import time
 import zipfile
 from typing import Any
 
@@ -63,6 +72,13 @@ _INDEX = "index"
 _LEAF_FIELDS = ("path", "shape", "dtype", "stored_dtype", "key_impl")
 # How dtypes without an .npz name (bfloat16, float8_*, int4) are stored.
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+# A temporary file this old is a killed write's, whoever wrote it: a write in
+# progress is at most the time the file system takes to write and fsync one
+# checkpoint, which is far shorter.
+STALE_TEMPORARY_SECONDS = 3600.0
+# This process's temporary files of writes in progress (threads may save at once).
+_WRITING: set[str] = set()
+_WRITING_LOCK = threading.Lock()
 
 
 class CheckpointError(ValueError):
@@ -79,6 +95,7 @@ def save_checkpoint(
     fsync'ed, then renamed onto ``path`` (``os.replace``), and the directory is
     fsync'ed where the platform allows it. Parent directories are created. Like
     any ``tempfile`` file, a new checkpoint is readable by its owner only (0o600).
+    Temporary files of ``path`` left by killed writes are removed first.
 
     Args:
         path: where to write the checkpoint; an existing file is replaced.
@@ -104,6 +121,7 @@ def save_checkpoint(
     header = _HEADER.pack(
         MAGIC, VERSION, len(payload), hashlib.sha256(payload).digest()
     )
+    _remove_stale_temporaries(path)
     _atomic_write(path, header + payload)
 
 
@@ -124,9 +142,11 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
 
     Raises:
         FileNotFoundError: if there is no file at ``path``.
-        CheckpointError: if the file is truncated, corrupt or not a checkpoint, or
-            its leaves differ from ``template``'s in number, key path, shape or
-            dtype. The message names the file and the first mismatching leaf.
+        CheckpointError: if the file is truncated, corrupt or not a checkpoint
+            (its index, too, must describe its arrays as ``save_checkpoint``
+            stores them), or its leaves differ from ``template``'s in number, key
+            path, shape or dtype. The message names the file and the first
+            mismatching leaf.
         ValueError: if a 64-bit leaf cannot be restored because
             ``jax_enable_x64`` is off.
     """
@@ -225,21 +245,111 @@ def _entry(path: str, shape, dtype, stored_dtype) -> dict:
 def _atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    with _temporary(path) as (fd, tmp):
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            # Also on KeyboardInterrupt: never leave a stray temporary file.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    _fsync_directory(directory)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raises OSError unless a checkpoint can be written at ``path`` now: makes
+    and deletes a temporary file in its (existing) folder, as a save would,
+    after removing what killed writes of ``path`` left there (as a save does)."""
+    path = os.fspath(path)
+    _remove_stale_temporaries(path)
+    with _temporary(path) as (fd, tmp):
+        os.close(fd)
+        os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _temporary(path: str):
+    """A new temporary file beside ``path``, open for writing: ``(fd, name)``.
+
+    Its name says whose it is, ``.NAME.WRITER.PID.XXXXXXXX.tmp``, and it is in
+    ``_WRITING`` until the block ends, so that a save in another process or
+    thread can tell a killed write's file from one still being written.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}.{_writer()}.{os.getpid()}."
+    with _WRITING_LOCK:  # registered before a cleanup in another thread looks
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+        _WRITING.add(tmp)
+    try:
+        yield fd, tmp
+    finally:
+        with _WRITING_LOCK:
+            _WRITING.discard(tmp)
+
+
+@functools.cache
+def _writer() -> str:
+    """This host and pid namespace, as a temporary file's name shows it: a pid
+    names one process only within one pid namespace of one running system."""
+    host = socket.gethostname()
+    ids = [host]
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as f:
+        ids.append(f.read().strip())  # Linux: this boot ...
+    with contextlib.suppress(OSError):
+        ids.append(str(os.stat("/proc/self/ns/pid").st_ino))  # ... and namespace
+    digest = hashlib.sha256("\0".join(ids).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', host)[:24]}-{digest}"
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Deletes the temporary files of ``path`` that no write will finish.
+
+    Only files named as ``_temporary`` names ``path``'s (or as rnnbptt 0.1 named
+    them, without WRITER and PID), and only certainly stale ones: written by a
+    process of this host and pid namespace that has exited, or last modified
+    over ``STALE_TEMPORARY_SECONDS`` ago. Best effort: never raises.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(
+        rf"\.{re.escape(os.path.basename(path))}\."
+        r"(?:(?P<writer>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.)?[a-z0-9_]+\.tmp"
     )
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a stray temporary file.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
+        names = os.listdir(directory)
+    except OSError:
+        return
+    with _WRITING_LOCK:
+        for name in names:
+            match = pattern.fullmatch(name)
+            tmp = os.path.join(directory, name)
+            if match is None or tmp in _WRITING:
+                continue
+            with contextlib.suppress(OSError):
+                exited = match["writer"] == _writer() and _exited(int(match["pid"]))
+                age = time.time() - os.stat(tmp).st_mtime
+                if exited or age > STALE_TEMPORARY_SECONDS:
+                    os.unlink(tmp)
+
+
+def _exited(pid: int) -> bool:
+    """Whether the process that wrote under ``pid``, in this pid namespace, has
+    exited. This process's pid: yes, as its own writes in progress are in
+    ``_WRITING``; the file is an earlier process's that had the same pid."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # there, os.kill would terminate the process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process: it runs
+        return False
+    return False
 
 
 def _fsync_directory(directory: str) -> None:
@@ -309,7 +419,8 @@ def _read_verified(path: str) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _check_index(index: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Raises ValueError unless the index describes exactly the stored arrays."""
+    """Raises ValueError unless the index describes exactly the stored arrays,
+    each stored as ``save_checkpoint`` stores a leaf of its description."""
     if not (
         isinstance(index, dict)
         and isinstance(index.get("metadata"), dict)
@@ -320,17 +431,65 @@ def _check_index(index: Any, arrays: dict[str, np.ndarray]) -> None:
     if sorted(arrays) != sorted(f"leaf_{i}" for i in range(len(leaves))):
         raise ValueError(f"{len(arrays)} arrays for {len(leaves)} leaves")
     for i, entry in enumerate(leaves):
-        if not (isinstance(entry, dict) and set(entry) == set(_LEAF_FIELDS)):
-            raise ValueError(f"malformed description of leaf {i}")
-        arr, shape = arrays[f"leaf_{i}"], tuple(entry["shape"])
-        is_key = entry["key_impl"] is not None
-        if str(arr.dtype) != entry["stored_dtype"] or (
-            arr.shape[: len(shape)] != shape if is_key else arr.shape != shape
+        if not (
+            isinstance(entry, dict)
+            and set(entry) == set(_LEAF_FIELDS)
+            and isinstance(entry["path"], str)
+            and isinstance(entry["shape"], list)
+            and all(type(n) is int and n >= 0 for n in entry["shape"])
         ):
+            raise ValueError(f"malformed description of leaf {i}")
+        arr = arrays[f"leaf_{i}"]
+        shape, stored = _stored_as(entry)
+        if entry["stored_dtype"] != str(stored):
             raise ValueError(
-                f"leaf {entry['path']} is described as {entry['stored_dtype']}"
-                f"{list(shape)} but stored as {arr.dtype}{list(arr.shape)}"
+                f"leaf {entry['path']} of dtype {entry['dtype']} is described as "
+                f"stored as {entry['stored_dtype']}, which save_checkpoint does not "
+                f"do (it stores {stored})"
             )
+        if (arr.shape, arr.dtype) != (shape, stored):
+            raise ValueError(
+                f"leaf {entry['path']} is described as "
+                f"{_describe(entry['stored_dtype'], shape)} but stored as "
+                f"{_describe(str(arr.dtype), arr.shape)}"
+            )
+
+
+def _stored_as(entry: dict) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of the array ``save_checkpoint`` stores for a leaf
+    of this description; ValueError for a dtype or PRNG implementation that it
+    cannot have written."""
+    shape, name = tuple(entry["shape"]), entry["dtype"]
+    if entry["key_impl"] is not None:
+        key_dtype, data = _key_spec(entry["key_impl"])
+        if name != key_dtype:
+            raise ValueError(
+                f"leaf {entry['path']} is a {entry['key_impl']} key of dtype {name}"
+            )
+        return shape + data.shape, data.dtype
+    try:
+        dtype = jnp.dtype(name)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is not None and dtype.kind in "biufc":
+        return shape, dtype.newbyteorder("=")
+    if dtype is not None and _is_ml_dtype(dtype):
+        return shape, np.dtype(_UINT_OF_SIZE[dtype.itemsize])
+    raise ValueError(f"leaf {entry['path']} has dtype {name!r}, not a numeric dtype")
+
+
+@functools.lru_cache(maxsize=16)
+def _key_spec(impl: Any) -> tuple[str, jax.ShapeDtypeStruct]:
+    """A typed key's dtype name and its key data's shape and dtype, for one key
+    of PRNG implementation ``impl`` (traced, not run)."""
+    if not isinstance(impl, str):
+        raise ValueError(f"malformed PRNG implementation {impl!r}")
+    try:
+        key = jax.eval_shape(lambda: jax.random.key(0, impl=impl))
+        data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"unknown PRNG implementation {impl!r}") from err
+    return str(key.dtype), data
 
 
 def _check_structure(path: str, stored: list[dict], expected: list[tuple]) -> None:

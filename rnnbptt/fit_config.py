@@ -1,15 +1,18 @@
 """``FitConfig``: the settings of a ``fit``, validated once, before the first step.
 
 Its ``record`` is what a checkpoint stores of the run and what resuming
-compares: the settings that change the numbers (a different batch size or seed
-would not continue the same run), not the ones that only change how long or
-how visibly it runs (epochs, patience, progress).
+compares: the settings and data that change the numbers (a different batch
+size, seed, optimizer, validation set or patience would not continue the same
+run), not the ones that only change how long or how visibly it runs (epochs,
+progress, sync_every).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +21,16 @@ import numpy as np
 
 from ._checks import check_backward, check_recompute_every
 from ._scalars import boolean, finite_number, int_seed, positive_int
+from .checkpoint import check_writable
 from .data_checks import check_dataset
 from .losses import get_loss
-from .optimizers import learning_rate_setting, make_optimizer
-from .parallel import check_processes_agree, resolve_mesh, sum_over_processes
+from .optimizers import learning_rate_setting, make_optimizer, optimizer_setting
+from .parallel import (
+    check_processes_agree,
+    local_copy,
+    resolve_mesh,
+    sum_over_processes,
+)
 from .tbptt import TBPTT, as_tbptt, check_model
 
 # Minibatches between two reads of the metrics: few enough that the progress
@@ -77,11 +86,15 @@ class FitConfig:
         min_delta: the smallest decrease of validation loss that counts.
         seed: seeds shuffling and dropout.
         checkpoint: file written atomically after every epoch (its folder is
-            made if missing).
+            made if missing; before training, a temporary file is made and
+            deleted there to see that it can be). A write killed part-way leaves
+            a temporary file beside it, which the next save removes.
         resume: continue from ``checkpoint`` if it exists. The checkpoint records
-            the run's settings (``record``) and refuses different ones; a loss
-            function or an optax transformation is recorded by name only, so two
-            different ``optax.adam`` instances, say, cannot be told apart.
+            the run's settings and data (``record``) and refuses different ones.
+            An optax transformation or schedule is recorded as the calls that
+            made it, with their arguments (``rnnbptt.optimizers.describe``):
+            ``optax.adam(0.05)`` built again resumes, ``optax.nadam(0.05)`` is
+            refused. A loss function is recorded by name only.
         progress: show a tqdm progress bar with the loss and speed.
         on_epoch_end: called with each epoch's history row (a dict).
         sync_every: the host reads the steps' metrics (loss, finiteness) back
@@ -164,12 +177,13 @@ class FitConfig:
             optimizer_pair=pair,
         )
 
-    def record(self, model, train_size: int) -> dict:
-        """What a checkpoint records of the run, and a resumption compares."""
+    def record(self, model, train: tuple, validation: tuple | None) -> dict:
+        """What a checkpoint records of the run, and a resumption compares:
+        the settings, and the data (``(xs, ys, mask)`` as checked) by digest."""
         return {
             "model": repr(model),
             "loss": _describe(self.loss),
-            "optimizer": _describe(self.optimizer),
+            "optimizer": optimizer_setting(self.optimizer),
             "learning_rate": learning_rate_setting(self.optimizer, self.learning_rate),
             "batch_size": self.batch_size,
             "tbptt": None if self.tbptt is None else [self.tbptt.k1, self.tbptt.k2],
@@ -177,15 +191,24 @@ class FitConfig:
             "backward": self.backward,
             "seed": self.seed,
             "shuffle": self.shuffle,
-            "train_size": train_size,
+            "train_size": train[0].shape[0],
+            "train_data": data_digest(train),
+            "validation_data": None if validation is None else data_digest(validation),
+            "patience": self.patience,
+            "min_delta": self.min_delta,
         }
 
     def check_resumable(self, stored: dict, record: dict) -> None:
-        """Refuses a checkpoint ``stored`` by a run of another configuration."""
+        """Refuses a checkpoint ``stored`` by a run of another configuration.
+
+        What an older checkpoint did not record (an optax optimizer or schedule
+        by its type only; no data digests) is not compared, with a warning."""
+        unrecorded = [k for k in sorted(record) if self._unrecorded(k, stored)]
         changed = [
-            f"{k}: {stored.get(k)!r} -> {record[k]!r}"
+            f"{k}: {stored[k]!r} -> {record[k]!r}"
             for k in sorted(record)
-            if stored.get(k) != record[k]
+            if k not in unrecorded
+            and stored[k] != record[k]
             # an optax optimizer brings its own rate (older checkpoints stored
             # the unused default there)
             and not (k == "learning_rate" and record[k] is None)
@@ -196,6 +219,21 @@ class FitConfig:
                 f"configuration ({'; '.join(changed)}); pass resume=False or another "
                 "checkpoint path to start over"
             )
+        if unrecorded:
+            warnings.warn(
+                f"fit: checkpoint {self.checkpoint} was written by an older rnnbptt "
+                f"that did not record {', '.join(unrecorded)}; resuming without "
+                "comparing them with this run's",
+                UserWarning,
+                stacklevel=5,  # fit's caller
+            )
+
+    def _unrecorded(self, key: str, stored: dict) -> bool:
+        if key not in stored:
+            return True
+        if key == "optimizer" and not isinstance(self.optimizer, str):
+            return stored[key] in _OPTAX_TYPES
+        return key == "learning_rate" and stored[key] == "schedule"
 
     def will_resume(self) -> bool:
         return self.resume and os.path.exists(self.checkpoint)
@@ -218,6 +256,60 @@ class FitConfig:
         )
 
 
+# How rnnbptt 0.1 recorded an optax optimizer: by its type only (and a
+# schedule as "schedule").
+_OPTAX_TYPES = ("GradientTransformation", "GradientTransformationExtraArgs")
+
+
+def initial_params_dtype(params) -> np.dtype:
+    """The dtype of ``params``, once each leaf is known to be a finite floating
+    array (a TypeError or ValueError naming the leaf otherwise)."""
+    leaves = jax.tree_util.tree_flatten_with_path(local_copy(params))[0]
+    if not leaves:
+        raise TypeError(
+            "fit: `params` must be the model's parameters (e.g. "
+            f"model.init(jax.random.key(0))), got {type(params).__name__} {params!r}"
+        )
+    for key_path, leaf in leaves:
+        name, arr = "params" + jax.tree_util.keystr(key_path), np.asarray(leaf)
+        if not jax.numpy.issubdtype(arr.dtype, jax.numpy.floating):
+            raise TypeError(
+                f"fit: `{name}` must be a floating array (as model.init makes), got "
+                f"{type(leaf).__name__} of dtype {arr.dtype}"
+            )
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"fit: `{name}` holds {arr[where]} at index {where}; initial "
+                "parameters must be finite (training from them is meaningless, and "
+                "they could not be returned as the last good parameters)"
+            )
+    return np.asarray(leaves[0][1]).dtype
+
+
+def data_digest(arrays: tuple) -> str:
+    """Dtypes, shapes and a SHA-256 of the bytes of checked ``(xs, ys, mask)``;
+    with several processes, of every process's share, in process order."""
+    digest = hashlib.sha256()
+    shown = []
+    for arr in arrays:
+        arr = None if arr is None else np.ascontiguousarray(local_copy(arr))
+        text = "none" if arr is None else f"{arr.dtype}{list(arr.shape)}"
+        digest.update(text.encode())
+        if arr is not None:
+            digest.update(arr.reshape(-1).view(np.uint8))
+        shown.append(text)
+    if jax.process_count() > 1:  # shares differ in size: no shapes then
+        from jax.experimental import multihost_utils
+
+        mine = np.frombuffer(digest.digest(), np.uint8)
+        every = np.asarray(multihost_utils.process_allgather(mine))
+        digest = hashlib.sha256(every.tobytes())
+        shown = [f"{jax.process_count()} processes' shares"]
+    return f"{', '.join(shown)}, sha256 {digest.hexdigest()[:16]}"
+
+
 def check_processes_agree_on(config: FitConfig, n: int) -> None:
     """Every process of a multi-process run passed the same settings."""
     patience = -1 if config.patience is None else config.patience
@@ -231,14 +323,15 @@ def check_processes_agree_on(config: FitConfig, n: int) -> None:
             "shuffle": (config.shuffle, True),
             "seed": (config.seed, False),
             "min_delta": (config.min_delta, False),
+            "checkpoint given": (config.checkpoint is not None, True),
             "resuming from an existing checkpoint": (config.will_resume(), True),
             "sync_every": (config.sync_every or 0, True),
         }
     )
     if config.checkpoint is not None:  # written by process 0 alone
-        problem = checkpoint_problem(config.checkpoint)
-        if jax.process_index() != 0:
-            problem = None
+        problem = None
+        if jax.process_index() == 0:
+            problem = checkpoint_problem(config.checkpoint)
         writable = sum_over_processes(np.array([problem is None], np.int32))
         if writable[0] != jax.process_count():
             raise ValueError(
@@ -284,17 +377,25 @@ def _checkpoint_path(path, resume) -> str | None:
 
 
 def checkpoint_problem(path: str) -> str | None:
-    """Why ``path`` cannot be written here, or None."""
+    """Why ``path`` cannot be written here, or None. Its folder, where it
+    exists, is tried: a temporary file is made there and deleted, as a save
+    does (what permissions allow may still fail, e.g. on a read-only mount)."""
     if os.path.isdir(path):
         return f"fit: `checkpoint` {path!r} is a directory, not a file"
+    if not os.path.basename(path):
+        return f"fit: `checkpoint` {path!r} names a directory (a trailing separator)"
     folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):  # save_checkpoint makes missing folders
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        return (
-            f"fit: `checkpoint` {path!r} cannot be written: {folder!r} is not a "
-            "writable folder"
-        )
+    existing = folder
+    while not os.path.exists(existing):  # save_checkpoint makes missing folders
+        existing = os.path.dirname(existing)
+    cannot = f"fit: `checkpoint` {path!r} cannot be written: {existing!r}"
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{cannot} is not a writable folder"
+    if existing == folder:
+        try:
+            check_writable(path)
+        except OSError as err:
+            return f"{cannot} refuses a new file ({err.strerror or err})"
     return None
 
 

@@ -30,7 +30,12 @@ from ._checks import DEFAULT_BACKWARD, NOT_GIVEN
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compilation import CompileAhead
 from .data_checks import check_dataset
-from .fit_config import DEFAULT_SYNC_EVERY, FitConfig, check_processes_agree_on
+from .fit_config import (
+    DEFAULT_SYNC_EVERY,
+    FitConfig,
+    check_processes_agree_on,
+    initial_params_dtype,
+)
 from .optimizers import (  # noqa: F401  (rnnbptt.fit_module had them)
     DEFAULT_LEARNING_RATE,
     OPTIMIZERS,
@@ -127,7 +132,7 @@ class Run(NamedTuple):
 
     config: FitConfig
     place: Placement
-    record: dict  # the configuration a checkpoint records
+    record: dict | None  # what a checkpoint records (None: no checkpoint)
     train: tuple  # (xs, ys, mask) of this process
     validation: tuple | None
     step: Callable  # rnnbptt.train.make_train_step's
@@ -200,16 +205,16 @@ def fit(
         ValueError, TypeError: for inconsistent data or settings, before training.
     """
     config = FitConfig.create(locals())
-    dtype = jax.tree.leaves(params)[0].dtype
+    dtype = initial_params_dtype(params)
     train = check_dataset("fit", model, xs, ys, mask, config.loss, dtype)
-    n = train[0].shape[0]
     if jax.process_count() > 1:
-        check_processes_agree_on(config, n)
-    place = plan_placement("fit", config.mesh, config.batch_size, n)
+        check_processes_agree_on(config, train[0].shape[0])
+    place = plan_placement("fit", config.mesh, config.batch_size, train[0].shape[0])
     validation = config.validation_data(model, validation, dtype)
-    state = start(config, model, params, n, place)
-    run = prepare(config, model, place, train, validation, state)
-    stop = "completed", f"trained {config.epochs} epochs"
+    record = config.record(model, train, validation) if config.checkpoint else None
+    state = start(config, record, params, place)
+    run = prepare(config, model, place, train, validation, state, record)
+    stop = "completed", completed_message(config, state)
     try:
         for epoch in range(state.epoch, config.epochs):
             if patience_spent(config, state):  # e.g. resumed from an early stop
@@ -232,20 +237,21 @@ def fit(
     return finish(run, state, *stop)
 
 
-def start(config: FitConfig, model, params, n: int, place: Placement) -> FitState:
-    """A fresh state, or the checkpoint's when resuming one of this run, with
-    the parameters and optimizer state where the train step takes them."""
+def start(config: FitConfig, record, params, place: Placement) -> FitState:
+    """A fresh state, or the checkpoint's when resuming one of this run (its
+    ``record``), with the parameters and optimizer state where the train step
+    takes them."""
     tx = config.optimizer_pair[0]
     state = FitState(params, tx.init(params), params, jax.random.key(config.seed))
     if config.will_resume():
-        state = _resumed(config, model, state, n)
+        state = _resumed(config, record, state)
     params, opt_state = place.state((state.params, state.opt_state))
     return state._replace(params=params, opt_state=opt_state)
 
 
-def _resumed(config: FitConfig, model, state: FitState, n: int) -> FitState:
+def _resumed(config: FitConfig, record: dict, state: FitState) -> FitState:
     arrays, meta = load_checkpoint(config.checkpoint, state.arrays())
-    config.check_resumable(meta["config"], config.record(model, n))
+    config.check_resumable(meta["config"], record)
     state = FitState.restore(arrays, meta)
     if jax.process_count() > 1:
         check_processes_agree(
@@ -257,7 +263,24 @@ def _resumed(config: FitConfig, model, state: FitState, n: int) -> FitState:
     return state
 
 
-def prepare(config: FitConfig, model, place, train, validation, state) -> Run:
+def completed_message(config: FitConfig, state: FitState) -> str:
+    """Why a run that trains to its last epoch stopped, from its first state."""
+    done, epochs = state.epoch, config.epochs
+    if done >= epochs:  # resumed
+        return (
+            f"fit: checkpoint {config.checkpoint} holds {_epochs(done)} already, "
+            f"epochs={epochs} asks for no more: nothing was trained"
+        )
+    if done:
+        return f"trained {_epochs(epochs)} (resumed from the checkpoint after {done})"
+    return f"trained {_epochs(epochs)}"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def prepare(config: FitConfig, model, place, train, validation, state, record) -> Run:
     """The compiled programs, the progress bar and the fixed data of the loop."""
     tx, schedule = config.optimizer_pair
     engine = dict(
@@ -288,7 +311,7 @@ def prepare(config: FitConfig, model, place, train, validation, state) -> Run:
     return Run(
         config,
         place,
-        config.record(model, train[0].shape[0]),
+        record,
         train,
         validation,
         step,

@@ -4,16 +4,25 @@ A named optimizer (``"adam"``, ...) is made with its learning rate, an optax
 transformation brings its own; gradient clipping is chained in front of either.
 The same settings give the same transformation object, so that ``fit`` finds
 its compiled train step again on a second call (``rnnbptt.train``).
+
+``describe`` names an optax transformation or schedule by what it is made of,
+for the checkpoint's record: ``optax.adam(0.05)`` is
+``chain(update_fns=(scale_by_adam(b1=0.9, ..., nesterov=False),
+scale(step_size=-0.05)))`` in any process, and ``optax.nadam(0.05)`` differs in
+``nesterov=True``.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import types
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 from ._scalars import finite_number, real_number
@@ -75,10 +84,16 @@ def _made(optimizer, learning_rate, clip_norm) -> tuple[Any, Schedule]:
     return tx, schedule
 
 
+def optimizer_setting(optimizer) -> str:
+    """The optimizer as a checkpoint records it: its name, or what ``describe``
+    says of an optax transformation."""
+    return optimizer if isinstance(optimizer, str) else describe(optimizer)
+
+
 def learning_rate_setting(optimizer, learning_rate):
     """The learning rate as a checkpoint records it (None: the optimizer's own)."""
     if callable(learning_rate):
-        return "schedule"
+        return describe(learning_rate)
     if learning_rate is None and isinstance(optimizer, str):
         return DEFAULT_LEARNING_RATE
     return None if learning_rate is None else real_number(learning_rate)
@@ -91,3 +106,145 @@ def injected_learning_rate(opt_state) -> float:
         if has_hyperparams(node) and "learning_rate" in node.hyperparams:
             return float(local_copy(node.hyperparams["learning_rate"]))
     return math.nan
+
+
+# Deeper parts of a description are written "...": optax nests a few levels
+# (chain, its wrapped transformations, their update functions, a schedule).
+_DESCRIBE_DEPTH = 12
+
+
+def describe(value: Any) -> str:
+    """``value`` (an optax transformation, a schedule, any function or object)
+    as the calls that made it, with their arguments.
+
+    A function is written as the function that made it (``scale_by_adam`` for
+    ``scale_by_adam.<locals>.update_fn``) with the values it closes over and
+    its non-None defaults; a transformation as its update function, with what
+    only its init function holds. Numbers are written exactly, arrays as dtype,
+    shape and a digest. Nothing depends on the process (no ids or addresses),
+    so an equal transformation built again describes the same; a function's
+    code is not part of it (two lambdas of one place that differ only in a
+    literal describe the same).
+    """
+    try:
+        return _describe(value, 0, frozenset())
+    except Exception:  # an object unlike any above: by its type, as before
+        return type(value).__qualname__
+
+
+def _describe(value: Any, depth: int, inside: frozenset) -> str:
+    if depth > _DESCRIBE_DEPTH or id(value) in inside:
+        return "..."
+    inside = inside | {id(value)}
+    part = lambda v: _describe(v, depth + 1, inside)  # noqa: E731
+    if isinstance(value, np.generic | np.ndarray | jax.Array):
+        return _describe_array(np.asarray(value))
+    if value is None or isinstance(value, bool | int | float | complex | str):
+        return repr(value)
+    if _is_transformation(value):
+        return _describe_transformation(value, part)
+    if isinstance(value, tuple | list):
+        items = ", ".join(map(part, value))
+        if isinstance(value, list):
+            return f"[{items}]"
+        return f"({items}{',' if len(value) == 1 else ''})"
+    if isinstance(value, dict):
+        items = sorted((str(k), part(v)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if isinstance(value, functools.partial):
+        args = [*map(part, value.args)]
+        args += [f"{k}={part(v)}" for k, v in sorted(value.keywords.items())]
+        return f"partial({', '.join([part(value.func), *args])})"
+    if isinstance(value, types.FunctionType):
+        return _describe_function(value, {}, part)
+    if isinstance(value, types.MethodType):
+        return f"{part(value.__self__)}.{value.__func__.__name__}"
+    if hasattr(value, "__wrapped__") and callable(value):  # e.g. jax.jit(f)
+        return part(value.__wrapped__)
+    if isinstance(value, type | types.ModuleType | types.BuiltinFunctionType):
+        return getattr(value, "__qualname__", value.__name__)
+    if isinstance(value, np.dtype):
+        return str(value)
+    return _call(type(value).__qualname__, _fields(value), part)
+
+
+def _describe_array(arr: np.ndarray) -> str:
+    if arr.ndim == 0:
+        return f"{arr.dtype}({arr.item()!r})"
+    digest = hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    return f"{arr.dtype}{list(arr.shape)} sha256 {digest.hexdigest()[:12]}"
+
+
+def _is_transformation(value) -> bool:
+    return isinstance(value, tuple) and all(
+        callable(getattr(value, name, None)) for name in ("init", "update")
+    )
+
+
+# Wrappers that change a transformation's signature only.
+_TRANSPARENT = frozenset({"with_extra_args_support"})
+
+
+def _describe_transformation(tx, part) -> str:
+    """The update function, and the values only the init function holds (the
+    initial accumulator of ``adagrad``, the hyper-parameters that
+    ``inject_hyperparams`` keeps in the state)."""
+    if not isinstance(tx.update, types.FunctionType):
+        return part(tx.update)
+    init = _arguments(tx.init) if isinstance(tx.init, types.FunctionType) else {}
+    only_init = {k: v for k, v in init.items() if not _is_code(v)}
+    return _describe_function(tx.update, only_init, part)
+
+
+def _describe_function(fn: types.FunctionType, more: dict, part) -> str:
+    """``fn``'s maker with ``fn``'s arguments and those of ``more`` it lacks;
+    a transparent wrapper as what it wraps."""
+    arguments, maker = _arguments(fn), _maker(fn)
+    if maker in _TRANSPARENT and list(arguments) == ["tx"]:
+        return part(arguments["tx"])
+    more = {k: v for k, v in more.items() if k not in arguments}
+    return _call(maker, {**arguments, **more}, part)
+
+
+def _is_code(value) -> bool:
+    """A function, or a tuple of them (chain's init functions)."""
+    if isinstance(value, tuple | list):
+        return len(value) > 0 and all(map(callable, value))
+    return callable(value)
+
+
+def _maker(fn: types.FunctionType) -> str:
+    """``scale_by_adam`` for ``scale_by_adam.<locals>.update_fn``: the function
+    that made ``fn``, or ``fn`` itself."""
+    return fn.__qualname__.split(".<locals>.")[0]
+
+
+def _arguments(fn: types.FunctionType) -> dict:
+    """What ``fn`` closes over, and its defaults other than None."""
+    code = fn.__code__
+    values = {}
+    for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True):
+        try:
+            values[name] = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            values[name] = "<unset>"
+    given = fn.__defaults__ or ()
+    positional = code.co_varnames[code.co_argcount - len(given) : code.co_argcount]
+    defaults = dict(zip(positional, given, strict=True))
+    for name, value in {**defaults, **(fn.__kwdefaults__ or {})}.items():
+        if value is not None:
+            values.setdefault(name, value)
+    return values
+
+
+def _call(name: str, arguments: dict, part) -> str:
+    if not arguments:
+        return name
+    return f"{name}({', '.join(f'{k}={part(v)}' for k, v in arguments.items())})"
+
+
+def _fields(value) -> dict:
+    """A named tuple's fields, or an object's attributes."""
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return value._asdict()
+    return vars(value) if hasattr(value, "__dict__") else {}

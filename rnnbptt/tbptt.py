@@ -17,6 +17,7 @@ so the compiled program does not grow with the number of chunks.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -60,10 +61,11 @@ class TBPTT:
 
 
 def as_tbptt(fn: str, tbptt) -> TBPTT | None:
-    """None (full BPTT), ``k``, ``(k1, k2)`` or a ``TBPTT``, as a ``TBPTT``."""
+    """None (full BPTT), ``k``, ``(k1, k2)`` or a ``TBPTT``, as a ``TBPTT``; an
+    integer is any, Python's or NumPy's, as sizes are everywhere."""
     if tbptt is None or isinstance(tbptt, TBPTT):
         return tbptt
-    if isinstance(tbptt, int) and not isinstance(tbptt, bool):
+    if isinstance(tbptt, numbers.Integral) and not isinstance(tbptt, bool):
         return TBPTT(tbptt)
     if isinstance(tbptt, tuple) and len(tbptt) == 2:
         return TBPTT(*tbptt)

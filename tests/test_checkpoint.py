@@ -1,9 +1,15 @@
 """Checkpoints round-trip bitwise, are written atomically, and are never used when
 truncated, corrupt, foreign or written for a different model."""
 
+import hashlib
 import io
 import json
 import os
+import signal
+import struct
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +21,7 @@ import rnnbptt
 from rnnbptt.checkpoint import (
     MAGIC,
     CheckpointError,
+    check_writable,
     load_checkpoint,
     peek_metadata,
     save_checkpoint,
@@ -348,3 +355,174 @@ def test_64_bit_leaf_without_x64_is_refused(tmp_path):
     save_checkpoint(path, {"w": np.arange(3.0)}, {})
     with jax.enable_x64(False), pytest.raises(ValueError, match="jax_enable_x64"):
         load_checkpoint(path, {"w": np.zeros(3)})
+
+
+# --- what a killed write leaves ---------------------------------------------------
+
+KILLED_WRITE = """
+import os, signal, sys
+import numpy as np
+from rnnbptt.checkpoint import save_checkpoint
+os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # before the rename
+save_checkpoint(sys.argv[1], {"w": np.zeros(3)}, {})
+"""
+
+
+def _killed_write(path):
+    """The temporary file that a process killed while saving ``path`` leaves."""
+    before = set(os.listdir(path.parent))
+    run = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(path)], timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    (left,) = set(os.listdir(path.parent)) - before
+    return path.parent / left
+
+
+def test_the_next_save_removes_what_a_killed_write_left(ckpt, state, template):
+    left = _killed_write(ckpt)
+    assert left.name.startswith(f".{ckpt.name}.") and left.name.endswith(".tmp")
+    # the previous checkpoint is untouched
+    assert_bitwise_equal(load_checkpoint(ckpt, template)[0], state)
+    newer = make_state(seed=2)
+    save_checkpoint(ckpt, newer, {"step": 240})
+    assert os.listdir(ckpt.parent) == [ckpt.name]
+    assert_bitwise_equal(load_checkpoint(ckpt, template)[0], newer)
+
+
+def test_checking_a_path_before_training_removes_them_too(tmp_path):
+    """fit tries the checkpoint's folder before training (check_writable): it
+    removes what a killed write left, and leaves nothing of its own."""
+    path = tmp_path / "run.ckpt"
+    _killed_write(path)
+    check_writable(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_only_temporaries_certainly_stale_are_removed(tmp_path):
+    path = tmp_path / "run.ckpt"
+    dead = _killed_write(path)
+    writer, dead_pid, _, _ = dead.name[len(".run.ckpt.") :].split(".")
+    elsewhere = "another-host-0123abcd"  # a writer on another host: pids say nothing
+    names = {
+        # the writer's process has exited
+        dead.name: False,
+        # under this process's pid, not being written: an earlier process's
+        f".run.ckpt.{writer}.{os.getpid()}.aaaaaaaa.tmp": False,
+        # its writer runs: a write in progress
+        f".run.ckpt.{writer}.{os.getppid()}.bbbbbbbb.tmp": True,
+        # fresh, of a writer elsewhere or of rnnbptt 0.1 (no writer): may be
+        # in progress; over an hour old: not
+        f".run.ckpt.{elsewhere}.{dead_pid}.cccccccc.tmp": True,
+        f".run.ckpt.{elsewhere}.{dead_pid}.dddddddd.tmp": "old",
+        ".run.ckpt.eeeeeeee.tmp": True,
+        ".run.ckpt.ffffffff.tmp": "old",
+        # not this checkpoint's temporaries
+        f".other.ckpt.{writer}.{dead_pid}.gggggggg.tmp": True,
+        f".run.ckpt.x.{writer}.{dead_pid}.hhhhhhhh.tmp": True,
+        "run.ckpt.tmp": True,
+        f".run.ckpt.{writer}.{dead_pid}.iiiiiiii.tmp.keep": True,
+    }
+    two_hours_ago = time.time() - 7200
+    for name, kept in names.items():
+        (tmp_path / name).touch()
+        if kept == "old":
+            os.utime(tmp_path / name, (two_hours_ago, two_hours_ago))
+    save_checkpoint(path, {"w": np.zeros(3)}, {})
+    left = sorted(os.listdir(tmp_path))
+    assert left == sorted(
+        [path.name] + [n for n, kept in names.items() if kept is True]
+    )
+
+
+def test_a_write_in_progress_in_this_process_is_kept(
+    tmp_path, state, template, monkeypatch
+):
+    """A second save of the path while the first one is writing (as another
+    thread would) leaves the first one's temporary file to it."""
+    path = tmp_path / "run.ckpt"
+    fsync, seen = os.fsync, []
+
+    def fsync_and_save_again(fd):
+        fsync(fd)
+        if not seen:
+            seen.append(os.listdir(tmp_path))
+            save_checkpoint(path, make_state(seed=2), {"step": 240})
+
+    monkeypatch.setattr(os, "fsync", fsync_and_save_again)
+    save_checkpoint(path, state, METADATA)  # renamed after the second save's
+    monkeypatch.undo()
+    assert len(seen[0]) == 1 and seen[0][0].endswith(".tmp")
+    assert os.listdir(tmp_path) == [path.name]
+    restored, metadata = load_checkpoint(path, template)
+    assert_bitwise_equal(restored, state)
+    assert metadata == METADATA
+
+
+# --- checksum-valid files with an index that does not describe their arrays -------
+
+
+def _rewrite(path, edit):
+    """``edit(index, arrays)`` applied to the checkpoint's payload, written back
+    with a recomputed checksum: a file that passes every check of its bytes."""
+    data = path.read_bytes()
+    with np.load(io.BytesIO(data[HEADER_SIZE:]), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    index = json.loads(arrays.pop("index").tobytes())
+    edit(index["leaves"], arrays)
+    arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).digest()
+    path.write_bytes(struct.pack("<8sIQ32s", MAGIC, 1, len(payload), digest) + payload)
+
+
+def _as_uint8(leaves, arrays):  # float32[3] stored as uint8[3], and said so
+    leaves[1]["stored_dtype"] = "uint8"
+    arrays["leaf_1"] = arrays["leaf_1"].astype(np.uint8)
+
+
+def _as_uint32_view(leaves, arrays):  # float32 stored as bfloat16 would be
+    leaves[1]["stored_dtype"] = "uint32"
+    arrays["leaf_1"] = arrays["leaf_1"].view(np.uint32)
+
+
+def _key_data_of_shape_5(leaves, arrays):
+    arrays["leaf_0"] = np.arange(5, dtype=np.uint32)
+
+
+def _unknown_key_impl(leaves, arrays):
+    leaves[0]["key_impl"] = "threefry3x33"
+
+
+def _key_dtype_without_impl(leaves, arrays):
+    leaves[0]["key_impl"] = None
+
+
+def _shape_of_text(leaves, arrays):
+    leaves[1]["shape"] = ["3"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _as_uint8,
+        _as_uint32_view,
+        _key_data_of_shape_5,
+        _unknown_key_impl,
+        _key_dtype_without_impl,
+        _shape_of_text,
+    ],
+)
+def test_an_index_that_does_not_describe_the_arrays_is_refused(tmp_path, edit):
+    path = tmp_path / "a.ckpt"
+    tree = {"key": jax.random.key(0), "w": np.arange(3, dtype=np.float32)}
+    save_checkpoint(path, tree, {})
+    _rewrite(path, lambda leaves, arrays: None)  # rewriting alone changes nothing
+    assert_bitwise_equal(
+        load_checkpoint(path, tree)[0], jax.tree.map(jnp.asarray, tree)
+    )
+    _rewrite(path, edit)
+    for read in (lambda: load_checkpoint(path, tree), lambda: peek_metadata(path)):
+        with pytest.raises(CheckpointError, match="checksum is right") as info:
+            read()
+        assert str(path) in str(info.value)

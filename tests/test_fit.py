@@ -238,8 +238,9 @@ def test_corrupt_or_foreign_checkpoint_is_refused(task, tmp_path):
 
 
 def test_checkpoint_of_an_optax_optimizer_from_before_still_resumes(task, tmp_path):
-    """Older checkpoints stored the unused default learning rate beside an optax
-    optimizer; that is no difference of configuration."""
+    """Older checkpoints recorded an optax optimizer by its type, beside the
+    unused default learning rate, and no data digests: what they lack is not
+    compared, with a warning."""
     ckpt = tmp_path / "old.ckpt"
     first = _fit(task, optimizer=SGD, epochs=1, checkpoint=ckpt)
     params = task[1]
@@ -250,12 +251,76 @@ def test_checkpoint_of_an_optax_optimizer_from_before_still_resumes(task, tmp_pa
         "key": jax.random.key(0),
     }
     state, meta = rnnbptt.load_checkpoint(ckpt, template)
-    meta["config"]["learning_rate"] = 0.001
+    old = meta["config"]
+    old.update(learning_rate=0.001, optimizer="GradientTransformationExtraArgs")
+    for key in ("train_data", "validation_data", "patience", "min_delta"):
+        del old[key]
     rnnbptt.save_checkpoint(ckpt, state, meta)
     # an equal optimizer built afresh, as a resumed run in a new process has
     fresh = optax.sgd(0.05)
-    again = _fit(task, optimizer=fresh, epochs=1, checkpoint=ckpt, resume=True)
+    with pytest.warns(UserWarning, match="older rnnbptt") as caught:
+        again = _fit(task, optimizer=fresh, epochs=1, checkpoint=ckpt, resume=True)
+    assert caught[0].filename == __file__  # fit's caller
+    unrecorded = "min_delta, optimizer, patience, train_data, validation_data"
+    assert unrecorded in str(caught[0].message)
     jax.tree.map(np.testing.assert_array_equal, again.params, first.params)
+
+
+def test_resuming_refuses_another_optax_optimizer(task, tmp_path):
+    ckpt = tmp_path / "adam.ckpt"
+    _fit(task, optimizer=optax.adam(0.05), epochs=1, checkpoint=ckpt)
+    for other, differs in [
+        (optax.nadam(0.05), "nesterov=True"),
+        (optax.adamw(0.05), "add_decayed_weights"),
+        (optax.adam(0.01), "step_size=-0.01"),
+    ]:
+        with pytest.raises(ValueError, match="different run configuration") as info:
+            _fit(task, optimizer=other, epochs=2, checkpoint=ckpt, resume=True)
+        message = str(info.value)
+        assert "optimizer: 'chain(update_fns=(scale_by_adam(" in message
+        assert "nesterov=False" in message and differs in message  # both named
+
+
+def test_resuming_refuses_other_data_patience_or_min_delta(task, tmp_path):
+    """What decides the best epoch and when to stop, and the data, are part of
+    the run; epochs are not (more may be asked for, or fewer)."""
+    _, _, xs, ys = task
+    ckpt = tmp_path / "run.ckpt"
+    settings = dict(validation=(xs[:32], -ys[:32]), patience=5, checkpoint=ckpt)
+    first = _fit(task, epochs=2, **settings)
+    changed_ys = ys.copy()
+    changed_ys[0, 0, 0] += 1e-3
+    for change, text in [
+        ({"validation": (xs[:32], ys[:32])}, "validation_data: 'float64[32, 12, 1]"),
+        ({"validation": None, "patience": None}, "-> None"),
+        ({"patience": 6}, "patience: 5 -> 6"),
+        ({"min_delta": 0.1}, "min_delta: 0.0 -> 0.1"),
+    ]:
+        with pytest.raises(ValueError, match="different run configuration") as info:
+            _fit(task, epochs=3, **{**settings, **change}, resume=True)
+        assert text in str(info.value)
+    with pytest.raises(ValueError, match="train_data: 'float64"):
+        rnnbptt.fit(
+            task[0],
+            task[1],
+            xs,
+            changed_ys,
+            epochs=3,
+            batch_size=32,
+            progress=False,
+            **settings,
+            resume=True,
+        )
+    # fewer epochs than the checkpoint holds: nothing to train, and it says so
+    seen = []
+    fewer = _fit(task, epochs=1, **settings, resume=True, on_epoch_end=seen.append)
+    assert seen == [] and len(fewer.history) == 2
+    assert fewer.stop_reason == "completed"
+    assert "holds 2 epochs already, epochs=1 asks for no more" in fewer.message
+    jax.tree.map(np.testing.assert_array_equal, fewer.params, first.params)
+    more = _fit(task, epochs=3, **settings, resume=True)
+    assert more.message == "trained 3 epochs (resumed from the checkpoint after 2)"
+    assert first.message == "trained 2 epochs"
 
 
 def test_progress_bar_shows_loss(task, capsys):
@@ -273,6 +338,9 @@ def _bad_calls():
     labels = np.zeros(8, int)
     nan_xs = xs.copy()
     nan_xs[6, 2, 1] = np.nan
+    w_hh = np.array(params.layers[0].w_hh)
+    w_hh[1, 2] = np.inf
+    inf_params = params._replace(layers=(params.layers[0]._replace(w_hh=w_hh),))
 
     def fit(m=model, p=params, x=xs, y=ys, **kw):
         kw = {"batch_size": 4, "progress": False, **kw}
@@ -285,6 +353,19 @@ def _bad_calls():
         ("wrong features", fit(x=xs[..., :1]), ValueError, "input_size is 2"),
         ("empty", fit(x=xs[:0], y=ys[:0]), ValueError, "empty"),
         ("nan in xs", fit(x=nan_xs), ValueError, "row 6, step 2"),
+        ("no params", fit(p=None), TypeError, "`params` must be the model's"),
+        (
+            "inf in params",
+            fit(p=inf_params),
+            ValueError,
+            r"`params\.layers\[0\]\.w_hh` holds inf at index \(1, 2\); initial",
+        ),
+        (
+            "integer params",
+            fit(p=params._replace(readout=params.readout._replace(b=np.zeros(3, int)))),
+            TypeError,
+            r"`params\.readout\.b` must be a floating array",
+        ),
         (
             "inf in ys",
             fit(y=np.where(np.arange(3) == 1, np.inf, ys)),

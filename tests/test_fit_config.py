@@ -6,7 +6,9 @@ shuffling and dropout keys ``fit`` documents.
 """
 
 import dataclasses
+import errno
 import math
+import os
 import warnings
 
 import jax
@@ -174,6 +176,7 @@ def _unwritable_checkpoints(tmp_path):
         (a_file / "run.ckpt", "is not a writable folder"),
         (a_file / "deeper" / "run.ckpt", "is not a writable folder"),
         (folder, "is a directory"),
+        (f"{tmp_path / 'new'}{os.sep}", "names a directory"),
     ]
 
 
@@ -186,8 +189,52 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(
             _fit(problem, checkpoint=path, on_epoch_end=epochs.append)
     assert epochs == []  # refused before the first step
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
+    assert list((tmp_path / "a_folder").iterdir()) == []
     with pytest.raises(TypeError, match="`checkpoint` must be a file path"):
         _fit(problem, checkpoint=3)
+
+
+def test_a_read_only_folder_is_refused_before_training(problem, tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("this user (root) may write into a read-only folder")
+        epochs = []
+        for path in (folder / "run.ckpt", folder / "missing" / "run.ckpt"):
+            with pytest.raises(ValueError, match="is not a writable folder"):
+                _fit(problem, checkpoint=path, on_epoch_end=epochs.append)
+        assert epochs == []
+    finally:
+        folder.chmod(0o755)
+    assert list(folder.iterdir()) == []
+
+
+def test_a_read_only_file_system_is_refused_before_training(
+    problem, tmp_path, monkeypatch
+):
+    """Where permissions allow a write that the file system refuses (a
+    read-only mount; simulated: creating a file in the folder fails with
+    EROFS, as the kernel's does), the folder is tried before training."""
+    folder = tmp_path / "mounted_read_only"
+    folder.mkdir()
+    real_open = os.open
+
+    def read_only_open(path, flags, *args, **kwargs):
+        if os.path.dirname(os.path.abspath(path)) == str(folder):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    epochs = []
+    with pytest.raises(
+        ValueError, match=r"refuses a new file \(Read-only file system\)"
+    ):
+        _fit(problem, checkpoint=folder / "run.ckpt", on_epoch_end=epochs.append)
+    assert epochs == []
+    monkeypatch.undo()
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -198,6 +245,12 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(
         ({"sync_every": 1.5}, TypeError, "`sync_every`"),
         ({"seed": "0"}, TypeError, "`seed` must be an int"),
         ({"seed": True}, TypeError, "`seed` must be an int"),
+        (
+            {"seed": 2**70},
+            ValueError,
+            r"`seed` must be an int from -2\*\*63 to 2\*\*63 - 1",
+        ),
+        ({"seed": -(2**63) - 1}, ValueError, r"`seed` must be an int from -2\*\*63"),
         ({"shuffle": "yes"}, TypeError, "`shuffle` must be True or False"),
         ({"progress": None}, TypeError, "`progress` must be True or False"),
         ({"resume": "yes"}, TypeError, "`resume` must be True or False"),
@@ -218,24 +271,89 @@ def test_flags_take_numpy_bools_and_0_or_1_as_before(problem):
 
 
 def test_config_records_what_a_resume_compares(problem):
-    model, _, xs, _ = problem
-    config = rnnbptt.FitConfig.create(
-        {
-            **_DEFAULTS,
-            "batch_size": 8,
-            "tbptt": None,
-            "clip_norm": 1,
-            "validation": None,
-        }
-    )
-    record = config.record(model, len(xs))
+    model, _, xs, ys = problem
+    config = _config(batch_size=8, clip_norm=1, patience=2, validation=(xs, ys))
+    train = (xs, ys, None)
+    record = config.record(model, train, (xs[:8], ys[:8], None))
     assert record["batch_size"] == 8 and record["train_size"] == N
     assert record["clip_norm"] == 1.0 and record["learning_rate"] == 1e-3
     assert record["model"] == repr(model)
+    assert record["patience"] == 2 and record["min_delta"] == 0.0
+    assert record["train_data"].startswith("float32[40, 6, 2], float32[40, 1], none")
+    assert record["validation_data"].startswith("float32[8, 6, 2]")
     with pytest.raises(ValueError, match=r"batch_size: 16 -> 8"):
         config.check_resumable({**record, "batch_size": 16}, record)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.batch_size = 4
+    # the data by its bytes: one value changed is other data
+    changed = xs.copy()
+    changed[3, 2, 1] += 1
+    other = config.record(model, (changed, ys, None), None)
+    assert other["train_data"] != record["train_data"]
+    assert other["validation_data"] is None
+    again = config.record(model, (xs.copy(), ys, None), None)
+    assert again["train_data"] == record["train_data"]
+
+
+def _config(**settings):
+    return rnnbptt.FitConfig.create(
+        {
+            **_DEFAULTS,
+            "batch_size": 16,
+            "tbptt": None,
+            "clip_norm": None,
+            "validation": None,
+            **settings,
+        }
+    )
+
+
+def _optimizer_record(optimizer="adam", learning_rate=None):
+    return _config(optimizer=optimizer, learning_rate=learning_rate).record(
+        None, (np.zeros((2, 1, 1)), np.zeros((2, 1)), None), None
+    )
+
+
+def test_optax_optimizers_and_schedules_are_recorded_by_what_they_are():
+    """Built again (as a new process would), an optimizer or schedule records
+    the same; another kind or another hyper-parameter records otherwise."""
+    adam = _optimizer_record(optax.adam(0.05))
+    assert adam == _optimizer_record(optax.adam(0.05))
+    assert adam["optimizer"].startswith("chain(update_fns=(scale_by_adam(b1=0.9,")
+    assert "scale(step_size=-0.05)" in adam["optimizer"]
+    others = [
+        optax.adam(0.01),
+        optax.adam(0.05, b1=0.5),
+        optax.nadam(0.05),
+        optax.adamw(0.05),
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.05)),
+        optax.inject_hyperparams(optax.adam)(learning_rate=0.05),
+    ]
+    records = [_optimizer_record(tx)["optimizer"] for tx in others]
+    assert len({adam["optimizer"], *records}) == 1 + len(others)
+    assert "nesterov=True" in records[2] and "add_decayed_weights" in records[3]
+    # inject_hyperparams keeps its numeric hyper-parameters in the state; its
+    # init function holds their starting values, recorded too
+    injected = lambda b1: optax.inject_hyperparams(optax.adam)(0.05, b1=b1)  # noqa: E731
+    assert _optimizer_record(injected(0.9)) == _optimizer_record(injected(0.9))
+    assert _optimizer_record(injected(0.9)) != _optimizer_record(injected(0.5))
+    # a schedule beside a named optimizer
+    schedule = lambda end: optax.linear_schedule(1e-2, end, 6)  # noqa: E731
+    first = _optimizer_record(learning_rate=schedule(1e-3))["learning_rate"]
+    assert first == _optimizer_record(learning_rate=schedule(1e-3))["learning_rate"]
+    assert first != _optimizer_record(learning_rate=schedule(1e-4))["learning_rate"]
+    assert "transition_steps=6" in first
+
+
+def test_a_numpy_integer_is_a_tbptt_size():
+    model = rnnbptt.SequenceModel.build("elman", 2, [5], 1)
+    for tbptt, want in [(np.int64(3), (3, 3)), ((np.int32(2), np.int64(4)), (2, 4))]:
+        config = _config(model=model, tbptt=tbptt)
+        assert config.tbptt == rnnbptt.tbptt.TBPTT(*want)
+        assert type(config.tbptt.k1) is int
+    for bad in (np.True_, 3.0):
+        with pytest.raises(TypeError, match="`tbptt` must be"):
+            _config(model=model, tbptt=bad)
 
 
 _DEFAULTS = {
