@@ -316,7 +316,7 @@ def _remove_stale_temporaries(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     pattern = re.compile(
         rf"\.{re.escape(os.path.basename(path))}\."
-        r"(?:(?P<writer>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.)?[a-z0-9_]+\.tmp"
+        r"(?:(?P<writer>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.)?[a-z0-9_]{8}\.tmp"
     )
     try:
         names = os.listdir(directory)
