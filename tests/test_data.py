@@ -17,6 +17,7 @@ from rnnbptt.data import (
     load_words,
     sliding_windows,
 )
+from rnnbptt.data.series import MAX_GAP
 
 
 @pytest.fixture
@@ -115,6 +116,171 @@ def test_bad_freq_is_an_error(write):
         load_series(path, freq="fortnightly-ish")
 
 
+def _daily(path, n=400, start="2020-01-01", change=None):
+    """A daily CSV of n days with values 0..n-1; ``change``: {row: date text}."""
+    days = pd.date_range(start, periods=n, freq="D")
+    rows = [f"{d.date()},{i}" for i, d in enumerate(days)]
+    for row, text in (change or {}).items():
+        rows[row] = f"{text},{row}"
+    path.write_text("date,v\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_mistyped_year_is_refused_naming_its_line(tmp_path):
+    # 2220 for 2020 on data row 101 (line 102): 73,048 of 73,052 days to fill
+    path = _daily(tmp_path / "s.csv", n=366 * 2, change={100: "2220-04-10"})
+    with pytest.raises(ValueError) as info:
+        load_series(path)
+    message = str(info.value)
+    assert "2220-04-10 (line 102)" in message and "max_gap=100" in message
+    assert "the last date, on line 102, stands alone" in message
+    with pytest.raises(ValueError, match=r"99.\d\d% of the steps .*max_filled=0.5"):
+        load_series(path, max_gap=None)
+    series = load_series(path, max_gap=None, max_filled=None)  # as asked
+    assert series.filled == len(series.values) - 2 * 366  # all but the dates given
+
+
+def test_a_gap_up_to_max_gap_is_filled_and_a_longer_one_refused(tmp_path):
+    n = 400
+    keep = [i for i in range(n) if not 150 <= i < 150 + MAX_GAP]  # gap of MAX_GAP
+    days = pd.date_range("2020-01-01", periods=n, freq="D")
+    path = tmp_path / "s.csv"
+    path.write_text("date,v\n" + "".join(f"{days[i].date()},{i}\n" for i in keep))
+    series = load_series(path)
+    assert series.filled == MAX_GAP and len(series.values) == n
+    np.testing.assert_allclose(series.values.to_numpy(), np.arange(n))
+    with pytest.raises(ValueError) as info:
+        load_series(path, max_gap=MAX_GAP - 1)
+    message = str(info.value)
+    assert f"{MAX_GAP} steps of 1 day without a date" in message
+    assert "2020-05-29 (line 151) and 2020-09-07 (line 152)" in message
+    assert "(150 dates before them, 150 after)" in message
+
+
+def test_a_mostly_empty_series_is_refused(write):
+    path = write(
+        "date,v\n"
+        + "".join(f"2020-01-{d:02},{d if d % 3 == 0 else ''}\n" for d in range(1, 31))
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"66.67% of the steps would be filled .*\(0 of 30 steps without a "
+        r"date, 20 dates without a value\), more than max_filled=0.5",
+    ):
+        load_series(path)
+    assert load_series(path, max_filled=0.7).filled == 20
+
+
+def test_a_mistyped_second_is_refused_before_any_grid_is_built(tmp_path):
+    import tracemalloc
+
+    # an hour of data spaced by seconds, one timestamp's year mistyped: the
+    # grid would have 6.3e9 steps (tens of GiB)
+    stamps = pd.date_range("2020-01-01", periods=3600, freq="s")
+    rows = [f"{t},{i}" for i, t in enumerate(stamps)]
+    rows[5] = rows[5].replace("2020", "2220", 1)
+    path = tmp_path / "s.csv"
+    path.write_text("date,v\n" + "\n".join(rows) + "\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            load_series(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert "6,311,347,206 steps of 1 second, more than max_steps=10,000,000" in message
+    assert "2220-01-01 00:00:05 (line 7)" in message
+    assert peak < 50e6
+
+
+def test_an_off_grid_or_far_date_is_named_when_inference_fails(write):
+    weeks = pd.date_range("2021-01-02", periods=30, freq="W-SAT")
+    rows = [f"{d.date()},{i}" for i, d in enumerate(weeks)]
+    typo = rows.copy()
+    typo[10] = "2221-03-13,10"  # not a Saturday, and 200 years off
+    with pytest.raises(ValueError, match=r"2221-03-13 \(line 12\).*more than max_gap"):
+        load_series(write("date,v\n" + "\n".join(typo) + "\n"))
+    off = rows.copy()
+    off[10] = "2021-03-14,10"  # a Sunday between Saturdays
+    with pytest.raises(
+        ValueError, match=r"2021-03-14 \(line 12\) is not a multiple of it from"
+    ):
+        load_series(write("date,v\n" + "\n".join(off) + "\n", "off.csv"))
+
+
+def test_a_far_date_with_a_given_calendar_freq(write):
+    days = pd.bdate_range("2020-01-01", periods=200)
+    rows = [f"{d.date()},{i}" for i, d in enumerate(days)]
+    rows[-1] = rows[-1].replace("2020", "2030", 1)  # a Sunday, 10 years on
+    path = write("date,v\n" + "\n".join(rows) + "\n")
+    with pytest.raises(
+        ValueError,
+        match=r"at least [\d,]+ steps of 'B' without a date.*"
+        r"\(line 201\)",
+    ):
+        load_series(path, freq="B")
+    saturday = write("date,v\n2020-01-01,1\n2020-01-02,2\n2020-01-04,3\n", "sat.csv")
+    with pytest.raises(ValueError, match=r"line 4: date 2020-01-04 is not on the grid"):
+        load_series(saturday, freq="B")
+
+
+@pytest.mark.parametrize(
+    ("limits", "error", "message"),
+    [
+        ({"max_filled": 1.5}, ValueError, r"`max_filled` must be in \[0, 1\]"),
+        ({"max_filled": "half"}, TypeError, "`max_filled` must be a number"),
+        ({"max_gap": -1}, ValueError, "`max_gap` must be >= 0, got -1"),
+        ({"max_gap": 2.0}, TypeError, "`max_gap` must be an int or None, got float"),
+        ({"max_steps": 0}, ValueError, "`max_steps` must be >= 1"),
+        ({"freq": "-1D"}, ValueError, "`freq` must step forward in time"),
+        ({"date_format": 3}, TypeError, "`date_format` must be a str"),
+    ],
+)
+def test_bad_limits(write, limits, error, message):
+    path = write("date,v\n2020-01-01,1\n2020-01-02,2\n")
+    with pytest.raises(error, match=message):
+        load_series(path, **limits)
+
+
+def test_mixed_date_formats_and_invalid_formats_say_so(write):
+    # midnight written as a bare date, as spreadsheets export it
+    text = (
+        "date,v\n2020-01-01,1\n2020-01-01 12:00,2\n2020-01-02,3\n2020-01-02 12:00,4\n"
+    )
+    path = write(text)
+    with pytest.raises(ValueError) as info:
+        load_series(path)
+    message = str(info.value)
+    assert "mixes date formats: line 2 has '2020-01-01' (%Y-%m-%d), line 3 has " in (
+        message
+    )
+    assert "'2020-01-01 12:00' (%Y-%m-%d %H:%M)" in message
+    assert "date_format='ISO8601'" in message and "must hold dates" not in message
+    series = load_series(path, date_format="ISO8601")
+    assert series.freq == "12h" and series.values.tolist() == [1, 2, 3, 4]
+    with pytest.raises(
+        ValueError,
+        match=r"line 3 \(data row 2\): date '2020-01-01 12:00' does "
+        r"not match date_format '%Y-%m-%d'",
+    ):
+        load_series(path, date_format="%Y-%m-%d")
+    with pytest.raises(ValueError) as info:
+        load_series(path, date_format="%Q")
+    message = str(info.value)
+    assert "'%Q' is not a valid date format: %Q is not a strptime directive" in (
+        message
+    )
+    assert "UTC" not in message and "offset" not in message
+    with pytest.raises(ValueError, match="a lone % at its end"):
+        load_series(path, date_format="%Y-%m-%d %")
+    with pytest.raises(ValueError, match=r"`date_format` '%G' cannot be used: .*%V"):
+        load_series(path, date_format="%G")
+    path = write("date,v\n01/02/2020,1\n2020-01-03,2\n", "other.csv")
+    with pytest.raises(ValueError, match=r"\(%m/%d/%Y\).*date_format='mixed'"):
+        load_series(path)
+
+
 # ----------------------------------------------------------------- scaling
 
 
@@ -133,6 +299,40 @@ def test_scaler_uses_population_statistics():
     assert scaler.mean == 5.0
     assert scaler.std == pytest.approx(np.sqrt(5.0))
     np.testing.assert_allclose(scaler.transform([5.0, 5.0 + np.sqrt(5.0)]), [0, 1])
+
+
+def test_scaler_statistics_are_numpys_where_they_fit():
+    values = np.random.default_rng(3).normal(350.0, 20.0, 1000)
+    scaler = Scaler.fit(values)
+    assert (scaler.mean, scaler.std) == (values.mean(), values.std())  # bitwise
+    np.testing.assert_array_equal(
+        scaler.transform(values), (values - values.mean()) / values.std()
+    )
+
+
+@pytest.mark.parametrize("big", [1e308, 1.7e308])
+def test_scaler_of_values_whose_squares_overflow(big):
+    values = np.array([1.0, -1.0, 1.0, 1.0]) * big  # the sum overflows too
+    scaler = Scaler.fit(values)
+    unit = Scaler.fit(values / big)
+    assert np.isfinite(scaler.mean) and np.isfinite(scaler.std)
+    assert scaler.mean == pytest.approx(unit.mean * big, rel=1e-15)
+    assert scaler.std == pytest.approx(unit.std * big, rel=1e-15)
+    z = scaler.transform(values)  # x - mean overflows for the negative one
+    np.testing.assert_allclose(z, unit.transform(values / big), rtol=1e-14)
+    np.testing.assert_allclose(scaler.inverse(z), values, rtol=1e-14)
+
+
+def test_scaler_of_tiny_values_and_of_too_tiny_ones():
+    tiny = Scaler.fit([1e-300, 2e-300, 3e-300])  # squares underflow to 0
+    assert tiny.std == pytest.approx(np.sqrt(2 / 3) * 1e-300, rel=1e-15)
+    np.testing.assert_allclose(tiny.transform([3e-300]), [np.sqrt(1.5)], rtol=1e-14)
+    with pytest.raises(ValueError, match="below the smallest normal float64"):
+        Scaler.fit([5e-324, 1e-323])  # subnormal: too few bits to scale by
+    with pytest.raises(ValueError, match="must vary"):
+        Scaler.fit([1e308, 1e308, 1e308])
+    with pytest.raises(ValueError, match=r"must vary.*std 0"):
+        Scaler.fit([0.0, 0.0])
 
 
 def test_scaler_is_fitted_on_the_training_span_only():
@@ -311,6 +511,7 @@ def test_day_first_and_month_first_dates(write):
             load_series(
                 write("date,v\n2000-01-02,1\n2000-02-01,2\n2000-03-01,3\n", "iso.csv"),
                 freq="D",
+                max_filled=None,  # 57 of the 60 days filled, as asked
             ).values
         )
         == 60
@@ -414,6 +615,13 @@ def test_shipped_co2_is_weekly_with_gaps_filled():
     assert series.filled > 0
     assert not series.values.isna().any()
     assert series.values.index.is_monotonic_increasing
+
+
+def test_shipped_series_load_with_the_default_limits():
+    co2 = load_series(shipped("co2.csv"), "date", "co2")
+    assert (co2.freq, len(co2.values), co2.filled) == ("W-SAT", 2284, 59)
+    sunspots = load_series(shipped("sunspots.csv"), "date", "sunspots")
+    assert (sunspots.freq, len(sunspots.values), sunspots.filled) == ("YS-JAN", 309, 0)
 
 
 def test_shipped_digits():

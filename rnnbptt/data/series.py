@@ -1,22 +1,29 @@
-"""A CSV time series put on a regular, gap-free time grid (:func:`load_series`)."""
+"""A CSV time series put on a regular, gap-free time grid (:func:`load_series`).
+
+Its dates are read by ``dates.py``; its grid, and the limits on what that may
+fill, are ``grid.py``'s.
+"""
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 
+from .dates import _bad_date, _check_format_type, _parse_dates, _when
 from .files import _existing_file, _read_csv, _require_columns
-
-# Spacings (in days) that mean a calendar frequency, tried when the index has gaps
-# and pandas.infer_freq gives up: (lowest, highest, months per step).
-_MONTHLY_SPACINGS = ((28, 31, 1), (89, 92, 3), (181, 184, 6), (365, 366, 12))
+from .grid import (
+    MAX_FILLED,
+    MAX_GAP,
+    MAX_STEPS,
+    _check_limits,
+    _Dates,
+    _given_offset,
+    _regular_grid,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +57,9 @@ def load_series(
     *,
     freq: str | pd.DateOffset | None = None,
     date_format: str | None = None,
+    max_filled: float | None = MAX_FILLED,
+    max_gap: int | None = MAX_GAP,
+    max_steps: int | None = MAX_STEPS,
 ) -> Series:
     """Reads a CSV time series and puts it on a regular, gap-free time grid.
 
@@ -62,6 +72,10 @@ def load_series(
     linear interpolation in time, the ones before the first (after the last) valid
     value by that value.
 
+    A series that would be mostly filled, or that has a long run of steps without
+    a date, is refused: one mistyped date (2220 for 2020) would otherwise turn it
+    into a straight line. The limits are arguments; ``None`` lifts one.
+
     Args:
         path: the CSV file, with a header row.
         date_column: the column of dates.
@@ -70,9 +84,16 @@ def load_series(
             of inferring one; every date must lie on its grid. Business days, for
             example, need ``freq="B"``: inferred from gappy data they come out
             daily, with the weekends filled.
-        date_format: a ``strftime`` format of the dates (``"%d/%m/%Y"``);
-            None infers it. Numeric dates that read both day first and month
-            first, differently, are an error that asks for it.
+        date_format: a ``strftime`` format of the dates (``"%d/%m/%Y"``), or
+            pandas' ``"ISO8601"`` or ``"mixed"``; None infers it from the first
+            date. Numeric dates that read both day first and month first,
+            differently, are an error that asks for it.
+        max_filled: the largest share of the grid's steps, in [0, 1], that may be
+            filled (empty cells and absent rows together).
+        max_gap: the most consecutive steps without a date (absent rows) that
+            are filled by interpolation.
+        max_steps: the most steps the regular grid may have where it adds steps
+            to the file's dates; checked before the grid is built.
 
     Returns:
         A :class:`Series`.
@@ -80,29 +101,27 @@ def load_series(
     Raises:
         FileNotFoundError: if the file does not exist.
         ValueError: if the file cannot be read as CSV, lacks a named column (the
-            message lists the columns it has), has a date that does not parse, a
-            value that is not a finite number (the message gives its line), a
-            duplicate date, fewer than 2 values, or dates off any regular grid.
-        TypeError: if ``path`` is not a path.
+            message lists the columns it has), has a date that does not parse (or
+            dates in two formats, or a ``date_format`` that is not one), a value
+            that is not a finite number (the message gives its line), a duplicate
+            date, fewer than 2 values, or dates off any regular grid; or if the
+            grid would exceed ``max_steps``, ``max_gap`` or ``max_filled`` (the
+            message names the dates around the longest gap, and their lines).
+        TypeError: if ``path`` is not a path, ``date_format`` not a string or a
+            limit not a number.
     """
     fn = "load_series"
+    limits = _check_limits(fn, max_filled, max_gap, max_steps)
+    _check_format_type(fn, date_format)
+    given = None if freq is None else _given_offset(fn, freq)
     path = _existing_file(fn, path)
     frame, value_column = _read_frame(fn, path, date_column, value_column)
     dates, values = _dates_and_values(
         fn, path, frame, date_column, value_column, date_format
     )
-    series = pd.Series(
-        values.to_numpy(), index=pd.DatetimeIndex(dates.to_numpy(), name=date_column)
-    ).sort_index(kind="stable")
-    offset = _grid_offset(fn, path, series.index, freq)
-    grid = pd.date_range(
-        series.index[0],
-        series.index[-1],
-        freq=offset,
-        name=date_column,
-        unit=series.index.unit,
-    )
-    series = series.reindex(grid)
+    dates, values = _sorted(dates, values, date_column)
+    grid = _regular_grid(fn, path, dates, freq, given, limits)
+    series = pd.Series(values, index=dates.index).reindex(grid)
     filled = int(series.isna().sum())
     series = series.interpolate(method="time", limit_area="inside").bfill().ffill()
     return Series(values=series.rename(value_column), filled=filled, name=value_column)
@@ -136,10 +155,7 @@ def _dates_and_values(fn, path, frame, date_column, value_column, date_format):
     dates = _parse_dates(fn, path, raw_dates, date_format)
     if dates.isna().any():
         line = dates.index[dates.isna()][0]
-        raise ValueError(
-            f"`{fn}`: {path}, line {line} (data row {line - 1}): column "
-            f"{date_column!r} must hold dates, got {_shown(raw_dates.loc[line])}"
-        )
+        raise ValueError(_bad_date(fn, path, raw_dates, line, date_column, date_format))
     raw_values = frame[value_column].str.strip().replace("", None)  # blank: empty
     values = pd.to_numeric(raw_values, errors="coerce").astype(np.float64)
     bad = (values.isna() & raw_values.notna()) | np.isinf(values)
@@ -165,106 +181,11 @@ def _dates_and_values(fn, path, frame, date_column, value_column, date_format):
     return dates, values
 
 
-def _when(stamp: pd.Timestamp) -> str:
-    return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
-
-
-# Dates such as 03/04/2020 (or 3.4.20, 03-04-2020): day and month can swap.
-_NUMERIC_DATE = r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}(?:[ T].*)?"
-
-
-def _to_datetime(raw: pd.Series, **kwargs) -> pd.Series:
-    with warnings.catch_warnings():
-        # "could not infer format" is expected for unusual formats; a failure to
-        # parse shows up as NaT, reported by the caller.
-        warnings.simplefilter("ignore", UserWarning)
-        return pd.to_datetime(raw, errors="coerce", **kwargs)
-
-
-def _parse_dates(fn: str, path: Path, raw: pd.Series, date_format) -> pd.Series:
-    """The dates, month first or day first where only one reading parses; an
-    error where both do and disagree (03/04/2020: 4 March or 3 April?)."""
-    try:
-        if date_format is not None:
-            return _to_datetime(raw, format=date_format)
-        dates = _to_datetime(raw)
-        if not raw.dropna().str.fullmatch(_NUMERIC_DATE).all():
-            return dates
-        day_first = _to_datetime(raw, dayfirst=True)
-    except ValueError as err:  # e.g. UTC offsets that change within the file
-        raise ValueError(
-            f"`{fn}`: {path}: the dates cannot be read as one time line ({err}); "
-            "give them without UTC offsets, or all in one offset"
-        ) from err
-    if day_first.notna().all() and dates.isna().any():
-        return day_first
-    differ = dates.notna() & day_first.notna() & (dates != day_first)
-    if differ.any():
-        line = differ.index[differ][0]
-        raise ValueError(
-            f"`{fn}`: {path}, line {line}: date {raw.loc[line]!r} reads as "
-            f"{_when(dates.loc[line])} (month first) or {_when(day_first.loc[line])} "
-            "(day first); pass `date_format`, e.g. '%d/%m/%Y' or '%m/%d/%Y'"
-        )
-    return dates
-
-
-def _shown(text: Any) -> str:
-    return "an empty cell" if pd.isna(text) or text == "" else repr(text)
-
-
-def _on_grid(index: pd.DatetimeIndex, offset) -> bool:
-    grid = pd.date_range(index[0], index[-1], freq=offset, unit=index.unit)
-    return len(grid) > 0 and grid[0] == index[0] and bool(index.isin(grid).all())
-
-
-def _grid_offset(fn: str, path: Path, index: pd.DatetimeIndex, freq: Any):
-    """The regular frequency that ``index`` (sorted, unique) lies on."""
-    if freq is not None:
-        try:
-            offset = to_offset(freq)
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"`{fn}`: `freq` must be a pandas frequency such as 'D', 'W-SAT' or "
-                f"'MS', got {freq!r}"
-            ) from err
-        grid = pd.date_range(index[0], index[-1], freq=offset, unit=index.unit)
-        off = index[~index.isin(grid)]
-        if len(off):
-            raise ValueError(
-                f"`{fn}`: {path}: date {_when(off[0])} is not on the grid of "
-                f"freq={freq!r} starting at {_when(index[0])}"
-            )
-        return offset
-    if len(index) >= 3:
-        with warnings.catch_warnings():
-            # pandas 3 warns that infer_freq will return an offset; to_offset
-            # accepts either.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            inferred = pd.infer_freq(index)
-        if inferred is not None:
-            return to_offset(inferred)
-    spacings = pd.Series(index[1:] - index[:-1])
-    step = spacings.mode().min()
-    days = step / pd.Timedelta(days=1)
-    candidates = []
-    if days == int(days) and days % 7 == 0:
-        candidates.append(pd.offsets.Week(int(days) // 7, weekday=index[0].weekday()))
-    candidates.append(pd.offsets.Day(int(days)) if days == int(days) else step)
-    for low, high, months in _MONTHLY_SPACINGS:
-        if low <= days <= high:
-            candidates += (
-                [pd.offsets.YearBegin(), pd.offsets.YearEnd()]
-                if months == 12
-                else [pd.offsets.MonthBegin(months), pd.offsets.MonthEnd(months)]
-            )
-            candidates.append(pd.DateOffset(months=months))
-    for offset in candidates:
-        if _on_grid(index, to_offset(offset)):
-            return to_offset(offset)
-    raise ValueError(
-        f"`{fn}`: {path}: cannot infer a regular frequency (the most common spacing "
-        f"is {step}, but not every date is a multiple of it from "
-        f"{_when(index[0])}); pass `freq`, e.g. freq='W-SAT'"
-    )
+def _sorted(dates: pd.Series, values: pd.Series, date_column: str):
+    """The dates sorted (with their lines and how many have no value), and the
+    values in their order, as a float64 array."""
+    order = np.argsort(dates.to_numpy(), kind="stable")
+    index = pd.DatetimeIndex(dates.to_numpy()[order], name=date_column)
+    lines = dates.index.to_numpy()[order]
+    empty = int(values.isna().sum())
+    return _Dates(index, lines, empty), values.to_numpy()[order]

@@ -16,6 +16,7 @@ from .series import Series
 # rounding noise on a constant series: scaling by it would blow the values up to
 # ~1e12. Measured against the data's own scale, so tiny but varying values pass.
 MIN_RELATIVE_STD = 1e-12
+_SMALLEST = float(np.finfo(np.float64).tiny)
 
 
 def _float_array(fn: str, name: str, x: Any) -> np.ndarray:
@@ -50,6 +51,11 @@ class Scaler:
     def fit(cls, train_values: Any) -> Scaler:
         """Mean and (population, ddof=0) std of ``train_values``.
 
+        Values whose sum or squares overflow (or underflow) float64, such as
+        ``[1e308, -1e308, 1e308]`` or ``[1e-300, 2e-300]``, are divided by their
+        largest magnitude first, so that the mean and std come out finite and
+        right wherever float64 can hold them.
+
         Args:
             train_values: the training values, any shape; all are pooled.
 
@@ -58,8 +64,9 @@ class Scaler:
 
         Raises:
             TypeError: if the values are not real numbers.
-            ValueError: if they are empty, not finite, or constant (a std of 0,
-                or below 1e-12 of their largest magnitude: rounding noise).
+            ValueError: if they are empty, not finite, constant (a std of 0,
+                or below 1e-12 of their largest magnitude: rounding noise), or
+                vary by less than float64's smallest normal number.
         """
         fn = "Scaler.fit"
         values = _float_array(fn, "train_values", train_values).astype(np.float64)
@@ -67,21 +74,60 @@ class Scaler:
             raise ValueError(f"`{fn}`: `train_values` must not be empty")
         if not np.all(np.isfinite(values)):
             raise ValueError(f"`{fn}`: `train_values` must be finite, got a NaN or inf")
-        mean, std = float(values.mean()), float(values.std())
-        if std <= MIN_RELATIVE_STD * float(np.abs(values).max()):
+        magnitude = float(np.abs(values).max())
+        with np.errstate(over="ignore", under="ignore"):
+            mean, std = float(values.mean()), float(values.std())
+        constant = std <= MIN_RELATIVE_STD * magnitude
+        if magnitude > 0 and (
+            not (np.isfinite(mean) and np.isfinite(std)) or std < _SMALLEST
+        ):
+            # the sum or the squares went beyond float64: in units of the
+            # largest magnitude every term lies within [-1, 1]
+            unit = values / magnitude
+            relative = float(unit.std())
+            mean, std = float(unit.mean()) * magnitude, relative * magnitude
+            constant = relative <= MIN_RELATIVE_STD
+        if constant:
             raise ValueError(
                 f"`{fn}`: `train_values` must vary to be standardised, got std {std} "
                 f"(constant at {mean}); check the training span"
+            )
+        if std < _SMALLEST:
+            raise ValueError(
+                f"`{fn}`: `train_values` vary by std {std}, below the smallest normal "
+                f"float64 ({_SMALLEST}), too little to divide by; multiply them by a "
+                "power of ten first"
             )
         return cls(mean=mean, std=std)
 
     def transform(self, x: Any) -> np.ndarray:
         """``(x - mean) / std``, elementwise, for ``x`` of any shape."""
-        return (_float_array("Scaler.transform", "x", x) - self.mean) / self.std
+        x = _float_array("Scaler.transform", "x", x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (x - self.mean) / self.std
+            return _where_overflowed(
+                z, x, lambda x: x / self.std - self.mean / self.std
+            )
 
     def inverse(self, x: Any) -> np.ndarray:
         """``x * std + mean``, elementwise, for ``x`` of any shape (e.g. [N, H])."""
-        return _float_array("Scaler.inverse", "x", x) * self.std + self.mean
+        x = _float_array("Scaler.inverse", "x", x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = x * self.std + self.mean
+            return _where_overflowed(
+                y, x, lambda x: (x * (self.std / 2) + self.mean / 2) * 2
+            )
+
+
+def _where_overflowed(result: np.ndarray, x: np.ndarray, stable) -> np.ndarray:
+    """``result``, with ``stable(x)`` where it overflowed on a finite ``x`` (an
+    intermediate beyond the float range; ``stable`` keeps them within it)."""
+    bad = ~np.isfinite(result) & np.isfinite(x)
+    if not np.any(bad):
+        return result
+    result = np.array(result, copy=True)
+    result[bad] = stable(x[bad]) if np.ndim(result) else stable(x)
+    return result
 
 
 def _series_array(fn: str, values: Any) -> np.ndarray:
