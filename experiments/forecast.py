@@ -62,6 +62,8 @@ Quick:    --quick: the first 520 weeks of CO2 only, 26-week windows, 8 hidden
 
 from __future__ import annotations
 
+import argparse
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -73,6 +75,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.data
+from rnnbptt.data.series import MAX_FILLED, MAX_GAP, MAX_STEPS
 from rnnbptt.experiment import positive_int_option
 
 VALIDATION, TEST = 0.15, 0.15  # fractions of each series, the test span last
@@ -409,7 +412,35 @@ def add_arguments(parser) -> None:
         "--value-column", help="with --data (default: the only other column)"
     )
     parser.add_argument(
-        "--date-format", help="with --data: e.g. %%d/%%m/%%Y (default: inferred)"
+        "--date-format",
+        help="with --data: e.g. %%d/%%m/%%Y, or ISO8601 or mixed for dates written "
+        "in several formats (default: inferred)",
+    )
+    limits = parser.add_argument_group(
+        "what the series may fill",
+        "a series beyond a limit is an error naming its suspicious dates (a "
+        "mistyped year, say); none lifts the limit",
+    )
+    limits.add_argument(
+        "--max-gap",
+        type=_limit_option(int, 0),
+        default=MAX_GAP,
+        metavar="N|none",
+        help=f"most steps in a row without a date to fill (default {MAX_GAP})",
+    )
+    limits.add_argument(
+        "--max-filled",
+        type=_limit_option(float, 0, 1),
+        default=MAX_FILLED,
+        metavar="SHARE|none",
+        help=f"largest share of the steps to fill (default {MAX_FILLED})",
+    )
+    limits.add_argument(
+        "--max-steps",
+        type=_limit_option(int, 1),
+        default=MAX_STEPS,
+        metavar="N|none",
+        help=f"most steps of the regular time grid (default {MAX_STEPS:,})",
     )
     parser.add_argument(
         "--horizon", type=positive_int_option, default=1, help="steps ahead, H"
@@ -423,6 +454,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--target", choices=TARGETS, help="what the networks predict")
 
 
+def _limit_option(kind: type, least: float, most: float = math.inf):
+    """An ``argparse`` type for a limit of ``load_series``: a ``kind`` number in
+    [``least``, ``most``], or ``none`` (None: no limit)."""
+    what = (
+        f"a number in [{least}, {most}]" if kind is float else f"an integer >= {least}"
+    )
+
+    def parse(text: str):
+        if text.strip().lower() == "none":
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be {what} or none, got {text!r}")
+        return value
+
+    return parse
+
+
 def _specs(args, size: dict) -> dict:
     """{name: (Series, spec)} for the series to run, after checking the options."""
     if args.data is None:
@@ -434,7 +486,10 @@ def _specs(args, size: dict) -> dict:
         for name in args.series or size["series"]:
             shipped = SERIES[name]
             series = rnnbptt.data.load_series(
-                rnnbptt.data.data_path(shipped["file"]), "date", shipped["column"]
+                rnnbptt.data.data_path(shipped["file"]),
+                "date",
+                shipped["column"],
+                **_limits(args),
             )
             spec = {**shipped, "steps": size["steps"], "season_given": False}
             if size["input_length"] is not None:
@@ -448,6 +503,7 @@ def _specs(args, size: dict) -> dict:
             args.date_column or "date",
             args.value_column,
             date_format=args.date_format,
+            **_limits(args),
         )
         season = args.season or infer_season(series.freq)
         specs = {
@@ -474,6 +530,15 @@ def _specs(args, size: dict) -> dict:
             spec["season"], spec["season_given"] = args.season, True
         spec["target"] = args.target or spec["target"]
     return specs
+
+
+def _limits(args) -> dict:
+    """What ``load_series`` may fill, from --max-gap, --max-filled, --max-steps."""
+    return {
+        "max_gap": args.max_gap,
+        "max_filled": args.max_filled,
+        "max_steps": args.max_steps,
+    }
 
 
 def run(args, run) -> pd.DataFrame:

@@ -163,3 +163,53 @@ def test_ar_recovers_a_known_recurrence_and_its_two_step_form(forecast):
     first = np.arange(15_000, 19_999)
     pred = forecast.ar_forecast(raw, coef, first)
     assert forecast.rmse(pred[:, 0], raw[first]) == pytest.approx(1.0, abs=0.03)
+
+
+def test_limit_options_parse_numbers_and_none_and_refuse_the_rest(forecast, capsys):
+    from rnnbptt.experiment import experiment_parser
+
+    parser = experiment_parser(NAME, forecast)
+    args = parser.parse_args([])
+    assert (args.max_gap, args.max_filled, args.max_steps) == (100, 0.5, 10_000_000)
+    args = parser.parse_args(["--max-gap", "none", "--max-filled", "None"])
+    assert (args.max_gap, args.max_filled) == (None, None)
+    args = parser.parse_args(
+        ["--max-gap", "0", "--max-filled", "1", "--max-steps", "5"]
+    )
+    assert (args.max_gap, args.max_filled, args.max_steps) == (0, 1.0, 5)
+    for option, text in [
+        ("--max-gap", "-1"),
+        ("--max-gap", "2.5"),
+        ("--max-filled", "1.5"),
+        ("--max-filled", "nan"),
+        ("--max-steps", "0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([option, text])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"argument {option}: must be" in err
+        assert f"or none, got '{text}'" in err
+
+
+def test_limit_options_reach_load_series(tmp_path, capsys):
+    # 20 days with 3 missing in a row: 3 of 23 steps to fill, too few steps to
+    # train on, so that a series the limits let through stops there (no training)
+    days = pd.date_range("2020-01-01", periods=23, freq="D").delete([10, 11, 12])
+    path = tmp_path / "gappy.csv"
+    path.write_text(
+        "date,v\n" + "".join(f"{d.date()},{i}\n" for i, d in enumerate(days))
+    )
+    argv = ["experiment", NAME, "--out", str(tmp_path / "runs"), "--data", str(path)]
+    for limits, message in [
+        (["--max-gap", "2"], "more than max_gap=2"),
+        (["--max-filled", "0.1"], "13.04% of the steps would be filled"),
+        (["--max-steps", "22"], "more than max_steps=22"),
+        (["--max-gap", "3", "--max-filled", "none"], "fewer than 16"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([*argv, *limits])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs" / NAME).exists()
