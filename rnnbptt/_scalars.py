@@ -21,12 +21,19 @@ import numpy as np
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is one (Python's or NumPy's; a bool is not)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def positive_int(fn: str, name: str, value: Any) -> int:
     """``value`` as an int >= 1; TypeError or ValueError naming ``name``."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
+    number = whole_number(value)
     if number is None:
         raise TypeError(
             f"{fn}: `{name}` must be a positive int, got {type(value).__name__} "
@@ -75,10 +82,7 @@ def boolean(fn: str, name: str, value: Any) -> bool:
     a string such as ``"False"`` or ``"no"`` is refused, never read as true."""
     if isinstance(value, bool | np.bool_):
         return bool(value)
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
+    number = whole_number(value)
     if number not in (0, 1):
         raise TypeError(
             f"{fn}: `{name}` must be True or False, got {type(value).__name__} "
@@ -89,10 +93,7 @@ def boolean(fn: str, name: str, value: Any) -> bool:
 
 def int_seed(fn: str, name: str, value: Any) -> int:
     """``value`` as an int that ``jax.random.key`` takes (a C long)."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
+    number = whole_number(value)
     if number is None:
         raise TypeError(
             f"{fn}: `{name}` must be an int, got {type(value).__name__} {value!r}"

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import errno
 import math
-import operator
 import os
 import socket
 import sys
@@ -37,6 +36,8 @@ import time
 from typing import Any, NamedTuple
 
 import jax
+
+from ._scalars import whole_number
 
 ENV_COORDINATOR = "RNNBPTT_COORDINATOR"
 ENV_NUM_PROCESSES = "RNNBPTT_NUM_PROCESSES"
@@ -72,14 +73,12 @@ def _integer(name: str, value: Any, variable: str | None) -> int:
                 f"{_FN}: `{name}` from the environment variable {variable} must be "
                 f"an integer, got {value!r}"
             ) from None
-    if isinstance(value, bool):
-        raise TypeError(f"{_FN}: `{name}` must be an int, got bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
+    number = whole_number(value)
+    if number is None:
         raise TypeError(
             f"{_FN}: `{name}` must be an int, got {type(value).__name__} {value!r}"
-        ) from None
+        )
+    return number
 
 
 def _missing(name: str, flag: str, variable: str, example: str) -> ValueError:

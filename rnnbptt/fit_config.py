@@ -342,7 +342,8 @@ def check_processes_agree_on(config: FitConfig, n: int) -> None:
 
 
 def _describe(value) -> str:
-    """A name for a loss or optimizer given as a string, function or object."""
+    """A name for a loss given as a string, function or object (an optimizer
+    is described by ``optimizers.optimizer_setting``)."""
     if isinstance(value, str):
         return value
     return getattr(value, "__name__", type(value).__name__)

@@ -11,7 +11,6 @@ Used by :func:`rnnbptt.data.load_series` (``series.py``).
 from __future__ import annotations
 
 import itertools
-import operator
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from .._scalars import real_number
+from .._scalars import real_number, whole_number
 from .dates import _when
 
 # What load_series fills before it calls the dates suspect (a mistyped year, a
@@ -66,10 +65,7 @@ def _check_limits(fn: str, max_filled, max_gap, max_steps) -> _Limits:
     counts = []
     for name, value, least in (("max_gap", max_gap, 0), ("max_steps", max_steps, 1)):
         if value is not None:
-            try:
-                number = None if isinstance(value, bool) else operator.index(value)
-            except TypeError:
-                number = None
+            number = whole_number(value)
             if number is None:
                 raise TypeError(
                     f"`{fn}`: `{name}` must be an int or None, got "
