@@ -52,7 +52,6 @@ import io
 import json
 import os
 import re
-import socket
 import struct
 import tempfile
 import threading
@@ -63,6 +62,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from . import liveness
 
 MAGIC = b"RNNBCKPT"
 VERSION = 1
@@ -280,7 +281,7 @@ def _temporary(path: str):
     thread can tell a killed write's file from one still being written.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}.{_writer()}.{os.getpid()}."
+    prefix = f".{os.path.basename(path)}.{liveness.tag()}.{os.getpid()}."
     with _WRITING_LOCK:  # registered before a cleanup in another thread looks
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
         _WRITING.add(tmp)
@@ -289,20 +290,6 @@ def _temporary(path: str):
     finally:
         with _WRITING_LOCK:
             _WRITING.discard(tmp)
-
-
-@functools.cache
-def _writer() -> str:
-    """This host and pid namespace, as a temporary file's name shows it: a pid
-    names one process only within one pid namespace of one running system."""
-    host = socket.gethostname()
-    ids = [host]
-    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as f:
-        ids.append(f.read().strip())  # Linux: this boot ...
-    with contextlib.suppress(OSError):
-        ids.append(str(os.stat("/proc/self/ns/pid").st_ino))  # ... and namespace
-    digest = hashlib.sha256("\0".join(ids).encode()).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9-]', '-', host)[:24]}-{digest}"
 
 
 def _remove_stale_temporaries(path: str) -> None:
@@ -329,27 +316,22 @@ def _remove_stale_temporaries(path: str) -> None:
             if match is None or tmp in _WRITING:
                 continue
             with contextlib.suppress(OSError):
-                exited = match["writer"] == _writer() and _exited(int(match["pid"]))
+                exited = _exited(match["writer"], int(match["pid"] or 0))
                 age = time.time() - os.stat(tmp).st_mtime
                 if exited or age > STALE_TEMPORARY_SECONDS:
                     os.unlink(tmp)
 
 
-def _exited(pid: int) -> bool:
-    """Whether the process that wrote under ``pid``, in this pid namespace, has
-    exited. This process's pid: yes, as its own writes in progress are in
-    ``_WRITING``; the file is an earlier process's that had the same pid."""
+def _exited(writer: str | None, pid: int) -> bool:
+    """Whether the process that wrote a temporary file named with ``writer``
+    (:func:`rnnbptt.liveness.tag`) and ``pid`` has exited. This process's pid:
+    yes, as its own writes in progress are in ``_WRITING``; the file is an
+    earlier process's that had the same pid."""
+    if writer != liveness.tag() or pid <= 0:
+        return False
     if pid == os.getpid():
         return True
-    if os.name == "nt":  # there, os.kill would terminate the process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. another user's process: it runs
-        return False
-    return False
+    return liveness.gone(liveness.writer() | {"pid": pid, "pid_started": None})
 
 
 def _fsync_directory(directory: str) -> None:

@@ -1,24 +1,32 @@
 """The results folder of a run: replaced only whole, never beside what it did not write.
 
-A run of NAME writes into a hidden folder ``OUT/.NAME.XXXXXXXX`` (:func:`start`)
-and, when it finishes, swaps it in as ``OUT/NAME`` (:func:`finish`). What this
-guarantees, what it refuses and what a kill leaves is :class:`rnnbptt.runs.Run`'s
-docstring; here is how.
+A run of NAME writes into a hidden folder ``OUT/.NAME.rnnbptt-run-XXXXXXXX``
+(:func:`start`) and, when it finishes, swaps it in as ``OUT/NAME``
+(:func:`finish`). What this guarantees, what it refuses and what a kill leaves
+is :class:`rnnbptt.runs.Run`'s docstring; here is how.
 
+* The names: only hidden folders named as rnnbptt names them
+  (``.NAME.rnnbptt-run-*`` for a run's, ``.NAME.rnnbptt-old-*`` for results a
+  swap moved aside; :data:`_HIDDEN`) are ever cleaned up or put back, so a
+  user's ``.NAME.keep`` is never touched, whatever it holds.
 * The record: each run folder holds ``.rnnbptt-run.json`` (:data:`RECORD`).
-  While the run works it says who writes the folder (host, boot, pid namespace,
-  pid and the pid's start time), so that a later run can tell whether that
-  process is certainly gone; once the run is complete it also lists what the
-  folder holds (``entries``: path -> ``"file"``, ``"dir"`` or ``"other"``). An
-  entry of ``OUT/NAME`` that its record does not list is foreign: never deleted.
+  While the run works it says who writes the folder (:func:`rnnbptt.liveness.
+  writer`), so that a later run can tell whether that process is certainly
+  gone; once the run is complete it also lists what the folder holds
+  (``entries``: path -> ``"file"``, ``"dir"`` or ``"other"``). An entry of
+  ``OUT/NAME`` that its record does not list, or that a record of another
+  experiment lists, is foreign: never deleted.
 * The swap: one ``renameat2(RENAME_EXCHANGE)`` where Linux and the file system
-  have it; elsewhere two renames, after which a run that finds ``OUT/NAME``
-  missing puts back the newest complete copy (:func:`_recover`).
+  have it; elsewhere two renames, the record of the new folder naming the old
+  one first, so that a run that finds ``OUT/NAME`` missing knows which
+  interrupted swap to finish (:func:`_recover`).
 * The clean-up: before it starts, a run removes the hidden folders of NAME that
-  earlier runs left (:func:`_sweep`), deleting each one's record last
-  (:func:`remove`), so that a kill midway leaves it recognisable.
+  earlier runs left (:func:`_sweep`), best effort, deleting each one's record
+  last (:func:`remove`), so that a kill midway leaves it recognisable.
 * The lock: runs into one ``OUT`` take turns to clean up and swap (``flock`` on
   the ``OUT`` folder itself, no lock file; none where the system has no flock).
+* Failure: results that cannot be swapped in are kept, visible, as
+  ``OUT/NAME.new-TIME`` (:func:`_keep_beside`), never deleted.
 """
 
 from __future__ import annotations
@@ -28,18 +36,28 @@ import ctypes
 import errno
 import json
 import os
+import re
 import secrets
-import socket
 import stat
 import tempfile
 import time
+import warnings
 from pathlib import Path
+
+from . import liveness
 
 # The record in each run folder: who writes it (while "complete" is false) or
 # what it holds (its "entries", once complete).
 RECORD = ".rnnbptt-run.json"
+# The hidden folders of NAME: ".NAME." then one of these and 8 characters
+# (mkdtemp's, or 8 hex digits).
+_RUN, _OLD = "rnnbptt-run-", "rnnbptt-old-"
+_HIDDEN = re.compile(rf"(?:{_RUN}|{_OLD})[a-z0-9_]{{8}}")
 # Foreign entries an error lists before it says "and N more".
 _SHOWN = 8
+# An unfinished run folder of a writer this process cannot tell is gone is
+# kept; once nothing in it changed for this long, a warning names it.
+_QUIET_SECONDS = 24 * 3600.0
 
 
 class KeptBeside(FileExistsError):
@@ -53,8 +71,8 @@ class KeptBeside(FileExistsError):
 
 def start(destination: Path) -> Path:
     """Makes the hidden folder a run of ``destination.name`` writes into, with
-    its record, once results an interrupted swap took away are back, what
-    earlier runs left is removed, and ``destination`` holds nothing foreign.
+    its record, once an interrupted swap is finished, what earlier runs left is
+    removed, and ``destination`` holds nothing foreign.
 
     Raises:
         FileExistsError: if ``destination`` holds what no earlier run wrote (the
@@ -66,26 +84,27 @@ def start(destination: Path) -> Path:
         _recover(destination)
         _sweep(destination, locked)
         _refuse_foreign(destination)
-        folder = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+        folder = Path(tempfile.mkdtemp(prefix=f".{name}.{_RUN}", dir=parent))
         try:
-            _write_record(folder, {"name": name, **_process(), "complete": False})
+            record = {"name": name, **liveness.writer(), "complete": False}
+            _write_record(folder, record)
         except BaseException:
             remove(folder)
             raise
     return folder
 
 
-def finish(folder: Path, destination: Path) -> Path | None:
-    """Records what ``folder`` holds, marks it complete and swaps it in as
-    ``destination``; a folder that cannot be swapped in is removed.
-
-    Returns:
-        The hidden folder the old results went to (for the caller to remove),
-        or None if there were none.
+def finish(folder: Path, destination: Path) -> None:
+    """Records what ``folder`` holds, marks it complete, swaps it in as
+    ``destination`` and removes the old results (best effort: else the next
+    run's sweep does).
 
     Raises:
         KeptBeside: if ``destination`` now holds what no run wrote; the results
             are then kept beside it, and ``destination`` is left as it is.
+        OSError: if the swap failed; ``destination`` is as it was, and the
+            results are kept beside it where they can be moved (the error's
+            note says where).
     """
     try:
         with _locked(destination.parent):
@@ -96,16 +115,26 @@ def finish(folder: Path, destination: Path) -> Path | None:
             foreign = _foreign(destination)
             if foreign:
                 kept = _keep_beside(folder, destination)
-                raise KeptBeside(
-                    f"{_refusal(destination, foreign)}; this run's results are in "
-                    f"{kept}",
-                    kept,
-                )
-            return _swap(folder, destination)
-    except BaseException:
-        if os.path.lexists(folder):  # neither swapped in nor kept beside
-            remove(folder)
+                message = f"{_refusal(destination, foreign)}; this run's results"
+                raise KeptBeside(f"{message} are in {kept}", kept)
+            old = _swap(folder, destination, record)
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    remove(old)
+    except KeptBeside:
         raise
+    except BaseException as error:
+        if os.path.lexists(folder):  # neither swapped in nor kept beside
+            error.add_note(_kept_note(folder, destination))
+        raise
+
+
+def _kept_note(folder: Path, destination: Path) -> str:
+    """Keeps results that failed to swap in beside ``destination``; says where."""
+    try:
+        return f"this run's results are in {_keep_beside(folder, destination)}"
+    except OSError as error:
+        return f"this run's results are in {folder} (could not move them: {error})"
 
 
 def remove(folder: Path) -> None:
@@ -125,65 +154,6 @@ def remove(folder: Path) -> None:
         (folder / RECORD).unlink()
     with contextlib.suppress(FileNotFoundError):
         folder.rmdir()
-
-
-def _process() -> dict:
-    """This process, as a record tells later whether it still runs: host, boot,
-    pid namespace, pid and start time (the last three from /proc, on Linux)."""
-
-    def read(path: str) -> str | None:
-        try:
-            return Path(path).read_text().strip()
-        except OSError:
-            return None
-
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = None
-    return {
-        "host": socket.gethostname(),
-        "boot": read("/proc/sys/kernel/random/boot_id"),
-        "pid_namespace": namespace,
-        "pid": os.getpid(),
-        "pid_started": _started(os.getpid()),
-    }
-
-
-def _started(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rpartition(")")[2].split()[19]  # field 22 of proc(5)
-
-
-def _certainly_dead(record: dict) -> bool:
-    """Whether the process that wrote ``record`` is certainly not running: on
-    this host, and a reboot since, or in this pid namespace and its pid free or
-    taken by a process that started at another time. Unsure means no."""
-    here = _process()
-    if record.get("host") != here["host"]:
-        return False
-    if record.get("boot") and here["boot"] and record["boot"] != here["boot"]:
-        return True
-    if record.get("pid_namespace") != here["pid_namespace"]:
-        return False
-    pid = record.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, as another user's process
-        pass
-    started = _started(pid)
-    return bool(record.get("pid_started")) and started not in (
-        None,
-        record["pid_started"],
-    )
 
 
 def _read_record(folder: Path) -> dict | None:
@@ -256,14 +226,16 @@ def _ours(folder: Path, name: str) -> dict | None:
 
 
 def _foreign(destination: Path) -> list[str] | None:
-    """What in ``destination`` no earlier run wrote (None if nothing): all of it
-    without a record, or the entries its record does not list."""
+    """What in ``destination`` no earlier run of its name wrote (None if
+    nothing): all of it without a complete record of that name, or the entries
+    its record does not list."""
     if not os.path.lexists(destination):
         return None
     if destination.is_symlink() or not destination.is_dir():
         return ["(a symbolic link)" if destination.is_symlink() else "(a file)"]
-    record = _read_record(destination)
-    entries = record.get("entries") if record and record.get("complete") else None
+    record = _read_record(destination) or {}
+    ours = record.get("complete") and record.get("name") == destination.name
+    entries = record.get("entries") if ours else None
     found = _unlisted(destination, entries if isinstance(entries, dict) else {})
     return found or None
 
@@ -293,8 +265,10 @@ def _refuse_foreign(destination: Path) -> None:
         raise FileExistsError(_refusal(destination, foreign))
 
 
-def _hidden(destination: Path) -> list[Path]:
-    """The hidden folders ``OUT/.NAME.*`` beside ``destination`` (no links)."""
+def _hidden(destination: Path, kind: str | None = None) -> list[Path]:
+    """The hidden folders rnnbptt names ``OUT/.NAME.rnnbptt-*`` beside
+    ``destination`` (no links), only those of ``kind`` (``_RUN`` or ``_OLD``)
+    if given."""
     prefix = f".{destination.name}."
     try:
         scan = list(os.scandir(destination.parent))
@@ -303,46 +277,96 @@ def _hidden(destination: Path) -> list[Path]:
     return [
         Path(e.path)
         for e in scan
-        if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
+        if e.name.startswith(prefix)
+        and _HIDDEN.fullmatch(e.name[len(prefix) :])
+        and (kind is None or e.name[len(prefix) :].startswith(kind))
+        and e.is_dir(follow_symlinks=False)
     ]
 
 
 def _recover(destination: Path) -> None:
-    """If ``destination`` is missing (a swap of two renames was interrupted),
-    moves the newest complete run of its name there from its hidden copies."""
+    """If ``destination`` is missing because a swap of two renames was
+    interrupted, finishes it: moves the new results in (their record names the
+    old folder they replace, which is still there); failing that, puts back
+    the newest complete results a swap moved aside."""
     if os.path.lexists(destination):
         return
-    complete = []
-    for folder in _hidden(destination):
-        record = _ours(folder, destination.name)
-        if record and record.get("complete"):
-            complete.append((float(record.get("finished", 0)), folder))
-    if complete:
-        os.rename(max(complete)[1], destination)
+    old = {p.name for p in _hidden(destination, _OLD)}
+    new, aside = [], []
+    for kind, found in ((_RUN, new), (_OLD, aside)):
+        for folder in _hidden(destination, kind):
+            record = _ours(folder, destination.name) or {}
+            wanted = kind == _OLD or record.get("replacing") in old
+            if record.get("complete") and wanted:
+                found.append((float(record.get("finished", 0)), folder))
+    if new or aside:
+        os.rename(max(new or aside)[1], destination)
 
 
 def _sweep(destination: Path, locked: bool) -> None:
-    """Removes what runs of ``destination.name`` left in hidden folders: temporary
-    folders of processes that are certainly gone, and complete copies (while
-    ``locked``, no swap is under way; else only those of gone processes)."""
+    """Removes what runs of ``destination.name`` left in hidden folders, best
+    effort (what cannot be removed is named in a warning): temporary folders
+    of processes that are certainly gone; complete copies (while ``locked``,
+    no swap is under way; else only those of gone processes); and, while
+    ``locked``, folders a kill left before their record was written."""
     for folder in _hidden(destination):
         record = _ours(folder, destination.name)
         if record is None:
-            continue
-        if (record.get("complete") and locked) or _certainly_dead(record):
-            remove(folder)
+            stale = locked and _unrecorded(folder)
+        else:
+            stale = (record.get("complete") and locked) or liveness.gone(record)
+            if not stale and not record.get("complete"):
+                _warn_if_quiet(folder, record)
+        if stale:
+            try:
+                remove(folder)
+            except OSError as error:
+                warnings.warn(
+                    f"could not remove {folder}, what an earlier run of "
+                    f"{destination.name} left: {error}",
+                    stacklevel=4,
+                )
 
 
-def _swap(new: Path, destination: Path) -> Path | None:
-    """Puts ``new`` at ``destination``; returns where the old folder went."""
+def _unrecorded(folder: Path) -> bool:
+    """Whether ``folder`` is empty but for a part-written record: what a kill
+    between ``mkdtemp`` and the record's rename leaves."""
+    try:
+        return {p.name for p in folder.iterdir()} <= {f"{RECORD}.part"}
+    except OSError:
+        return False
+
+
+def _warn_if_quiet(folder: Path, record: dict) -> None:
+    """Warns about an unfinished run folder kept because its writer may run
+    (another host, container or boot) once nothing in it changed for a day."""
+    try:
+        changed = max(p.lstat().st_mtime for p in [folder, *folder.rglob("*")])
+    except OSError:
+        return
+    if time.time() - changed > _QUIET_SECONDS:
+        warnings.warn(
+            f"left alone: {folder}, an unfinished run of {record.get('host')} "
+            f"(pid {record.get('pid')}) unchanged for "
+            f"{(time.time() - changed) / 3600:.0f} hours, which this process "
+            "cannot tell is gone; delete it if no run writes it",
+            stacklevel=4,
+        )
+
+
+def _swap(new: Path, destination: Path, record: dict) -> Path | None:
+    """Puts ``new`` (whose complete ``record`` it holds) at ``destination``;
+    returns where the old folder went."""
     if not os.path.lexists(destination):
         os.rename(new, destination)
         return None
     if _exchange(new, destination):
         return new
-    # two renames: a kill between them leaves destination missing, which the
-    # next run repairs (_recover)
-    old = destination.with_name(f".{destination.name}.old-{secrets.token_hex(4)}")
+    # two renames: the record names the old folder first, so that a kill
+    # between them, which leaves destination missing, is finished by the next
+    # run (_recover)
+    old = destination.with_name(f".{destination.name}.{_OLD}{secrets.token_hex(4)}")
+    _write_record(new, {**record, "replacing": old.name})
     os.rename(destination, old)
     try:
         os.rename(new, destination)

@@ -12,7 +12,6 @@ ran on (``machine_line``, with ``cpu_line``; ``gemm_peak``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -154,9 +153,9 @@ def pyplot():
 class Run:
     """A context manager for one experiment run.
 
-    The run writes into a new hidden folder ``OUT/.NAME.XXXXXXXX``; when the
-    experiment finishes, that folder, with a record of what the run wrote
-    (``.rnnbptt-run.json``: its files and folders), becomes ``OUT/NAME``.
+    The run writes into a new hidden folder ``OUT/.NAME.rnnbptt-run-XXXXXXXX``;
+    when the experiment finishes, that folder, with a record of what the run
+    wrote (``.rnnbptt-run.json``: its files and folders), becomes ``OUT/NAME``.
 
     * What it replaces: an ``OUT/NAME`` holding nothing but an earlier run's
       results (what its record lists; files of it deleted since do not matter),
@@ -167,18 +166,24 @@ class Run:
       entries appear while it works, its results go to ``OUT/NAME.new-TIME``
       instead, and the error says so.
     * What a kill leaves: at every instant, ``OUT/NAME`` holds the old results
-      or the new ones. The swap is one atomic exchange where the file system
-      has one (Linux ``renameat2``); elsewhere it is two renames, and a run
-      that finds ``OUT/NAME`` missing first puts back the newest complete
-      results from the hidden copies.
-    * What it cleans up: the next run of NAME removes the hidden ``.NAME.*``
-      folders that runs of NAME left behind (their record says so): the
-      temporary folder of a killed run, once its process is certainly gone
-      (the same host and pid namespace, and that pid not running, or running
-      a process started at another time or boot), and the complete copies an
-      interrupted swap left. A folder of a run in progress, or of another
-      host, and anything without a record, is left alone. Runs into one
-      ``OUT`` take turns (a lock on the ``OUT`` folder) to clean up and swap.
+      or the new ones where the file system has an atomic exchange (Linux
+      ``renameat2``). Elsewhere the swap is two renames; a kill between them
+      leaves ``OUT/NAME`` missing, and the next run first finishes that swap.
+    * What it cleans up: the next run of NAME removes the hidden folders that
+      runs of NAME left behind, ``.NAME.rnnbptt-run-*`` and
+      ``.NAME.rnnbptt-old-*`` whose record says so: the temporary folder of a
+      killed run, once its process is certainly gone (see
+      :mod:`rnnbptt.liveness`: this host, container and boot, and that pid not
+      running, or running a process started at another time; or this machine
+      booted again since), and the complete copies an interrupted swap left.
+      A folder of a run in progress, or of a writer it cannot tell is gone
+      (another host or container), is left alone (a warning names it once
+      nothing in it changed for a day); anything else, whatever its name, is
+      never touched. Clean-up is best effort: what cannot be removed is named
+      in a warning. Runs into one ``OUT`` take turns (a lock on the ``OUT``
+      folder) to clean up and swap.
+    * What a failure leaves: results that could not be swapped in are kept in
+      ``OUT/NAME.new-TIME``, and the error says so.
 
     Example:
         >>> import tempfile
@@ -205,24 +210,30 @@ class Run:
             self.dir.chmod(0o777 & ~umask)
             self._started = time.perf_counter()
             self.write_json("config.json", self.config)
-        except BaseException:
-            run_folder.remove(self.dir)
+        except BaseException as error:
+            self._discard(error)
             raise
         return self
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is not None:
-            run_folder.remove(self.dir)
+            self._discard(error)
             return
         try:
-            old = run_folder.finish(self.dir, self.destination)
+            run_folder.finish(self.dir, self.destination)
         except run_folder.KeptBeside as kept:
             self.dir = kept.folder
             raise
         self.dir = self.destination
-        if old is not None:
-            with contextlib.suppress(OSError):  # else the next run's sweep does
-                run_folder.remove(old)
+
+    def _discard(self, error: BaseException) -> None:
+        """Removes the temporary folder of a run that failed with ``error``;
+        where that fails too, a note on ``error`` says so (the next run's sweep
+        removes it), so that the run's own error is the one raised."""
+        try:
+            run_folder.remove(self.dir)
+        except OSError as failure:
+            error.add_note(f"its temporary folder {self.dir} is left: {failure}")
 
     @property
     def seconds(self) -> float:

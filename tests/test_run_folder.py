@@ -9,8 +9,10 @@ import sys
 
 import pytest
 
-from rnnbptt import run_folder
+from rnnbptt import liveness, run_folder
 from rnnbptt.runs import Run
+
+RECORD_PART = f"{run_folder.RECORD}.part"
 
 
 def _contents(folder):
@@ -34,7 +36,7 @@ def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch, exch
         raise OSError("disk gone")
 
     def rename(src, dst):  # the old folder moves aside; the new one cannot move in
-        if os.path.basename(dst) == "exp" and ".old-" not in os.path.basename(src):
+        if os.path.basename(dst) == "exp" and "rnnbptt-old-" not in str(src):
             raise OSError("disk gone")
         real_rename(src, dst)
 
@@ -44,10 +46,14 @@ def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch, exch
         monkeypatch.setattr(run_folder, "_exchange", lambda a, b: False)
         monkeypatch.setattr(run_folder.os, "rename", rename)
     run = Run(tmp_path, "exp", {"attempt": 2})
-    with pytest.raises(OSError, match="disk gone"), run:
+    with pytest.raises(OSError, match="disk gone") as info, run:
         run.summary({"score": 2})
     assert _contents(tmp_path / "exp") == before
-    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+    # the new results are not lost: kept beside, and the error says where
+    (kept,) = tmp_path.glob("exp.new-*")
+    assert f"this run's results are in {kept}" in info.value.__notes__
+    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", kept.name]
 
 
 def test_rerun_refuses_a_folder_it_did_not_write_before_any_work(tmp_path):
@@ -162,7 +168,7 @@ def test_a_kill_between_the_two_renames_is_repaired_by_the_next_run(tmp_path):
     )
     assert not (tmp_path / "exp").exists()
     hidden = sorted(p.name for p in tmp_path.iterdir())
-    assert len(hidden) == 2 and any(".old-" in name for name in hidden)
+    assert len(hidden) == 2 and any(".exp.rnnbptt-old-" in name for name in hidden)
     seen = []
     with Run(tmp_path, "exp", {"attempt": 3}) as run:
         # before any work, the newest complete results are back, the rest gone
@@ -215,49 +221,124 @@ def test_sigkill_mid_run_leaves_a_temporary_folder_the_next_run_removes(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
 
 
+def _gone_pid():
+    """A pid no process has any more (a child that has exited)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _hidden(parent, name, record=None, files=("part.csv",)):
+    """A folder ``parent/name`` holding ``files`` and, if given, ``record``."""
+    folder = parent / name
+    folder.mkdir()
+    for file in files:
+        (folder / file).write_text("x\n")
+    if record is not None:
+        (folder / run_folder.RECORD).write_text(json.dumps(record))
+    return folder
+
+
 def test_the_sweep_removes_only_folders_certainly_ours_and_dead(tmp_path):
-    me = run_folder._process()
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-
-    def hidden(name, record=None, files=("part.csv",)):
-        folder = tmp_path / name
-        folder.mkdir()
-        for file in files:
-            (folder / file).write_text("x\n")
-        if record is not None:
-            (folder / run_folder.RECORD).write_text(json.dumps(record))
-        return folder
-
-    run = {"name": "exp", "complete": False}
-    keep = [
-        hidden(".exp.live", {**run, **me}),  # this very process
-        hidden(".exp.remote", {**run, **me, "host": "elsewhere", "pid": gone.pid}),
-        hidden(".exp.otherns", {**run, **me, "pid_namespace": "x", "pid": gone.pid}),
-        hidden(".exp.norecord"),
-        hidden(".exp.broken", files=(run_folder.RECORD,)),  # not JSON
-        hidden(".exp.v2.abc", {**run, **me, "name": "exp.v2", "pid": gone.pid}),
-        hidden(
-            ".exp.added",  # complete, but with a file its record does not list
-            {**run, **me, "complete": True, "entries": {}, "pid": gone.pid},
-        ),
-        hidden(".other.dead", {**run, **me, "name": "other", "pid": gone.pid}),
-    ]
-    removed = [
-        hidden(".exp.dead", {**run, **me, "pid": gone.pid}),
-        hidden(".exp.reused", {**run, **me, "pid_started": "1"}),  # pid reused
-        hidden(".exp.rebooted", {**run, **me, "boot": "another-boot"}),
-        hidden(
-            ".exp.copy",  # complete: what an interrupted swap left
-            {**run, **me, "complete": True, "entries": {"part.csv": "file"}},
-        ),
-    ]
-    with Run(tmp_path, "exp", {}) as run:
+    me, gone = liveness.writer(), _gone_pid()
+    run = {"name": "exp", "complete": False, **me}
+    done = {**run, "complete": True, "entries": {"part.csv": "file"}}
+    twin = {"writer": "twin-00000000", "machine": "another-machine", "boot": "b"}
+    old_form = {"name": "exp", "complete": False, "host": me["host"], "pid": gone}
+    keep = {
+        "rnnbptt-run-live0000": run,  # this very process
+        "rnnbptt-run-remote00": {**run, "writer": "elsewhere-1", "pid": gone},
+        "rnnbptt-run-twin0000": {**run, **twin, "pid": gone},  # same host name
+        "rnnbptt-run-oldform0": old_form,  # a record without a writer: unsure
+        "rnnbptt-run-norecord": None,
+        "v2.rnnbptt-run-abcdefgh": {**run, "name": "exp.v2", "pid": gone},
+        "rnnbptt-old-added000": {**done, "entries": {}},  # holds an unlisted file
+        "keep": done,  # the user's copy of the results: not a name rnnbptt uses
+        "rnnbptt-run-toolong00": {**run, "pid": gone},  # not mkdtemp's 8
+    }
+    removed = {
+        "rnnbptt-run-dead0000": {**run, "pid": gone},
+        "rnnbptt-run-reused00": {**run, "pid_started": "1"},  # pid reused
+        "rnnbptt-run-rebooted": {**run, "boot": "another-boot"},  # this machine
+        "rnnbptt-old-copy0000": done,  # complete: what an interrupted swap left
+    }
+    folders = {n: _hidden(tmp_path, f".exp.{n}", r) for n, r in keep.items()}
+    broken = _hidden(tmp_path, ".exp.rnnbptt-run-broken00", files=[RECORD_PART])
+    other = _hidden(tmp_path, ".other.rnnbptt-run-dead0000", {**run, "name": "other"})
+    empty = tmp_path / ".exp.rnnbptt-run-empty000"
+    empty.mkdir()  # killed before its record was written
+    doomed = [_hidden(tmp_path, f".exp.{n}", r) for n, r in removed.items()]
+    with Run(tmp_path, "exp", {}):
         pass
-    for folder in keep:
-        assert (folder / "part.csv").exists() or (folder / run_folder.RECORD).exists()
-    for folder in removed:
+    for name, folder in [*folders.items(), ("other", other)]:
+        assert (folder / "part.csv").exists(), name
+    for folder in [*doomed, empty, broken]:
         assert not folder.exists(), folder.name
+
+
+def test_a_missing_destination_is_never_refilled_from_a_users_copy(tmp_path):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    copy = tmp_path / ".exp.keep"
+    (tmp_path / "exp").rename(copy)  # what `mv o/exp o/.exp.keep` does
+    with Run(tmp_path, "exp", {"attempt": 2}) as run:
+        assert not (tmp_path / "exp").exists()
+        run.summary({"score": 2})
+    assert json.loads((copy / "summary.json").read_text())["score"] == 1
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+
+
+def test_a_leftover_that_cannot_be_removed_is_named_and_the_run_goes_on(
+    tmp_path, monkeypatch
+):
+    dead = {"name": "exp", **liveness.writer(), "pid": _gone_pid()}
+    stuck = _hidden(tmp_path, ".exp.rnnbptt-run-stuck000", dead)
+    real_remove = run_folder.remove
+
+    def remove(folder):
+        if folder == stuck:
+            raise PermissionError(13, "Permission denied", str(folder))
+        real_remove(folder)
+
+    monkeypatch.setattr(run_folder, "remove", remove)
+    warned = pytest.warns(UserWarning, match=r"could not remove .*stuck000")
+    with warned, Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 1})
+    assert (tmp_path / "exp" / "summary.json").exists() and stuck.exists()
+
+
+def test_an_unfinished_folder_of_an_unknown_writer_is_named_once_quiet(tmp_path):
+    record = {"name": "exp", **liveness.writer(), "writer": "elsewhere-1"}
+    quiet = _hidden(tmp_path, ".exp.rnnbptt-run-quiet000", record)
+    for path in [quiet, *quiet.iterdir()]:
+        os.utime(path, (0, 2 * 86400.0), follow_symlinks=False)
+    warned = pytest.warns(UserWarning, match=r"left alone: .*quiet000.*delete it")
+    with warned, Run(tmp_path, "exp", {}):
+        pass
+    assert (quiet / "part.csv").exists()
+
+
+def test_a_failing_run_whose_folder_cannot_be_removed_raises_its_own_error(
+    tmp_path, monkeypatch
+):
+    def remove(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(run_folder, "remove", remove)
+    failed = pytest.raises(RuntimeError, match="the experiment's own")
+    with failed as info, Run(tmp_path, "exp", {}):
+        raise RuntimeError("the experiment's own error")
+    assert "is left: [Errno 13] Permission denied" in info.value.__notes__[0]
+
+
+def test_results_another_experiment_wrote_are_foreign(tmp_path):
+    with Run(tmp_path, "ocr", {}) as run:
+        run.summary({"score": 1})
+    (tmp_path / "ocr").rename(tmp_path / "forecast")  # moved by hand
+    refused = pytest.raises(FileExistsError, match=r"config.json, summary.json")
+    with refused, Run(tmp_path, "forecast", {}):
+        pass
+    assert (tmp_path / "forecast" / "summary.json").exists()
 
 
 def test_the_cli_refuses_to_overwrite_foreign_files(tmp_path, capsys):
