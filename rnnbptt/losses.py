@@ -3,7 +3,9 @@
 Every loss takes ``(predictions, targets, mask=None)`` and returns a scalar mean.
 With a mask, the mean is over valid entries only: a padded step contributes
 nothing (whatever its target holds, NaN or a padding label such as -1), and a
-batch with no valid entry gives 0 (not NaN). Shapes:
+batch with no valid entry gives 0 (not NaN). The mean has the values' dtype;
+the valid entries are counted in float32 at least (``count_dtype``: bfloat16
+counts exactly only to 256). Shapes:
 
 * many-to-many: predictions [B, T, K], mask [B, T];
 * many-to-one: predictions [B, K], mask [B] (or None).
@@ -40,14 +42,24 @@ def _expand(mask: Array, ndim: int) -> Array:
 
 
 def _masked_mean(values: Array, mask: Array | None) -> Array:
-    """Mean of ``values`` [B, (T), ...] over the entries where ``mask`` is True."""
+    """Mean of ``values`` [B, (T), ...] over the entries where ``mask`` is True,
+    in the values' dtype; the entries are counted in ``count_dtype`` (in
+    bfloat16, 257 would round to 256)."""
     if mask is None:
         return jnp.mean(values)
     mask = jnp.broadcast_to(_expand(mask, values.ndim), values.shape)
-    total = jnp.sum(mask, dtype=values.dtype)
+    total = jnp.sum(mask, dtype=count_dtype(values.dtype))
     # where, not a product: whatever sits at a padded entry (even inf or NaN)
     # stays out of the mean
-    return jnp.sum(jnp.where(mask, values, 0)) / jnp.maximum(total, 1)
+    mean = jnp.sum(jnp.where(mask, values, 0)) / jnp.maximum(total, 1)
+    return mean.astype(values.dtype)
+
+
+def count_dtype(dtype) -> jnp.dtype:
+    """The dtype to count valid entries in for means of ``dtype``: float32 at
+    least, which counts exactly to 2**24 (bfloat16 only to 256, float16 to
+    2048); float64 stays float64."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _prepare(fn: str, predictions, targets, mask, *, labels: bool = False):

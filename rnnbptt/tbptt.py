@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from ._scalars import positive_int
-from .losses import get_loss
+from .losses import count_dtype, get_loss
 from .step import StepConfig, apply_update, check_batch_targets, valid_count
 
 Array = jax.Array
@@ -161,6 +161,19 @@ def chunk_update(config: StepConfig, tbptt: TBPTT, padded: Padded, key, state, j
     )
 
 
+def weighted_loss(values: Array, counts: Array) -> Array:
+    """The batch's loss from its chunks' mean losses ``values``, each weighted by
+    its valid ``counts``, in the values' dtype. The counts are summed in
+    ``count_dtype`` (in bfloat16, 257 would round to 256); a count the values'
+    dtype holds exactly weighs its value in that dtype, as it always did."""
+    low = counts.astype(values.dtype)
+    weights = counts.astype(count_dtype(values.dtype))
+    exact = low.astype(counts.dtype) == counts
+    total = jnp.sum(jnp.where(exact, values * low, values * weights))
+    mean = total.astype(values.dtype) / jnp.maximum(jnp.sum(weights), 1)
+    return mean.astype(values.dtype)
+
+
 def tbptt_step(
     config: StepConfig,
     tbptt: TBPTT,
@@ -182,9 +195,8 @@ def tbptt_step(
     final, (values, norms, counts, applied) = jax.lax.scan(
         one_chunk, state, jnp.arange(tbptt.chunks(xs.shape[1]))
     )
-    weights = counts.astype(values.dtype)
     metrics = {
-        "loss": jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1),
+        "loss": weighted_loss(values, counts),
         "grad_norm": jnp.sum(norms * (counts > 0))
         / jnp.maximum(jnp.sum(counts > 0), 1),
         "updates": jnp.sum(applied.astype(jnp.int32)),

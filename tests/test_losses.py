@@ -1,6 +1,7 @@
 """Losses against NumPy formulas, with and without masks."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -158,3 +159,21 @@ def test_arguments_that_are_not_arrays_are_named(name):
         fn(None, target)
     with pytest.raises(TypeError, match="`mask` must be None or a bool array"):
         fn(PRED, target, "yes")
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+def test_a_bfloat16_mean_counts_its_valid_entries_exactly(many_to_one):
+    """In bfloat16 (8 bits of mantissa) 257 rounds to 256: a count in the
+    values' dtype gave 1/256 for one error of 1 among 257 valid entries."""
+    valid = np.arange(300) < 257
+    target = np.zeros(300)
+    target[0] = 1.0
+    shape = (300, 1) if many_to_one else (1, 300, 1)
+    pred = jnp.zeros(shape, jnp.bfloat16)
+    target = jnp.asarray(target.reshape(shape), jnp.bfloat16)
+    mask = valid if many_to_one else valid[None]
+    got = VALUE["mse"](pred, target, mask)
+    assert got.dtype == jnp.bfloat16
+    assert (
+        got == jnp.asarray(1 / 257, jnp.bfloat16) != jnp.asarray(1 / 256, jnp.bfloat16)
+    )

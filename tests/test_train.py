@@ -431,3 +431,17 @@ def test_steps_take_what_worked_before():
     p1, state, _ = step(params, state, xs, ys, None, None)
     p2, state, _ = step(p1, state, xs, ys, None, None)
     assert max_rel(p1, params) == 0 and max_rel(p2, params) > 0  # every 2nd step
+
+
+def test_a_bfloat16_tbptt_loss_weighs_chunks_by_exact_counts():
+    """A batch's TBPTT loss weighs each chunk's mean by its valid count; in
+    bfloat16 their total of 257 rounded to 256, so an error of 1 at one of 257
+    valid outputs read 1/256."""
+    values = jnp.asarray([1.0, 0.0], jnp.bfloat16)  # chunk means
+    got = rnnbptt.tbptt.weighted_loss(values, jnp.asarray([1, 256]))
+    assert got.dtype == jnp.bfloat16
+    assert got == jnp.asarray(1 / 257, jnp.bfloat16)
+    # float32: as it always was
+    values = jnp.asarray([0.5, 2.0], jnp.float32)
+    got = rnnbptt.tbptt.weighted_loss(values, jnp.asarray([3, 5]))
+    assert got.dtype == jnp.float32 and got == jnp.float32((0.5 * 3 + 2.0 * 5) / 8)
