@@ -92,9 +92,11 @@ class FitConfig:
         resume: continue from ``checkpoint`` if it exists. The checkpoint records
             the run's settings and data (``record``) and refuses different ones.
             An optax transformation or schedule is recorded as the calls that
-            made it, with their arguments (``rnnbptt.optimizers.describe``):
-            ``optax.adam(0.05)`` built again resumes, ``optax.nadam(0.05)`` is
-            refused. A loss function is recorded by name only.
+            made it, with their arguments and a digest of their code
+            (``rnnbptt.optimizers.describe``): ``optax.adam(0.05)`` built again
+            resumes, ``optax.nadam(0.05)`` is refused, and so is a schedule
+            ``lambda s: 0.2`` for ``lambda s: 0.1``. A loss function is
+            recorded by name only.
         progress: show a tqdm progress bar with the loss and speed.
         on_epoch_end: called with each epoch's history row (a dict).
         sync_every: the host reads the steps' metrics (loss, finiteness) back

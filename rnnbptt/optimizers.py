@@ -7,8 +7,9 @@ its compiled train step again on a second call (``rnnbptt.train``).
 
 ``describe`` names an optax transformation or schedule by what it is made of,
 for the checkpoint's record: ``optax.adam(0.05)`` is
-``chain(update_fns=(scale_by_adam(b1=0.9, ..., nesterov=False),
-scale(step_size=-0.05)))`` in any process, and ``optax.nadam(0.05)`` differs in
+``chain(update_fns=(scale_by_adam(b1=0.9, ..., nesterov=False)<code ...>,
+scale(step_size=-0.05)<code ...>))<code ...>`` in any process (``<code ...>``:
+a digest of each function's code), and ``optax.nadam(0.05)`` differs in
 ``nesterov=True``.
 """
 
@@ -119,12 +120,16 @@ def describe(value: Any) -> str:
 
     A function is written as the function that made it (``scale_by_adam`` for
     ``scale_by_adam.<locals>.update_fn``) with the values it closes over and
-    its non-None defaults; a transformation as its update function, with what
-    only its init function holds. Numbers are written exactly, arrays as dtype,
-    shape and a digest. Nothing depends on the process (no ids or addresses),
-    so an equal transformation built again describes the same; a function's
-    code is not part of it (two lambdas of one place that differ only in a
-    literal describe the same).
+    its non-None defaults, then ``<code DIGEST>``, a digest of its code (its
+    bytecode, constants and the names it reads, nested functions included):
+    ``lambda s: 0.1`` and ``lambda s: 0.2`` differ, two lambdas of the same
+    code do not. The code of functions it calls by name is not part of it,
+    and the digest of one function differs between Python versions (their
+    bytecode does). A transformation is written as its update function, with
+    what only its init function holds. Numbers are written exactly, arrays as
+    dtype, shape and a digest. Nothing depends on the process (no ids,
+    addresses or salted hashes), so an equal transformation built again
+    describes the same.
     """
     try:
         return _describe(value, 0, frozenset())
@@ -158,7 +163,9 @@ def _describe(value: Any, depth: int, inside: frozenset) -> str:
     if isinstance(value, types.FunctionType):
         return _describe_function(value, {}, part)
     if isinstance(value, types.MethodType):
-        return f"{part(value.__self__)}.{value.__func__.__name__}"
+        method = value.__func__
+        code = _code_digest(method.__code__) if hasattr(method, "__code__") else ""
+        return f"{part(value.__self__)}.{method.__name__}{code}"
     if hasattr(value, "__wrapped__") and callable(value):  # e.g. jax.jit(f)
         return part(value.__wrapped__)
     if isinstance(value, type | types.ModuleType | types.BuiltinFunctionType):
@@ -203,7 +210,32 @@ def _describe_function(fn: types.FunctionType, more: dict, part) -> str:
     if maker in _TRANSPARENT and list(arguments) == ["tx"]:
         return part(arguments["tx"])
     more = {k: v for k, v in more.items() if k not in arguments}
-    return _call(maker, {**arguments, **more}, part)
+    return _call(maker, {**arguments, **more}, part) + _code_digest(fn.__code__)
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """``<code DIGEST>``: 12 hex digits of the SHA-256 of what ``code`` does
+    (``_code_text``), so that ``lambda s: 0.1`` and ``lambda s: 0.2`` differ."""
+    digest = hashlib.sha256(_code_text(code).encode()).hexdigest()[:12]
+    return f"<code {digest}>"
+
+
+def _code_text(code: types.CodeType) -> str:
+    """``code``'s bytecode, the global and attribute names it reads and its
+    constants, nested functions' code the same way: the same in any process
+    of one Python version (no addresses, no salted ``hash``)."""
+    consts = ", ".join(map(_const_text, code.co_consts))
+    return f"code({code.co_code.hex()}, {code.co_names!r}, ({consts}))"
+
+
+def _const_text(const) -> str:
+    if isinstance(const, types.CodeType):
+        return _code_text(const)
+    if isinstance(const, tuple):
+        return f"({', '.join(map(_const_text, const))})"
+    if isinstance(const, frozenset):  # its order follows the salted hash
+        return f"frozenset({', '.join(sorted(map(_const_text, const)))})"
+    return repr(const)
 
 
 def _is_code(value) -> bool:
