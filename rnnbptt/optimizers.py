@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -126,25 +127,40 @@ def describe(value: Any) -> str:
     code do not. The code of functions it calls by name is not part of it,
     and the digest of one function differs between Python versions (their
     bytecode does). A transformation is written as its update function, with
-    what only its init function holds. Numbers are written exactly, arrays as
+    what only its init function holds. Numbers are written exactly, NumPy's
+    and JAX's as the Python number of their value (``np.float64(0.1)`` and a
+    0-d array of it as ``0.1``, ``np.int64(3)`` as ``3``); other arrays as
     dtype, shape and a digest. Nothing depends on the process (no ids,
     addresses or salted hashes), so an equal transformation built again
     describes the same.
+
+    What cannot be read is marked, never passed off as a description: an
+    object without ``__dict__`` (slots, a C type), a random key or a traced
+    array is ``<unrepresentable TYPE>``, and what lies deeper than
+    ``_DESCRIBE_DEPTH`` levels or round a cycle is ``...``; a change there
+    goes unnoticed.
     """
-    try:
-        return _describe(value, 0, frozenset())
-    except Exception:  # an object unlike any above: by its type, as before
-        return type(value).__qualname__
+    return _describe(value, 0, frozenset())
 
 
 def _describe(value: Any, depth: int, inside: frozenset) -> str:
+    """``value`` described ``depth`` levels down, inside the values (ids) of
+    ``inside``: "..." past ``_DESCRIBE_DEPTH`` or round a cycle, and
+    ``<unrepresentable TYPE>`` where it cannot be described."""
     if depth > _DESCRIBE_DEPTH or id(value) in inside:
         return "..."
     inside = inside | {id(value)}
     part = lambda v: _describe(v, depth + 1, inside)  # noqa: E731
+    try:
+        return _describe_value(_python_scalar(value), part)
+    except Exception:  # e.g. a traced array, a key: nothing that can be compared
+        return _unrepresentable(value)
+
+
+def _describe_value(value: Any, part) -> str:
     if isinstance(value, np.generic | np.ndarray | jax.Array):
         return _describe_array(np.asarray(value))
-    if value is None or isinstance(value, bool | int | float | complex | str):
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return repr(value)
     if _is_transformation(value):
         return _describe_transformation(value, part)
@@ -153,6 +169,8 @@ def _describe(value: Any, depth: int, inside: frozenset) -> str:
         if isinstance(value, list):
             return f"[{items}]"
         return f"({items}{',' if len(value) == 1 else ''})"
+    if isinstance(value, set | frozenset):
+        return f"{{{', '.join(sorted(map(part, value)))}}}"
     if isinstance(value, dict):
         items = sorted((str(k), part(v)) for k, v in value.items())
         return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
@@ -172,7 +190,40 @@ def _describe(value: Any, depth: int, inside: frozenset) -> str:
         return getattr(value, "__qualname__", value.__name__)
     if isinstance(value, np.dtype):
         return str(value)
-    return _call(type(value).__qualname__, _fields(value), part)
+    fields = _fields(value)
+    if fields is None:
+        return _unrepresentable(value)
+    return _call(type(value).__qualname__, fields, part)
+
+
+def _unrepresentable(value) -> str:
+    """What an object ``describe`` cannot read is written as: its type, marked,
+    so that a reader knows its state is not compared."""
+    return f"<unrepresentable {type(value).__qualname__}>"
+
+
+def _python_scalar(value: Any) -> Any:
+    """``value`` as a Python bool, int, float or complex if it is a NumPy or JAX
+    number (a scalar or a 0-d array): ``np.float64(0.1)`` is ``0.1``. Anything
+    else comes back as it is."""
+    if not isinstance(value, np.generic | np.ndarray | jax.Array):
+        return value
+    if np.ndim(value) != 0 or jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended):
+        return value
+    arr = np.asarray(value)
+    for kind, to_python in _PYTHON_KINDS:
+        if jnp.issubdtype(arr.dtype, kind):
+            return to_python(arr)
+    return value
+
+
+# NumPy's dtypes and JAX's (bfloat16) as the Python type of their values.
+_PYTHON_KINDS = (
+    (np.bool_, bool),
+    (jnp.integer, int),
+    (jnp.floating, float),
+    (jnp.complexfloating, complex),
+)
 
 
 def _describe_array(arr: np.ndarray) -> str:
@@ -275,8 +326,9 @@ def _call(name: str, arguments: dict, part) -> str:
     return f"{name}({', '.join(f'{k}={part(v)}' for k, v in arguments.items())})"
 
 
-def _fields(value) -> dict:
-    """A named tuple's fields, or an object's attributes."""
+def _fields(value) -> dict | None:
+    """A named tuple's fields, or an object's attributes; None for an object
+    without ``__dict__`` (slots, a C type), whose state cannot be read."""
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return value._asdict()
-    return vars(value) if hasattr(value, "__dict__") else {}
+    return vars(value) if hasattr(value, "__dict__") else None
