@@ -445,3 +445,21 @@ def test_a_bfloat16_tbptt_loss_weighs_chunks_by_exact_counts():
     values = jnp.asarray([0.5, 2.0], jnp.float32)
     got = rnnbptt.tbptt.weighted_loss(values, jnp.asarray([3, 5]))
     assert got.dtype == jnp.float32 and got == jnp.float32((0.5 * 3 + 2.0 * 5) / 8)
+
+
+def test_a_loss_of_ones_own_gets_one_mask_entry_per_many_to_one_row():
+    """What the README promises a custom loss of a many-to-one model: given a
+    mask, a [B] bool mask, True for each row with a valid step (it was None)."""
+    model = rnnbptt.SequenceModel.build("elman", 1, [2], 1, head="many_to_one")
+    seen = []
+
+    def own(pred, target, mask):
+        seen.append((mask.shape, mask.dtype))
+        return jnp.sum(jnp.where(mask, 2.0 ** jnp.arange(mask.shape[0]), 0.0))
+
+    xs, ys = np.zeros((3, 4, 1)), np.zeros((3, 1))
+    evaluate = rnnbptt.make_eval_step(model, own)
+    mask = right_padded_mask([4, 0, 1], 4)
+    loss, count = evaluate(init_params(model, 0), xs, ys, mask)
+    assert seen == [((3,), jnp.bool_)]
+    assert (float(loss), int(count)) == (1.0 + 4.0, 2)  # rows 0 and 2
