@@ -110,68 +110,43 @@ def int_seed(fn: str, name: str, value: Any) -> int:
 
 def prng_key(fn: str, name: str, value: Any) -> jax.Array:
     """``value`` if it is one JAX random key: a typed key (``jax.random.key``,
-    of any implementation) or raw ``uint32`` key data (``jax.random.PRNGKey``).
-
-    Raw data of the default implementation's shape (``uint32[2]`` for
-    threefry) comes back as it is, as JAX reads it; data of the shape of
-    another implementation JAX knows (``uint32[4]``: "rbg", "unsafe_rbg") comes
-    back as a typed key of the first of ``_IMPLEMENTATIONS`` with that shape,
-    since raw data does not say its implementation ("rbg" for ``uint32[4]``;
-    ``jax.random.wrap_key_data(data, impl=...)`` chooses another). An int seed
-    is refused with the fix, so that a seed is never mistaken for key data.
+    of any implementation) or raw ``uint32`` key data (``jax.random.PRNGKey``)
+    of the shape of the default implementation (``jax_default_prng_impl``:
+    ``uint32[2]`` for threefry, ``uint32[4]`` for "rbg"), as JAX reads raw
+    data. Raw data of another shape is refused, since it does not say its
+    implementation (``jax.random.wrap_key_data(data, impl=...)`` says it); an
+    int seed is refused with the fix, so that a seed is never mistaken for key
+    data.
     """
     if isinstance(value, jax.Array | np.ndarray):
         if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
             if value.shape == ():
                 return value
-        elif value.dtype == np.uint32:
-            default = jax.config.jax_default_prng_impl
-            impl = _key_data_shapes(default).get(tuple(value.shape))
-            if impl == default:
-                return jnp.asarray(value)
-            if impl is not None:
-                return jax.random.wrap_key_data(jnp.asarray(value), impl=impl)
+        elif value.dtype == np.uint32 and value.shape == _raw_shape(
+            jax.config.jax_default_prng_impl
+        ):
+            return jnp.asarray(value)
     raise TypeError(
         f"{fn}: `{name}` must be one JAX random key, e.g. jax.random.key(0) (for "
         f"an int seed s, pass jax.random.key(s)), got {_what(value)}"
     )
 
 
-# JAX's PRNG implementations, in the order a raw key's shape is matched to one
-# (those a JAX version does not know are skipped)
-_IMPLEMENTATIONS = (
-    "threefry2x32",
-    "rbg",
-    "unsafe_rbg",
-    "threefry4x32",
-    "philox4x32",
-    "philox2x32",
-)
-
-
 @functools.lru_cache(maxsize=8)
-def _key_data_shapes(default: str) -> dict[tuple, str]:
-    """{key data shape: implementation} of the implementations JAX knows, the
-    ``default`` one first (shapes only: nothing is computed)."""
-    shapes = {}
-    for impl in dict.fromkeys((default, *_IMPLEMENTATIONS)):
-        data = lambda i=impl: jax.random.key_data(jax.random.key(0, impl=i))  # noqa: E731
-        try:
-            shapes.setdefault(tuple(jax.eval_shape(data).shape), impl)
-        except ValueError:  # an implementation this JAX does not know
-            continue
-    return shapes
+def _raw_shape(impl: str) -> tuple[int, ...]:
+    """The shape of raw key data of implementation ``impl`` (traced, not run)."""
+    data = lambda: jax.random.key_data(jax.random.key(0, impl=impl))  # noqa: E731
+    return tuple(jax.eval_shape(data).shape)
 
 
 def _what(value) -> str:
-    """What ``prng_key`` got: an array with the raw key shapes it takes."""
+    """What ``prng_key`` got: an array with the raw key shape it takes."""
     shape = getattr(value, "shape", None)
     if shape is None:
         return f"{type(value).__name__} {value!r}"
     default = jax.config.jax_default_prng_impl
-    *first, last = [str(s) for s in _key_data_shapes(default)]
-    shapes = f"{', '.join(first)} or {last}" if first else last
     return (
         f"an array of shape {tuple(shape)} and dtype {value.dtype} (raw key data "
-        f"is uint32 of shape {shapes})"
+        f"of the default implementation, {default}, is uint32 of shape "
+        f"{_raw_shape(default)}; wrap other data with jax.random.wrap_key_data)"
     )
