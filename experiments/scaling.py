@@ -34,8 +34,9 @@ Expected: LSTM H=128, T=100, D=8, global batch 64, float32, on 2 quiet CPU
           2.3e-7 relative, the update itself within 7.3e-5 (relative to the
           largest entry of each array: float32 sums in another order).
           22-25 s (about a minute when other jobs share the cores).
-Quick:    --quick: 1 and 2 devices, H=8, T=10, batch 8, for the tests (7-8 s,
-          mostly starting JAX and compiling in the two children).
+Quick:    --quick: 1 and 2 devices, H=8, T=10, D = 3 inputs and 3 outputs,
+          batch 8, for the tests (7-8 s, mostly starting JAX and compiling in
+          the two children).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ QUICK = {
     "hidden": 8,
     "steps": 10,
     "input": 3,
-    "output": 1,
+    "output": 3,  # = input: xs and ys share one compiled sampler in each child
     "batch": 8,
     "warmup": 1,
     "repeats": 3,
