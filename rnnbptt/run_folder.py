@@ -265,10 +265,9 @@ def _refuse_foreign(destination: Path) -> None:
         raise FileExistsError(_refusal(destination, foreign))
 
 
-def _hidden(destination: Path, kind: str | None = None) -> list[Path]:
+def _hidden(destination: Path) -> list[Path]:
     """The hidden folders rnnbptt names ``OUT/.NAME.rnnbptt-*`` beside
-    ``destination`` (no links), only those of ``kind`` (``_RUN`` or ``_OLD``)
-    if given."""
+    ``destination`` (no links)."""
     prefix = f".{destination.name}."
     try:
         scan = list(os.scandir(destination.parent))
@@ -279,7 +278,6 @@ def _hidden(destination: Path, kind: str | None = None) -> list[Path]:
         for e in scan
         if e.name.startswith(prefix)
         and _HIDDEN.fullmatch(e.name[len(prefix) :])
-        and (kind is None or e.name[len(prefix) :].startswith(kind))
         and e.is_dir(follow_symlinks=False)
     ]
 
@@ -291,14 +289,16 @@ def _recover(destination: Path) -> None:
     the newest complete results a swap moved aside."""
     if os.path.lexists(destination):
         return
-    old = {p.name for p in _hidden(destination, _OLD)}
+    folders = {p.name: p for p in _hidden(destination)}
+    aside_prefix = f".{destination.name}.{_OLD}"
+    old = {name for name in folders if name.startswith(aside_prefix)}
     new, aside = [], []
-    for kind, found in ((_RUN, new), (_OLD, aside)):
-        for folder in _hidden(destination, kind):
-            record = _ours(folder, destination.name) or {}
-            wanted = kind == _OLD or record.get("replacing") in old
-            if record.get("complete") and wanted:
-                found.append((float(record.get("finished", 0)), folder))
+    for name, folder in folders.items():
+        record = _ours(folder, destination.name) or {}
+        wanted = name in old or record.get("replacing") in old
+        if record.get("complete") and wanted:
+            finished = (float(record.get("finished", 0)), folder)
+            (aside if name in old else new).append(finished)
     if new or aside:
         os.rename(max(new or aside)[1], destination)
 
