@@ -120,19 +120,23 @@ def describe(value: Any) -> str:
     as the calls that made it, with their arguments.
 
     A function is written as the function that made it (``scale_by_adam`` for
-    ``scale_by_adam.<locals>.update_fn``) with the values it closes over and
-    its non-None defaults, then ``<code DIGEST>``, a digest of its code (its
-    bytecode, constants and the names it reads, nested functions included):
-    ``lambda s: 0.1`` and ``lambda s: 0.2`` differ, two lambdas of the same
-    code do not. The code of functions it calls by name is not part of it,
-    and the digest of one function differs between Python versions (their
-    bytecode does). A transformation is written as its update function, with
-    what only its init function holds. Numbers are written exactly, NumPy's
-    and JAX's as the Python number of their value (``np.float64(0.1)`` and a
-    0-d array of it as ``0.1``, ``np.int64(3)`` as ``3``); other arrays as
-    dtype, shape and a digest. Nothing depends on the process (no ids,
-    addresses or salted hashes), so an equal transformation built again
-    describes the same.
+    ``scale_by_adam.<locals>.update_fn``) with the values it closes over, its
+    non-None defaults and the module-level values it reads (``LR`` in
+    ``lambda s: LR * s``; data only, not modules, classes or functions), then
+    ``<code DIGEST>``, a digest of its code (its bytecode, constants and the
+    names it reads, nested functions included): ``lambda s: 0.1`` and
+    ``lambda s: 0.2`` differ, two lambdas of the same code do not. A callable
+    object is written as its attributes and the digest of its class's methods.
+    The code of functions it calls by name is not part of it, and the digest of
+    one function differs between Python versions (their bytecode does). A
+    transformation is written as its update function, with what only its init
+    function holds. Numbers are written exactly and with their type, since JAX
+    computes with each as given: a Python number as itself (``0.1``), a NumPy
+    or JAX one as dtype and value (``np.float64(0.1)`` and a 0-d array of it
+    as ``float64(0.1)``; a JAX number typed weakly, like a Python one, as
+    ``weak float32(0.1)``); other arrays as dtype, shape and a digest. Nothing
+    depends on the process (no ids, addresses or salted hashes), so an equal
+    transformation built again describes the same.
 
     What cannot be read is marked, never passed off as a description: an
     object without ``__dict__`` (slots, a C type), a random key or a traced
@@ -152,14 +156,14 @@ def _describe(value: Any, depth: int, inside: frozenset) -> str:
     inside = inside | {id(value)}
     part = lambda v: _describe(v, depth + 1, inside)  # noqa: E731
     try:
-        return _describe_value(_python_scalar(value), part)
+        return _describe_value(value, part)
     except Exception:  # e.g. a traced array, a key: nothing that can be compared
         return _unrepresentable(value)
 
 
 def _describe_value(value: Any, part) -> str:
     if isinstance(value, np.generic | np.ndarray | jax.Array):
-        return _describe_array(np.asarray(value))
+        return _describe_array(value)
     if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return repr(value)
     if _is_transformation(value):
@@ -172,7 +176,7 @@ def _describe_value(value: Any, part) -> str:
     if isinstance(value, set | frozenset):
         return f"{{{', '.join(sorted(map(part, value)))}}}"
     if isinstance(value, dict):
-        items = sorted((str(k), part(v)) for k, v in value.items())
+        items = sorted((part(k), part(v)) for k, v in value.items())
         return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
     if isinstance(value, functools.partial):
         args = [*map(part, value.args)]
@@ -193,7 +197,8 @@ def _describe_value(value: Any, part) -> str:
     fields = _fields(value)
     if fields is None:
         return _unrepresentable(value)
-    return _call(type(value).__qualname__, fields, part)
+    methods = _methods_digest(type(value)) if callable(value) else ""
+    return _call(type(value).__qualname__, fields, part) + methods
 
 
 def _unrepresentable(value) -> str:
@@ -202,19 +207,12 @@ def _unrepresentable(value) -> str:
     return f"<unrepresentable {type(value).__qualname__}>"
 
 
-def _python_scalar(value: Any) -> Any:
-    """``value`` as a Python bool, int, float or complex if it is a NumPy or JAX
-    number (a scalar or a 0-d array): ``np.float64(0.1)`` is ``0.1``. Anything
-    else comes back as it is."""
-    if not isinstance(value, np.generic | np.ndarray | jax.Array):
-        return value
-    if np.ndim(value) != 0 or jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended):
-        return value
-    arr = np.asarray(value)
+def _python_number(arr: np.ndarray):
+    """The value of a 0-d array as a Python number (bfloat16's too)."""
     for kind, to_python in _PYTHON_KINDS:
         if jnp.issubdtype(arr.dtype, kind):
             return to_python(arr)
-    return value
+    return arr.item()
 
 
 # NumPy's dtypes and JAX's (bfloat16) as the Python type of their values.
@@ -226,9 +224,15 @@ _PYTHON_KINDS = (
 )
 
 
-def _describe_array(arr: np.ndarray) -> str:
+def _describe_array(value) -> str:
+    """A NumPy or JAX number as ``float32(0.5)`` (``weak float32(0.5)`` if JAX
+    types it weakly); a larger array as dtype, shape and digest."""
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended):
+        raise TypeError(f"a {value.dtype} array has no values to describe")
+    arr = np.asarray(value)
     if arr.ndim == 0:
-        return f"{arr.dtype}({arr.item()!r})"
+        weak = "weak " if getattr(value, "weak_type", False) else ""
+        return f"{weak}{arr.dtype}({_python_number(arr)!r})"
     digest = hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
     return f"{arr.dtype}{list(arr.shape)} sha256 {digest.hexdigest()[:12]}"
 
@@ -261,7 +265,37 @@ def _describe_function(fn: types.FunctionType, more: dict, part) -> str:
     if maker in _TRANSPARENT and list(arguments) == ["tx"]:
         return part(arguments["tx"])
     more = {k: v for k, v in more.items() if k not in arguments}
+    more |= {k: v for k, v in _globals_read(fn).items() if k not in arguments}
     return _call(maker, {**arguments, **more}, part) + _code_digest(fn.__code__)
+
+
+def _globals_read(fn: types.FunctionType) -> dict:
+    """The module-level data ``fn`` (or a function nested in it) reads by
+    name: what is neither a module nor callable (a class, a function)."""
+    names, codes = set(), [fn.__code__]
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    scope = fn.__globals__
+    return {
+        name: scope[name]
+        for name in sorted(names & scope.keys())
+        if not callable(scope[name]) and not isinstance(scope[name], types.ModuleType)
+    }
+
+
+def _methods_digest(cls: type) -> str:
+    """``<code DIGEST>`` of the functions a class and its bases (but
+    ``object``) define, so that a callable object's ``__call__`` counts."""
+    texts = [
+        f"{name}: {_code_text(attr.__code__)}"
+        for klass in cls.__mro__[:-1]
+        for name, attr in sorted(vars(klass).items())
+        if isinstance(attr, types.FunctionType)
+    ]
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+    return f"<code {digest}>"
 
 
 def _code_digest(code: types.CodeType) -> str:
