@@ -12,7 +12,8 @@ namespace of one running system, so a writer is:
 
 ``gone(tag, pid, started)`` is True only when the writer is certainly not
 running: the same tag as this process, and its pid free or taken by a process
-that started at another time; or the same host and machine booted again since.
+that started at another time; or the same host and machine booted again since
+the record was written.
 Any other difference (another host, container or pid namespace, or what cannot
 be read) is unsure, which means no: the caller keeps the file, or falls back to
 its age where a write is known to be short.
@@ -26,6 +27,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 
@@ -40,14 +42,19 @@ def _read(path: str) -> str | None:
 def _system() -> dict:
     """What names this running system: host name, machine id (stable across
     boots), boot id and pid namespace; None for what this system lacks."""
-    namespace = None
+    namespace, own_proc = None, False
     with contextlib.suppress(OSError):
         namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+        # a /proc mounted for another pid namespace describes other processes
+        own_proc = os.readlink("/proc/self") == str(os.getpid())
+    booted = re.search(r"^btime (\d+)$", _read("/proc/stat") or "", re.MULTILINE)
     return {
         "host": socket.gethostname(),
         "machine": _read("/etc/machine-id"),
         "boot": _read("/proc/sys/kernel/random/boot_id"),
+        "booted": int(booted[1]) if booted else None,
         "pid_namespace": namespace,
+        "own_proc": own_proc,
     }
 
 
@@ -63,7 +70,10 @@ def tag() -> str:
 
 def started(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, from /proc), or
-    None where it is not running or the system has no /proc."""
+    None where it is not running or the system has no /proc of this pid
+    namespace."""
+    if not _system()["own_proc"]:
+        return None
     text = _read(f"/proc/{pid}/stat")
     if text is None:
         return None
@@ -72,13 +82,15 @@ def started(pid: int) -> str | None:
 
 def writer() -> dict:
     """This process as a record stores it: :func:`tag`, the host, machine and
-    boot it names (to tell a reboot), the pid and the pid's start time."""
+    boot it names and the time (to tell a reboot), the pid and the pid's start
+    time."""
     system = _system()
     return {
         "writer": tag(),
         "host": system["host"],
         "machine": system["machine"],
         "boot": system["boot"],
+        "time": time.time(),
         "pid": os.getpid(),
         "pid_started": started(os.getpid()),
     }
@@ -102,14 +114,20 @@ def gone(record: dict) -> bool:
 
 def _rebooted(record: dict, here: dict) -> bool:
     """The same host and machine (a machine id, which a reboot keeps) booted
-    again since the record was written: no process of before runs."""
+    again since the record was written: no process of before runs. The record
+    must be older than this boot, for a clone of the machine (the same host
+    name and machine id, its own boot) that writes now is no reboot."""
     same = record.get("host") == here["host"]
     same = same and here["machine"] is not None
     same = same and record.get("machine") == here["machine"]
+    written = record.get("time")
     return (
         same
-        and None not in (record.get("boot"), here["boot"])
-        and (record["boot"] != here["boot"])
+        and None not in (record.get("boot"), here["boot"], here["booted"])
+        and record["boot"] != here["boot"]
+        and isinstance(written, int | float)
+        and not isinstance(written, bool)
+        and written < here["booted"]
     )
 
 

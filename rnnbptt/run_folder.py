@@ -13,20 +13,28 @@ is :class:`rnnbptt.runs.Run`'s docstring; here is how.
   While the run works it says who writes the folder (:func:`rnnbptt.liveness.
   writer`), so that a later run can tell whether that process is certainly
   gone; once the run is complete it also lists what the folder holds
-  (``entries``: path -> ``"file"``, ``"dir"`` or ``"other"``). An entry of
-  ``OUT/NAME`` that its record does not list, or that a record of another
+  (``entries``: path -> ``"dir"``, ``"other"`` or a file's size and
+  modification time). An entry of ``OUT/NAME`` that its record does not list
+  as it is (a file changed in place too), or that a record of another
   experiment lists, is foreign: never deleted.
 * The swap: one ``renameat2(RENAME_EXCHANGE)`` where Linux and the file system
-  have it; elsewhere two renames, the record of the new folder naming the old
-  one first, so that a run that finds ``OUT/NAME`` missing knows which
+  have it, after which the old results are renamed ``.NAME.rnnbptt-old-*``;
+  elsewhere two renames, the record of the new folder naming the old one
+  first, so that a run that finds ``OUT/NAME`` missing knows which
   interrupted swap to finish (:func:`_recover`).
 * The clean-up: before it starts, a run removes the hidden folders of NAME that
   earlier runs left (:func:`_sweep`), best effort, deleting each one's record
-  last (:func:`remove`), so that a kill midway leaves it recognisable.
+  last (:func:`remove`), so that a kill midway leaves it recognisably a run's.
+  A run folder goes only once its writer is certainly gone, complete or not;
+  old results moved aside go while the lock is held. What cannot be read or
+  removed is logged (``logging``, logger ``rnnbptt.run_folder``), never raised.
 * The lock: runs into one ``OUT`` take turns to clean up and swap (``flock`` on
-  the ``OUT`` folder itself, no lock file; none where the system has no flock).
+  the ``OUT`` folder itself, no lock file; none where the system has no flock,
+  and none between hosts on some network file systems, which the writer rule
+  above covers).
 * Failure: results that cannot be swapped in are kept, visible, as
-  ``OUT/NAME.new-TIME`` (:func:`_keep_beside`), never deleted.
+  ``OUT/NAME.new-TIME`` (:func:`_keep_beside`), never deleted; if even that
+  move fails, their record is marked ``kept`` and no sweep removes them.
 """
 
 from __future__ import annotations
@@ -35,13 +43,13 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
 import re
 import secrets
 import stat
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 from . import liveness
@@ -55,9 +63,13 @@ _RUN, _OLD = "rnnbptt-run-", "rnnbptt-old-"
 _HIDDEN = re.compile(rf"(?:{_RUN}|{_OLD})[a-z0-9_]{{8}}")
 # Foreign entries an error lists before it says "and N more".
 _SHOWN = 8
-# An unfinished run folder of a writer this process cannot tell is gone is
-# kept; once nothing in it changed for this long, a warning names it.
+# A run folder of a writer this process cannot tell is gone is kept; once
+# nothing in it changed for this long, a warning names it.
 _QUIET_SECONDS = 24 * 3600.0
+# A folder without a record (killed before it was written) is removed once
+# this old.
+_UNRECORDED_SECONDS = 3600.0
+_log = logging.getLogger(__name__)
 
 
 class KeptBeside(FileExistsError):
@@ -97,17 +109,17 @@ def start(destination: Path) -> Path:
 def finish(folder: Path, destination: Path) -> None:
     """Records what ``folder`` holds, marks it complete, swaps it in as
     ``destination`` and removes the old results (best effort: else the next
-    run's sweep does).
+    run's sweep does), all while holding the lock.
 
     Raises:
         KeptBeside: if ``destination`` now holds what no run wrote; the results
             are then kept beside it, and ``destination`` is left as it is.
         OSError: if the swap failed; ``destination`` is as it was, and the
             results are kept beside it where they can be moved (the error's
-            note says where).
+            note says where, its ``rnnbptt_results`` attribute too).
     """
-    try:
-        with _locked(destination.parent):
+    with _locked(destination.parent):
+        try:
             record = _read_record(folder) or {"name": destination.name}
             record = {**record, "complete": True, "finished": time.time()}
             record["entries"] = _entries(folder)
@@ -118,23 +130,30 @@ def finish(folder: Path, destination: Path) -> None:
                 message = f"{_refusal(destination, foreign)}; this run's results"
                 raise KeptBeside(f"{message} are in {kept}", kept)
             old = _swap(folder, destination, record)
-            if old is not None:
-                with contextlib.suppress(OSError):
-                    remove(old)
-    except KeptBeside:
-        raise
-    except BaseException as error:
-        if os.path.lexists(folder):  # neither swapped in nor kept beside
-            error.add_note(_kept_note(folder, destination))
-        raise
+        except KeptBeside:
+            raise
+        except BaseException as error:
+            if os.path.lexists(folder):  # neither swapped in nor kept beside
+                error.rnnbptt_results, note = _kept(folder, destination)
+                error.add_note(note)
+            raise
+        if old is not None:
+            with contextlib.suppress(OSError):
+                remove(old)
 
 
-def _kept_note(folder: Path, destination: Path) -> str:
-    """Keeps results that failed to swap in beside ``destination``; says where."""
+def _kept(folder: Path, destination: Path) -> tuple[Path, str]:
+    """Keeps results that failed to swap in beside ``destination``: where they
+    are, and a note that says so. If they cannot be moved, their record is
+    marked ``kept``, which no sweep removes."""
     try:
-        return f"this run's results are in {_keep_beside(folder, destination)}"
+        kept = _keep_beside(folder, destination)
+        return kept, f"this run's results are in {kept}"
     except OSError as error:
-        return f"this run's results are in {folder} (could not move them: {error})"
+        with contextlib.suppress(OSError):
+            _write_record(folder, {**(_read_record(folder) or {}), "kept": True})
+        note = f"this run's results are in {folder} (could not move them: {error})"
+        return folder, note
 
 
 def remove(folder: Path) -> None:
@@ -166,18 +185,36 @@ def _read_record(folder: Path) -> dict | None:
 
 
 def _write_record(folder: Path, record: dict) -> None:
-    """Writes the record whole or not at all (a new file, then a rename)."""
+    """Writes the record whole or not at all (a new file, flushed to disk,
+    then a rename)."""
     part = folder / f"{RECORD}.part"
-    part.write_text(json.dumps(record, indent=1) + "\n")
+    with open(part, "w") as file:
+        file.write(json.dumps(record, indent=1) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(part, folder / RECORD)
 
 
-def _kind(mode: int) -> str:
-    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+def _kind(info: os.stat_result):
+    """What an entry is, as a record lists it: ``"dir"``, ``"other"`` (a link,
+    ...), or for a file ``["file", size, mtime_ns]``, so that a file changed in
+    place after the run counts as no longer the run's."""
+    if stat.S_ISDIR(info.st_mode):
+        return "dir"
+    if stat.S_ISREG(info.st_mode):
+        return ["file", info.st_size, info.st_mtime_ns]
+    return "other"
+
+
+def _same(listed, kind) -> bool:
+    """Whether an entry of kind ``kind`` is the one a record ``listed``; a bare
+    ``"file"`` (a record written before files' sizes and times were kept)
+    stands for any file."""
+    return listed == kind or (listed == "file" and isinstance(kind, list))
 
 
 def _entries(folder: Path) -> dict:
-    """{relative path: "file" | "dir" | "other"} of everything in ``folder``
+    """{relative path: what it is (:func:`_kind`)} of everything in ``folder``
     but its record, without following links."""
     entries = {}
     for top, dirs, files in os.walk(folder):
@@ -185,7 +222,7 @@ def _entries(folder: Path) -> dict:
             path = Path(top, entry)
             relative = path.relative_to(folder).as_posix()
             if relative not in (RECORD, f"{RECORD}.part"):
-                entries[relative] = _kind(path.lstat().st_mode)
+                entries[relative] = _kind(path.lstat())
     return dict(sorted(entries.items()))
 
 
@@ -200,8 +237,8 @@ def _unlisted(folder: Path, listed: dict, limit: int | None = None) -> list[str]
                 relative = Path(entry.path).relative_to(folder).as_posix()
                 if relative in (RECORD, f"{RECORD}.part"):
                     continue
-                kind = _kind(entry.stat(follow_symlinks=False).st_mode)
-                if listed.get(relative) != kind:
+                kind = _kind(entry.stat(follow_symlinks=False))
+                if not _same(listed.get(relative), kind):
                     found.append(relative + ("/" if kind == "dir" else ""))
                 elif kind == "dir":
                     visit(Path(entry.path))
@@ -294,7 +331,10 @@ def _recover(destination: Path) -> None:
     old = {name for name in folders if name.startswith(aside_prefix)}
     new, aside = [], []
     for name, folder in folders.items():
-        record = _ours(folder, destination.name) or {}
+        try:
+            record = _ours(folder, destination.name) or {}
+        except OSError:  # unreadable: not one to put back
+            continue
         wanted = name in old or record.get("replacing") in old
         if record.get("complete") and wanted:
             finished = (float(record.get("finished", 0)), folder)
@@ -305,52 +345,76 @@ def _recover(destination: Path) -> None:
 
 def _sweep(destination: Path, locked: bool) -> None:
     """Removes what runs of ``destination.name`` left in hidden folders, best
-    effort (what cannot be removed is named in a warning): temporary folders
-    of processes that are certainly gone; complete copies (while ``locked``,
-    no swap is under way; else only those of gone processes); and, while
-    ``locked``, folders a kill left before their record was written."""
+    effort (what cannot be read or removed is logged): the folders of
+    processes that are certainly gone; old results a swap moved aside (while
+    ``locked``, no swap is under way; else only those of gone processes); and,
+    while ``locked``, folders a kill left before their record was written, once
+    an hour old. Results a failed swap left, marked ``kept``, stay."""
     for folder in _hidden(destination):
-        record = _ours(folder, destination.name)
+        try:
+            record = _ours(folder, destination.name)
+        except OSError as error:
+            _log.warning("left alone: %s, which cannot be read: %s", folder, error)
+            continue
         if record is None:
             stale = locked and _unrecorded(folder)
+        elif record.get("kept"):
+            stale = False
+        elif record.get("complete") and (
+            folder.name.startswith(f".{destination.name}.{_OLD}")
+            or record.get("superseded")
+        ):
+            stale = locked or liveness.gone(record)
         else:
-            stale = (record.get("complete") and locked) or liveness.gone(record)
-            if not stale and not record.get("complete"):
+            stale = liveness.gone(record)
+            if not stale:
                 _warn_if_quiet(folder, record)
         if stale:
             try:
                 remove(folder)
             except OSError as error:
-                warnings.warn(
-                    f"could not remove {folder}, what an earlier run of "
-                    f"{destination.name} left: {error}",
-                    stacklevel=4,
+                _log.warning(
+                    "could not remove %s, what an earlier run of %s left: %s",
+                    folder,
+                    destination.name,
+                    error,
                 )
 
 
-def _unrecorded(folder: Path) -> bool:
-    """Whether ``folder`` is empty but for a part-written record: what a kill
-    between ``mkdtemp`` and the record's rename leaves."""
+def _changed(folder: Path) -> float | None:
+    """When anything in ``folder`` last changed (None if it cannot be read)."""
     try:
-        return {p.name for p in folder.iterdir()} <= {f"{RECORD}.part"}
+        return max(p.lstat().st_mtime for p in [folder, *folder.rglob("*")])
+    except OSError:
+        return None
+
+
+def _unrecorded(folder: Path) -> bool:
+    """Whether ``folder`` is empty but for a part-written record and unchanged
+    for an hour: what a kill between ``mkdtemp`` and the record's rename
+    leaves (not a run on another host that has just begun, which the lock may
+    not hold off on a network file system)."""
+    try:
+        empty = {p.name for p in folder.iterdir()} <= {f"{RECORD}.part"}
     except OSError:
         return False
+    changed = _changed(folder)
+    return empty and changed is not None and time.time() - changed > _UNRECORDED_SECONDS
 
 
 def _warn_if_quiet(folder: Path, record: dict) -> None:
-    """Warns about an unfinished run folder kept because its writer may run
+    """Logs a warning about a run folder kept because its writer may run
     (another host, container or boot) once nothing in it changed for a day."""
-    try:
-        changed = max(p.lstat().st_mtime for p in [folder, *folder.rglob("*")])
-    except OSError:
-        return
-    if time.time() - changed > _QUIET_SECONDS:
-        warnings.warn(
-            f"left alone: {folder}, an unfinished run of {record.get('host')} "
-            f"(pid {record.get('pid')}) unchanged for "
-            f"{(time.time() - changed) / 3600:.0f} hours, which this process "
-            "cannot tell is gone; delete it if no run writes it",
-            stacklevel=4,
+    changed = _changed(folder)
+    if changed is not None and time.time() - changed > _QUIET_SECONDS:
+        _log.warning(
+            "left alone: %s, %s run of %s (pid %s) unchanged for %.0f hours, "
+            "which this process cannot tell is gone; delete it if no run writes it",
+            folder,
+            "a finished" if record.get("complete") else "an unfinished",
+            record.get("host"),
+            record.get("pid"),
+            (time.time() - changed) / 3600,
         )
 
 
@@ -360,8 +424,18 @@ def _swap(new: Path, destination: Path, record: dict) -> Path | None:
     if not os.path.lexists(destination):
         os.rename(new, destination)
         return None
-    if _exchange(new, destination):
-        return new
+    superseded = _read_record(destination)
+    if superseded is not None:  # so that a kill before the rename below is told
+        _write_record(destination, {**superseded, "superseded": True})
+    if _exchange(new, destination):  # the old results are at ``new`` now
+        aside = destination.with_name(
+            f".{destination.name}.{_OLD}{secrets.token_hex(4)}"
+        )
+        try:
+            os.rename(new, aside)
+        except OSError:  # left as it is, marked superseded: the sweep removes it
+            return new
+        return aside
     # two renames: the record names the old folder first, so that a kill
     # between them, which leaves destination missing, is finished by the next
     # run (_recover)

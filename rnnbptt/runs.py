@@ -158,10 +158,11 @@ class Run:
     wrote (``.rnnbptt-run.json``: its files and folders), becomes ``OUT/NAME``.
 
     * What it replaces: an ``OUT/NAME`` holding nothing but an earlier run's
-      results (what its record lists; files of it deleted since do not matter),
-      or an empty folder. Anything else there (a file or folder the record does
-      not list; any entry of a folder without a record; a symbolic link or a
-      file at ``OUT/NAME``) is never deleted: the run refuses to start, with a
+      results (what its record lists, files unchanged since; files of it
+      deleted since do not matter), or an empty folder. Anything else there (a
+      file or folder the record does not list, or a listed file changed in
+      place; any entry of a folder without a record; a symbolic link or a file
+      at ``OUT/NAME``) is never deleted: the run refuses to start, with a
       ``FileExistsError`` that names the path and those entries. Should such
       entries appear while it works, its results go to ``OUT/NAME.new-TIME``
       instead, and the error says so.
@@ -171,19 +172,22 @@ class Run:
       leaves ``OUT/NAME`` missing, and the next run first finishes that swap.
     * What it cleans up: the next run of NAME removes the hidden folders that
       runs of NAME left behind, ``.NAME.rnnbptt-run-*`` and
-      ``.NAME.rnnbptt-old-*`` whose record says so: the temporary folder of a
-      killed run, once its process is certainly gone (see
-      :mod:`rnnbptt.liveness`: this host, container and boot, and that pid not
-      running, or running a process started at another time; or this machine
-      booted again since), and the complete copies an interrupted swap left.
-      A folder of a run in progress, or of a writer it cannot tell is gone
-      (another host or container), is left alone (a warning names it once
-      nothing in it changed for a day); anything else, whatever its name, is
-      never touched. Clean-up is best effort: what cannot be removed is named
-      in a warning. Runs into one ``OUT`` take turns (a lock on the ``OUT``
+      ``.NAME.rnnbptt-old-*`` whose record says so: a run's folder, complete or
+      not, once its process is certainly gone (see :mod:`rnnbptt.liveness`:
+      this host, container and boot, and that pid not running, or running a
+      process started at another time; or this machine booted again since the
+      record was written), and the old results a swap set aside. A folder of
+      a run in progress, or of a writer it cannot tell is gone (another host
+      or container), is left alone (a logged warning names it once nothing in
+      it changed for a day); anything else, whatever its name, is never
+      touched. Clean-up is best effort: what cannot be read or removed is
+      named in a logged warning (logger ``rnnbptt.run_folder``), which never
+      stops the run. Runs into one ``OUT`` take turns (a lock on the ``OUT``
       folder) to clean up and swap.
     * What a failure leaves: results that could not be swapped in are kept in
-      ``OUT/NAME.new-TIME``, and the error says so.
+      ``OUT/NAME.new-TIME`` (``Run.dir`` then says where), and the error says
+      so; if even that move fails, they stay in their hidden folder, which the
+      error names and no later run removes.
 
     Example:
         >>> import tempfile
@@ -223,6 +227,9 @@ class Run:
             run_folder.finish(self.dir, self.destination)
         except run_folder.KeptBeside as kept:
             self.dir = kept.folder
+            raise
+        except BaseException as error:  # the results are where its note says
+            self.dir = getattr(error, "rnnbptt_results", self.dir)
             raise
         self.dir = self.destination
 

@@ -4,8 +4,10 @@ through rnnbptt.runs.Run)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -193,12 +195,94 @@ def test_a_kill_after_the_exchange_leaves_the_new_results(tmp_path):
         "    run.summary({'score': 2})\n",
     )
     assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
-    assert len(list(tmp_path.iterdir())) == 2  # and the old copy, hidden
+    (hidden,) = [p.name for p in tmp_path.iterdir() if p.name != "exp"]
+    assert hidden.startswith(".exp.rnnbptt-old-")  # the old copy, set aside
     with Run(tmp_path, "exp", {"attempt": 3}) as run:
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
             ["exp", run.dir.name]
         )
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_a_kill_between_the_exchange_and_setting_aside_is_cleaned_up(tmp_path):
+    """The old results, at the run folder's name after the exchange, belong to
+    a live writer (this process wrote them); marked superseded, they go."""
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    _killed(
+        tmp_path,
+        "real = os.rename\n"
+        "def rename(src, dst):\n"
+        "    if 'rnnbptt-old-' in os.path.basename(dst): os._exit(9)\n"
+        "    real(src, dst)\n"
+        "os.rename = rename\n"
+        "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
+        "    run.summary({'score': 2})\n",
+    )
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+    (hidden,) = [p for p in tmp_path.iterdir() if p.name != "exp"]
+    assert json.loads((hidden / "summary.json").read_text())["score"] == 1
+    with Run(tmp_path, "exp", {"attempt": 3}) as run:
+        assert not hidden.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_results_that_fail_to_swap_in_are_kept_under_the_lock(tmp_path, monkeypatch):
+    """Kept beside after the lock was released, another run's sweep could
+    delete them first; and if they could not be moved, the next sweep did."""
+    import fcntl
+
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+
+    def fail(*args):
+        raise OSError(5, "simulated swap failure")
+
+    real_keep, locked = run_folder._keep_beside, []
+
+    def keep_beside(new, destination):
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:  # another open of OUT cannot take the lock meanwhile
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked.append(False)
+        except BlockingIOError:
+            locked.append(True)
+        finally:
+            os.close(fd)
+        return real_keep(new, destination)
+
+    monkeypatch.setattr(run_folder, "_swap", fail)
+    monkeypatch.setattr(run_folder, "_keep_beside", keep_beside)
+    with pytest.raises(OSError, match="simulated"), Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 2})
+    assert locked == [True]
+    (kept,) = tmp_path.glob("exp.new-*")
+    assert run.dir == kept  # where the results are, not where they were
+    # the move fails too: the results stay hidden, marked kept, and stay
+    monkeypatch.setattr(run_folder, "_keep_beside", fail)
+    with pytest.raises(OSError) as info, Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 3})
+        hidden = run.dir
+    assert f"this run's results are in {hidden} (could not" in info.value.__notes__[0]
+    monkeypatch.undo()
+    with Run(tmp_path, "exp", {"attempt": 4}):
+        pass
+    assert json.loads((hidden / "summary.json").read_text())["score"] == 3
+    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert json.loads((tmp_path / "exp" / "config.json").read_text())["attempt"] == 4
+
+
+def test_a_result_changed_in_place_is_no_longer_the_runs(tmp_path):
+    """A file of OUT/exp edited after the run was still listed as the run's,
+    so the next run replaced it and the edit was lost."""
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    summary = tmp_path / "exp" / "summary.json"
+    summary.write_text(summary.read_text() + "\n")  # an edit, kept in place
+    refused = pytest.raises(FileExistsError, match=r"summary\.json")
+    with refused, Run(tmp_path, "exp", {"attempt": 2}):
+        pass
+    assert summary.read_text().endswith("\n\n")
 
 
 def test_sigkill_mid_run_leaves_a_temporary_folder_the_next_run_removes(tmp_path):
@@ -239,6 +323,13 @@ def _hidden(parent, name, record=None, files=("part.csv",)):
     return folder
 
 
+def _age(folder, seconds):
+    """Sets the times of ``folder`` and what it holds ``seconds`` back."""
+    for path in [folder, *folder.rglob("*")]:
+        then = path.lstat().st_mtime - seconds
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
 def test_the_sweep_removes_only_folders_certainly_ours_and_dead(tmp_path):
     me, gone = liveness.writer(), _gone_pid()
     run = {"name": "exp", "complete": False, **me}
@@ -249,31 +340,70 @@ def test_the_sweep_removes_only_folders_certainly_ours_and_dead(tmp_path):
         "rnnbptt-run-live0000": run,  # this very process
         "rnnbptt-run-remote00": {**run, "writer": "elsewhere-1", "pid": gone},
         "rnnbptt-run-twin0000": {**run, **twin, "pid": gone},  # same host name
+        # a clone of this machine (same host name and machine id, its own
+        # boot) writing now: not a reboot
+        "rnnbptt-run-clone000": {**run, "writer": "vm-clone", "boot": "another"},
         "rnnbptt-run-oldform0": old_form,  # a record without a writer: unsure
         "rnnbptt-run-norecord": None,
         "v2.rnnbptt-run-abcdefgh": {**run, "name": "exp.v2", "pid": gone},
         "rnnbptt-old-added000": {**done, "entries": {}},  # holds an unlisted file
         "keep": done,  # the user's copy of the results: not a name rnnbptt uses
         "rnnbptt-run-toolong00": {**run, "pid": gone},  # not mkdtemp's 8
+        # complete, about to be swapped in by a live run (perhaps on another
+        # host, where the lock may not reach)
+        "rnnbptt-run-finished": done,
+        "rnnbptt-run-remotefi": {**done, "writer": "elsewhere-1", "pid": gone},
+        # results a failed swap could not even move beside OUT/exp
+        "rnnbptt-run-kept0000": {**done, "pid": gone, "kept": True},
     }
     removed = {
         "rnnbptt-run-dead0000": {**run, "pid": gone},
         "rnnbptt-run-reused00": {**run, "pid_started": "1"},  # pid reused
-        "rnnbptt-run-rebooted": {**run, "boot": "another-boot"},  # this machine
-        "rnnbptt-old-copy0000": done,  # complete: what an interrupted swap left
+        # this machine, booted again since the record was written
+        "rnnbptt-run-rebooted": {**run, "boot": "another-boot", "time": 0.0},
+        "rnnbptt-old-copy0000": done,  # old results a swap moved aside
+        "rnnbptt-run-donedead": {**done, "pid": gone},  # complete, writer gone
     }
     folders = {n: _hidden(tmp_path, f".exp.{n}", r) for n, r in keep.items()}
     broken = _hidden(tmp_path, ".exp.rnnbptt-run-broken00", files=[RECORD_PART])
     other = _hidden(tmp_path, ".other.rnnbptt-run-dead0000", {**run, "name": "other"})
     empty = tmp_path / ".exp.rnnbptt-run-empty000"
-    empty.mkdir()  # killed before its record was written
+    empty.mkdir()  # killed before its record was written, two hours ago
+    _age(empty, 7200)
+    _age(broken, 7200)
+    fresh = tmp_path / ".exp.rnnbptt-run-fresh000"
+    fresh.mkdir()  # a run (on another host?) that has just begun
     doomed = [_hidden(tmp_path, f".exp.{n}", r) for n, r in removed.items()]
     with Run(tmp_path, "exp", {}):
         pass
     for name, folder in [*folders.items(), ("other", other)]:
         assert (folder / "part.csv").exists(), name
+    assert fresh.exists()
     for folder in [*doomed, empty, broken]:
         assert not folder.exists(), folder.name
+
+
+def test_a_proc_of_another_pid_namespace_is_not_read(monkeypatch):
+    """In a pid namespace that sees its parent's /proc, /proc/PID is another
+    process: its start time made a live writer look like a reused pid."""
+    assert liveness.started(os.getpid()) is not None
+    foreign = {**liveness._system(), "own_proc": False}
+    monkeypatch.setattr(liveness, "_system", lambda: foreign)
+    assert liveness.started(os.getpid()) is None
+    me = liveness.writer()
+    assert not liveness.gone({**me, "pid": os.getppid(), "pid_started": "1"})
+
+
+def test_a_reboot_counts_only_for_records_older_than_this_boot():
+    me = liveness.writer()
+    here = liveness._system()
+    assert here["booted"] is not None  # Linux: /proc/stat has btime
+    other_boot = {**me, "writer": "vm-before", "boot": "another-boot"}
+    assert liveness.gone({**other_boot, "time": here["booted"] - 60.0})
+    assert not liveness.gone({**other_boot, "time": here["booted"] + 60.0})
+    assert not liveness.gone({k: v for k, v in other_boot.items() if k != "time"})
+    assert not liveness.gone({**other_boot, "time": True})
+    assert not liveness.gone({**other_boot, "machine": "another", "time": 0.0})
 
 
 def test_a_missing_destination_is_never_refilled_from_a_users_copy(tmp_path):
@@ -289,7 +419,7 @@ def test_a_missing_destination_is_never_refilled_from_a_users_copy(tmp_path):
 
 
 def test_a_leftover_that_cannot_be_removed_is_named_and_the_run_goes_on(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, caplog
 ):
     dead = {"name": "exp", **liveness.writer(), "pid": _gone_pid()}
     stuck = _hidden(tmp_path, ".exp.rnnbptt-run-stuck000", dead)
@@ -301,21 +431,57 @@ def test_a_leftover_that_cannot_be_removed_is_named_and_the_run_goes_on(
         real_remove(folder)
 
     monkeypatch.setattr(run_folder, "remove", remove)
-    warned = pytest.warns(UserWarning, match=r"could not remove .*stuck000")
-    with warned, Run(tmp_path, "exp", {}) as run:
+    caplog.set_level("WARNING", logger="rnnbptt.run_folder")
+    with Run(tmp_path, "exp", {}) as run:
         run.summary({"score": 1})
+    assert re.search(r"could not remove .*stuck000", caplog.text)
     assert (tmp_path / "exp" / "summary.json").exists() and stuck.exists()
 
 
-def test_an_unfinished_folder_of_an_unknown_writer_is_named_once_quiet(tmp_path):
+def test_an_unreadable_leftover_is_named_and_the_run_goes_on(
+    tmp_path, monkeypatch, caplog
+):
+    """A hidden folder that cannot be read made every start fail."""
+    done = {"name": "exp", **liveness.writer(), "complete": True, "entries": {}}
+    locked = _hidden(tmp_path, ".exp.rnnbptt-old-0123abcd", done)
+    real_unlisted = run_folder._unlisted
+
+    def unlisted(folder, listed, limit=None):  # what a folder mode 0 gives
+        if folder == locked:
+            raise PermissionError(13, "Permission denied", str(folder / "private"))
+        return real_unlisted(folder, listed, limit)
+
+    monkeypatch.setattr(run_folder, "_unlisted", unlisted)
+    caplog.set_level("WARNING", logger="rnnbptt.run_folder")
+    with Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 1})
+    assert re.search(r"left alone: .*0123abcd, which cannot be read", caplog.text)
+    assert (tmp_path / "exp" / "summary.json").exists()
+    assert (locked / "part.csv").exists()
+    # and with OUT/exp missing, it is not put back
+    os.rename(tmp_path / "exp", tmp_path / "moved")
+    with Run(tmp_path, "exp", {}) as run:
+        assert not (tmp_path / "exp").exists()
+
+
+def test_an_unfinished_folder_of_an_unknown_writer_is_named_once_quiet(
+    tmp_path, caplog
+):
     record = {"name": "exp", **liveness.writer(), "writer": "elsewhere-1"}
     quiet = _hidden(tmp_path, ".exp.rnnbptt-run-quiet000", record)
-    for path in [quiet, *quiet.iterdir()]:
-        os.utime(path, (0, 2 * 86400.0), follow_symlinks=False)
-    warned = pytest.warns(UserWarning, match=r"left alone: .*quiet000.*delete it")
-    with warned, Run(tmp_path, "exp", {}):
+    _age(quiet, 2 * 86400.0)
+    caplog.set_level("WARNING", logger="rnnbptt.run_folder")
+    with Run(tmp_path, "exp", {}):
         pass
+    assert re.search(
+        r"left alone: .*quiet000, an unfinished run.*delete it", caplog.text
+    )
     assert (quiet / "part.csv").exists()
+    # a notice, not a warning: it does not stop a run under -W error either
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Run(tmp_path, "exp", {}):
+            pass
 
 
 def test_a_failing_run_whose_folder_cannot_be_removed_raises_its_own_error(

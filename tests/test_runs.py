@@ -27,11 +27,11 @@ def test_run_writes_config_metrics_summary_and_a_record(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no temporary leftovers
     record = json.loads((out / run_folder.RECORD).read_text())
     assert record["complete"] and record["name"] == "exp"
-    assert record["entries"] == {
-        "config.json": "file",
-        "metrics.csv": "file",
-        "summary.json": "file",
-    }
+    names = ["config.json", "metrics.csv", "summary.json"]
+    assert list(record["entries"]) == names
+    for name in names:  # a file as its size and modification time
+        info = (out / name).stat()
+        assert record["entries"][name] == ["file", info.st_size, info.st_mtime_ns]
 
 
 def test_failed_run_leaves_previous_results_untouched(tmp_path):
