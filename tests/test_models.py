@@ -56,17 +56,23 @@ SCATTERED = np.array(
 MASKS = {"right": right_padded_mask(LENGTHS, 7), "scattered": SCATTERED}
 
 
-@pytest.mark.parametrize("head", ["many_to_one", "many_to_many"])
+# A pairwise cover of head x (pattern, engine) x bidirectional: every pair of
+# their values meets in one case
 @pytest.mark.parametrize(
-    "pattern, backward", [("right", "autodiff"), ("scattered", "manual")]
+    "head, pattern, backward, bidirectional",
+    [
+        ("many_to_one", "right", "autodiff", False),
+        ("many_to_one", "scattered", "manual", True),
+        ("many_to_many", "right", "autodiff", True),
+        ("many_to_many", "scattered", "manual", False),
+    ],
 )
-@pytest.mark.parametrize("bidirectional", [False, True])
 def test_padded_batch_equals_each_sequence_alone(
     head, pattern, backward, bidirectional
 ):
-    """Values and gradients: a masked batch is each row's valid steps run on
-    their own, whatever the mask's pattern (one engine per pattern; the engines
-    agree through the model, tested below)."""
+    """Values and gradients (parameters and inputs): a masked batch is each row's
+    valid steps run on their own, whatever the mask's pattern (one engine per
+    pattern; the engines agree through the model, tested below)."""
     mask = MASKS[pattern]
     model, params, xs = _problem(head=head, bidirectional=bidirectional)
 
@@ -78,10 +84,16 @@ def test_padded_batch_equals_each_sequence_alone(
         out = outputs(params, xs, mask)
         return jnp.sum(out**2), out
 
-    value_and_grad = jax.value_and_grad(square, has_aux=True)
+    def value_and_grad(params, xs, mask):
+        """One compiled program per call (the mask is a constant of it: the
+        valid steps' outputs are picked out by its values); eagerly, each of the
+        model's operations and their derivatives compiled its own, dozens a case."""
+        grad = jax.value_and_grad(square, argnums=(0, 1), has_aux=True)
+        return jax.jit(lambda params, xs: grad(params, xs, mask))(params, xs)
+
     rows = [np.asarray(xs)[b : b + 1, mask[b]] for b in range(4)]
     alone = [value_and_grad(params, x, np.ones(x.shape[:2], bool)) for x in rows]
-    (_, batch_outputs), batch_grad = value_and_grad(params, xs, mask)
+    (_, batch_outputs), (batch_grad, batch_grad_xs) = value_and_grad(params, xs, mask)
     np.testing.assert_allclose(
         batch_outputs,
         np.concatenate([out for (_, out), _ in alone]),
@@ -90,9 +102,14 @@ def test_padded_batch_equals_each_sequence_alone(
     )
     # summed in NumPy: eager JAX adds would compile a program per shape
     total = jax.tree.map(np.zeros_like, params)
-    for _, g in alone:
+    for _, (g, _) in alone:
         total = jax.tree.map(np.add, total, g)
     assert max_rel(batch_grad, total) <= 1e-11
+    # the inputs' gradient: each row's at its valid steps, zero at the padding
+    batch_grad_xs = np.asarray(batch_grad_xs)
+    row_grad_xs = np.concatenate([np.asarray(g_xs)[0] for _, (_, g_xs) in alone])
+    assert max_rel(batch_grad_xs[mask], row_grad_xs) <= 1e-11
+    np.testing.assert_array_equal(batch_grad_xs[~mask], 0.0)
 
 
 def test_bidirectional_backward_half_reads_each_sequence_reversed():
