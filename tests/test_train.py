@@ -291,22 +291,28 @@ def test_reset_carry_zeroes_only_the_chosen_streams():
         assert np.all(before[[1, 3]] != 0)
 
 
+# one object: the many-to-one tests below share their compiled step
+SGD_TENTH = optax.sgd(0.1)
+
+
 def test_steps_refuse_targets_that_would_broadcast():
     model = rnnbptt.SequenceModel.build("elman", 1, [4], 1, head="many_to_one")
     params = init_params(model, 0)
-    tx = optax.sgd(0.1)
-    xs, ys = jnp.zeros((16, 5, 1)), jnp.zeros(16)  # [B], not [B, 1]
+    tx = SGD_TENTH
+    # the shapes (and mask) of the next test's batch: one compiled step for both
+    xs, ys = jnp.zeros((6, 5, 1)), jnp.zeros(6)  # [B], not [B, 1]
+    mask = np.ones((6, 5), bool)
     step = rnnbptt.make_train_step(model, "mse", tx)
     with pytest.raises(ValueError, match=r"make_train_step: batch `ys` must have"):
-        step(params, tx.init(params), xs, ys, None, None)
+        step(params, tx.init(params), xs, ys, mask, None)
     evaluate = rnnbptt.make_eval_step(model, "mse")
     with pytest.raises(ValueError, match=r"make_eval_step: batch `ys` must have"):
-        evaluate(params, xs, ys, None)
-    step(params, tx.init(params), xs, ys[:, None], None, None)  # the right shape
+        evaluate(params, xs, ys, mask)
+    step(params, tx.init(params), xs, ys[:, None], mask, None)  # the right shape
     # another optimizer's state (or none) is named, at trace time
     for wrong in (None, optax.adam(0.1).init(params)):
         with pytest.raises(TypeError, match="`opt_state` must be this step's"):
-            step(params, wrong, xs, ys[:, None], None, None)
+            step(params, wrong, xs, ys[:, None], mask, None)
 
 
 def test_a_sequence_without_a_valid_step_has_no_weight_under_jit():
@@ -314,7 +320,7 @@ def test_a_sequence_without_a_valid_step_has_no_weight_under_jit():
     step counts for nothing (it used to be read at its last step and scored),
     so a batch with one is the batch without it. Eager apply refuses it."""
     model = rnnbptt.SequenceModel.build("elman", 1, [4], 1, head="many_to_one")
-    params, tx = init_params(model, 0), optax.sgd(0.1)
+    params, tx = init_params(model, 0), SGD_TENTH
     xs, ys = sine_task(n=6, steps=5)
     ys = ys[:, -1]
     mask = right_padded_mask([5, 0, 3, 4, 2, 5], 5)
