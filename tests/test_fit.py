@@ -180,10 +180,20 @@ def test_crash_and_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
     """A run killed part-way (SIGKILL) and resumed in a new process ends where an
     uninterrupted run ends (run by the resuming process after the resumed one)."""
     ckpt = tmp_path / "run.ckpt"
+    # the two processes share one persistent compilation cache: the resuming one
+    # loads the programs the killed one compiled (in its first epoch, before the
+    # kill) instead of compiling them again; the same programs, the same bits
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "slow", str(ckpt), str(tmp_path / "x.npz")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.monotonic() + 240
     try:
@@ -202,6 +212,7 @@ def test_crash_and_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert resumed.returncode == 0, resumed.stderr
     resumed_line, plain_line = resumed.stdout.splitlines()
