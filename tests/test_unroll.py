@@ -1,5 +1,7 @@
 """unroll: equality with plain loops, masks, the zero-recurrence case, jit size."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,13 @@ def test_unroll_equals_numpy_loop(cell, masked, backward):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _step(cell, params, carry, x):
+    """``cell.step`` as one program (eagerly, each of its operations compiled
+    its own)."""
+    return cell.step(params, carry, x)
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_unroll_equals_loop_over_cell_step(cell, masked):
     params, xs, carry0 = make_problem(cell)
@@ -32,14 +41,14 @@ def test_unroll_equals_loop_over_cell_step(cell, masked):
     carry, outputs = carry0, []
     steps = np.asarray(xs)  # each step's inputs sliced in NumPy (no programs)
     for t in range(xs.shape[1]):
-        new, h = cell.step(params, carry, steps[:, t])
-        if mask is not None:
+        new, h = _step(cell, params, carry, steps[:, t])
+        if mask is not None:  # in NumPy (no programs)
             keep = mask[:, t, None]
-            new = jax.tree.map(lambda n, o, k=keep: jnp.where(k, n, o), new, carry)
-            h = jnp.where(keep, h, 0)
+            new = jax.tree.map(lambda n, o, k=keep: np.where(k, n, o), new, carry)
+            h = np.where(keep, h, 0)
         carry = new
-        outputs.append(h)
-    np.testing.assert_allclose(hs, jnp.stack(outputs, axis=1), rtol=1e-12, atol=1e-13)
+        outputs.append(np.asarray(h))
+    np.testing.assert_allclose(hs, np.stack(outputs, axis=1), rtol=1e-12, atol=1e-13)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), final, carry
     )
@@ -91,24 +100,34 @@ def _elman_and_feedforward(activation):
     return elman, ff, zero_rec, ff_params, xs
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _outputs_and_grads(elman, ff, backward, elman_params, ff_params, xs, mask, probe):
+    """For each of the two cells: (gradient of the probe with respect to (params,
+    xs), outputs), in one program (eagerly, every operation of the gradients
+    compiled its own)."""
+
+    def loss(cell, params, xs):
+        _, hs = rnnbptt.unroll(cell, params, xs, mask=mask, backward=backward)
+        return jnp.sum(probe * hs), hs
+
+    def grads(cell, params):
+        return jax.grad(functools.partial(loss, cell), (0, 1), has_aux=True)(params, xs)
+
+    return grads(elman, elman_params), grads(ff, ff_params)
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("backward", ["autodiff", "manual"])
 def test_elman_without_recurrence_is_feedforward(activation, backward):
     elman, ff, zero_rec, ff_params, xs = _elman_and_feedforward(activation)
     mask = right_padded_mask(LENGTHS, xs.shape[1])
     probe = np.random.default_rng(5).standard_normal((3, 6, 4))  # no sampler program
-
-    def loss(cell, params, xs):
-        _, hs = rnnbptt.unroll(cell, params, xs, mask=mask, backward=backward)
-        return jnp.sum(probe * hs)
-
-    _, hs_e = rnnbptt.unroll(elman, zero_rec, xs, mask=mask)
-    _, hs_f = rnnbptt.unroll(ff, ff_params, xs, mask=mask)
+    (g_e, hs_e), (g_f, hs_f) = _outputs_and_grads(
+        elman, ff, backward, zero_rec, ff_params, xs, mask, probe
+    )
     # The same sums, to rounding: XLA may add up [x, h] @ [W_ih; 0] in another
     # order than x @ W_ih (jax 0.12 does, by about 1e-16; 0.10 gave equal bits).
     np.testing.assert_allclose(hs_e, hs_f, rtol=1e-14, atol=1e-15)
-    g_e = jax.grad(loss, argnums=(1, 2))(elman, zero_rec, xs)
-    g_f = jax.grad(loss, argnums=(1, 2))(ff, ff_params, xs)
     for name in ("w_ih", "b"):
         np.testing.assert_allclose(
             getattr(g_e[0], name), getattr(g_f[0], name), rtol=1e-14, atol=1e-15
