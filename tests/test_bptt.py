@@ -12,9 +12,9 @@ import pytest
 from conftest import (
     CELLS,
     RECURRENT,
+    _value_and_grads,
     make_problem,
     max_rel,
-    normal,
     right_padded_mask,
     value_and_grads,
 )
@@ -58,11 +58,17 @@ def _vjps(cell, params, xs, carry0, mask, d_hs, d_final):
     return manual, vjp((d_final, d_hs))
 
 
+def _normal(rng, shape, dtype):
+    """conftest's ``normal`` as a NumPy array: a jitted program takes it as it
+    takes a JAX array, and jnp.asarray compiles a program per shape."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
 def _vjp_both(cell, params, xs, carry0, mask, seed):
     """``_vjps`` for random output cotangents (the final carry has carry0's shapes)."""
     rng = np.random.default_rng(seed + 1)
-    d_hs = normal(rng, (*xs.shape[:2], cell.hidden_size), xs.dtype)
-    d_final = jax.tree.map(lambda a: normal(rng, a.shape, a.dtype), carry0)
+    d_hs = _normal(rng, (*xs.shape[:2], cell.hidden_size), xs.dtype)
+    d_final = jax.tree.map(lambda a: _normal(rng, a.shape, a.dtype), carry0)
     return _vjps(cell, params, xs, carry0, mask, d_hs, d_final)
 
 
@@ -77,17 +83,10 @@ def test_bptt_equals_vjp_of_unroll(problem, dtype):
         assert max_rel(got, want) <= TOL[dtype]
 
 
-@settings(max_examples=14, deadline=None, derandomize=True)
-@given(problem=problems())
-def test_grad_through_manual_engine_equals_autodiff(problem):
-    cell, batch, steps, seed, mask = problem
-    params, xs, carry0 = make_problem(cell, seed, batch, steps)
-    # random linear probes of every output and every part of the final carry
-    # (the final carry has carry0's shapes), drawn in NumPy: in the program, a
-    # JAX draw would add its generator to every example's compilation
-    rng = np.random.default_rng(seed + 2)
-    probe = normal(rng, (batch, steps, cell.hidden_size), jnp.float64)
-    carry_probe = [normal(rng, c.shape, c.dtype) for c in jax.tree.leaves(carry0)]
+@functools.partial(jax.jit, static_argnums=0)
+def _both_engines(cell, params, xs, carry0, mask, probe, carry_probe):
+    """The gradients of a probe loss by both engines, in one program (arrays as
+    arguments: examples of the same cell and shapes share it)."""
 
     def loss(params, xs, carry0, backward):
         final, hs = rnnbptt.unroll(
@@ -99,9 +98,22 @@ def test_grad_through_manual_engine_equals_autodiff(problem):
         return total
 
     grad = jax.grad(loss, argnums=(0, 1, 2))
-    # both engines in one program: one compilation per example
-    both = jax.jit(lambda *args: (grad(*args, "manual"), grad(*args, "autodiff")))
-    got, want = both(params, xs, carry0)
+    return grad(params, xs, carry0, "manual"), grad(params, xs, carry0, "autodiff")
+
+
+@settings(max_examples=14, deadline=None, derandomize=True)
+@given(problem=problems())
+def test_grad_through_manual_engine_equals_autodiff(problem):
+    cell, batch, steps, seed, mask = problem
+    params, xs, carry0 = make_problem(cell, seed, batch, steps)
+    # random linear probes of every output and every part of the final carry
+    # (the final carry has carry0's shapes), drawn in NumPy: in the program, a
+    # JAX draw would add its generator to every example's compilation
+    rng = np.random.default_rng(seed + 2)
+    probe = _normal(rng, (batch, steps, cell.hidden_size), jnp.float64)
+    carry_probe = [_normal(rng, c.shape, c.dtype) for c in jax.tree.leaves(carry0)]
+
+    got, want = _both_engines(cell, params, xs, carry0, mask, probe, carry_probe)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert max_rel(got, want) <= TOL[jnp.float64]
 
@@ -113,41 +125,44 @@ def test_bptt_for_feedforward(cell):
     assert max_rel(manual, auto) <= TOL[jnp.float64]
 
 
+def _probes(cell, seed, batch, steps):
+    """A random linear probe of every output and of every part of the final carry
+    (which has carry0's shapes), drawn in NumPy: jax.random would compile a
+    sampler per shape."""
+    rng = np.random.default_rng(seed)
+    probe = _normal(rng, (batch, steps, cell.hidden_size), jnp.float64)
+    carry = jax.eval_shape(lambda: cell.initial_carry(batch, jnp.float64))
+    return probe, [_normal(rng, c.shape, c.dtype) for c in jax.tree.leaves(carry)]
+
+
+def _grads(cell, backward, params, xs, carry0, mask, probes):
+    """The probe's gradient with respect to (params, xs, carry0): conftest's
+    jitted program (arrays as arguments), so that the tests of the same cell,
+    engine and shapes, here and in test_whatever_fills_the_padding_changes_nothing,
+    share one compiled program."""
+    return _value_and_grads(cell, backward, None, params, xs, carry0, mask, *probes)[1]
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_engines_agree_with_float64_finite_differences(cell, masked):
     """Central differences of an independent NumPy forward (tests/reference.py)."""
-    params, xs, carry0 = make_problem(cell, seed=7, batch=2, steps=5)
-    mask = right_padded_mask([5, 3], 5) if masked else None
-    # drawn in NumPy (jax.random would compile a sampler per shape)
-    probe = np.random.default_rng(8).standard_normal((2, 5, 4))
-    # the reference returns the carry as a tuple of arrays
-    carry_probe = [
-        np.random.default_rng(9 + i).standard_normal((2, 4))
-        for i in range(len(jax.tree.leaves(carry0)))
-    ]
+    params, xs, carry0 = make_problem(cell, seed=7)
+    mask = right_padded_mask([6, 2, 4], 6) if masked else None
+    probe, carry_probe = _probes(cell, 8, 3, 6)
 
     def numpy_loss(params, xs, carry0):
+        # the reference returns the carry as a tuple of arrays
         final, hs = loop(cell, params, xs, carry0, mask)
         return np.sum(probe * hs) + sum(
             np.sum(p * c) for p, c in zip(carry_probe, final, strict=True)
-        )
-
-    def jax_loss(params, xs, carry0, backward):
-        final, hs = rnnbptt.unroll(
-            cell, params, xs, carry0, mask=mask, backward=backward
-        )
-        return jnp.sum(probe * hs) + sum(
-            jnp.sum(p * c)
-            for p, c in zip(carry_probe, jax.tree.leaves(final), strict=True)
         )
 
     args = (params, xs, carry0)
     # perturbed in NumPy: a JAX update of each leaf compiles a program per shape
     leaves, treedef = jax.tree.flatten(jax.tree.map(np.asarray, args))
     rng = np.random.default_rng(0)
-    gradient = jax.jit(jax.grad(jax_loss, argnums=(0, 1, 2)), static_argnums=3)
     for engine in ("manual", "autodiff"):
-        grads = jax.tree.leaves(gradient(*args, engine))
+        grads = jax.tree.leaves(_grads(cell, engine, *args, mask, (probe, carry_probe)))
         for i, (leaf, grad) in enumerate(zip(leaves, grads, strict=True)):
             coords = rng.choice(leaf.size, min(6, leaf.size), replace=False)
             est = []
@@ -168,34 +183,31 @@ def test_engines_agree_with_float64_finite_differences(cell, masked):
 
 @pytest.mark.parametrize("backward", ["autodiff", "manual"])
 def test_padded_batch_gradient_is_sum_of_unpadded(recurrent_cell, backward):
-    """Eager gradients: the padded batch's unroll programs are the ones that
-    test_whatever_fills_the_padding_changes_nothing's gradients reuse."""
+    """Jitted gradients (``_grads``): the padded batch's programs are those of
+    test_whatever_fills_the_padding_changes_nothing and of the masked finite
+    differences."""
     cell = recurrent_cell
     lengths = [6, 2, 4]
     params, xs, carry0 = make_problem(cell, seed=11)
     mask = right_padded_mask(lengths, 6)
-    # drawn, sliced and summed in NumPy: eagerly, JAX would compile a sampler,
-    # and a program for every slice and sum
-    probe = np.random.default_rng(12).standard_normal((3, 6, 4))
-
-    def loss(params, xs, carry0, mask, probe):
-        final, hs = rnnbptt.unroll(
-            cell, params, xs, carry0, mask=mask, backward=backward
-        )
-        return jnp.sum(probe * hs) + sum(jnp.sum(c**2) for c in jax.tree.leaves(final))
-
-    grad = jax.grad(loss, argnums=(0, 1, 2))
-    g_params, g_xs, g_carry = grad(params, xs, carry0, mask, probe)
+    # drawn, sliced and summed in NumPy: eagerly, JAX would compile a program
+    # for every slice and sum
+    probe, carry_probe = _probes(cell, 12, 3, 6)
+    g_params, g_xs, g_carry = _grads(
+        cell, backward, params, xs, carry0, mask, (probe, carry_probe)
+    )
     total = jax.tree.map(np.zeros_like, params)
     xs = np.asarray(xs)
     for b, n in enumerate(lengths):
         row = lambda a, b=b: np.asarray(a)[b : b + 1]  # noqa: E731
-        gp, gx, gc = grad(
+        gp, gx, gc = _grads(
+            cell,
+            backward,
             params,
             xs[b : b + 1, :n],
             jax.tree.map(row, carry0),
             None,
-            probe[b : b + 1, :n],
+            (probe[b : b + 1, :n], [row(p) for p in carry_probe]),
         )
         total = jax.tree.map(np.add, total, gp)
         np.testing.assert_allclose(g_xs[b, :n], gx[0], rtol=1e-12, atol=1e-14)
