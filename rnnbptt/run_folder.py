@@ -138,8 +138,7 @@ def finish(folder: Path, destination: Path) -> None:
                 error.add_note(note)
             raise
         if old is not None:
-            with contextlib.suppress(OSError):
-                remove(old)
+            _discard_old(old, destination)
 
 
 def _kept(folder: Path, destination: Path) -> tuple[Path, str]:
@@ -207,9 +206,13 @@ def _kind(info: os.stat_result):
 
 
 def _same(listed, kind) -> bool:
-    """Whether an entry of kind ``kind`` is the one a record ``listed``; a bare
-    ``"file"`` (a record written before files' sizes and times were kept)
-    stands for any file."""
+    """Whether an entry of kind ``kind`` is the one a record ``listed``: a file
+    of the same size and modification second (an archive such as tar keeps
+    whole seconds); a bare ``"file"`` (a record written before files' sizes
+    and times were kept) stands for any file."""
+    if isinstance(listed, list) and isinstance(kind, list) and len(listed) == 3:
+        second = 1_000_000_000
+        return listed[:2] == kind[:2] and listed[2] // second == kind[2] // second
     return listed == kind or (listed == "file" and isinstance(kind, list))
 
 
@@ -290,8 +293,9 @@ def _refusal(destination: Path, foreign: list[str]) -> str:
         else ""
     )
     return (
-        f"{destination} holds what no earlier run of {destination.name} wrote "
-        f"({what}){why}; rnnbptt replaces only its own results and deletes "
+        f"{destination} holds what no earlier run of {destination.name} wrote, "
+        f"or changed since ({what}){why}; rnnbptt replaces only its own results "
+        "and deletes "
         "nothing else: move those elsewhere, or write to another --out"
     )
 
@@ -337,7 +341,9 @@ def _recover(destination: Path) -> None:
             continue
         wanted = name in old or record.get("replacing") in old
         if record.get("complete") and wanted:
-            finished = (float(record.get("finished", 0)), folder)
+            when = record.get("finished")
+            when = when if isinstance(when, int | float) and when is not True else 0
+            finished = (float(when), folder)
             (aside if name in old else new).append(finished)
     if new or aside:
         os.rename(max(new or aside)[1], destination)
@@ -349,7 +355,9 @@ def _sweep(destination: Path, locked: bool) -> None:
     processes that are certainly gone; old results a swap moved aside (while
     ``locked``, no swap is under way; else only those of gone processes); and,
     while ``locked``, folders a kill left before their record was written, once
-    an hour old. Results a failed swap left, marked ``kept``, stay."""
+    an hour old. Results a failed swap left, marked ``kept``, stay; finished
+    results of a run killed before it swapped them in are moved, visible,
+    beside ``destination`` (:func:`_keep_unplaced`)."""
     for folder in _hidden(destination):
         try:
             record = _ours(folder, destination.name)
@@ -365,6 +373,12 @@ def _sweep(destination: Path, locked: bool) -> None:
             or record.get("superseded")
         ):
             stale = locked or liveness.gone(record)
+        elif record.get("complete"):  # finished, not yet in place
+            if locked and liveness.gone(record):
+                _keep_unplaced(folder, destination)
+            else:
+                _warn_if_quiet(folder, record)
+            stale = False
         else:
             stale = liveness.gone(record)
             if not stale:
@@ -379,6 +393,47 @@ def _sweep(destination: Path, locked: bool) -> None:
                     destination.name,
                     error,
                 )
+
+
+def _keep_unplaced(folder: Path, destination: Path) -> None:
+    """Keeps the finished results of a run killed before it could swap them in
+    as ``NAME.new-TIME`` and says so (a log warning); where they cannot be
+    moved, they are marked ``kept``."""
+    _, note = _kept(folder, destination)
+    _log.warning(
+        "a run of %s was stopped after it finished but before its results "
+        "replaced %s; %s",
+        destination.name,
+        destination,
+        note,
+    )
+
+
+def _discard_old(old: Path, destination: Path) -> None:
+    """Removes the old results a swap set aside, best effort, unless something
+    was added to them meanwhile (the swap is not one instant for a user):
+    then they are kept, visible, as ``NAME.old-TIME``, and a warning says so."""
+    record = _read_record(old) or {}
+    entries = record.get("entries") if record.get("complete") else None
+    try:
+        added = _unlisted(old, entries if isinstance(entries, dict) else {}, 1)
+    except OSError:
+        added = ["(unreadable)"]
+    if not added:
+        with contextlib.suppress(OSError):
+            remove(old)
+        return
+    try:
+        kept = _keep_beside(old, destination, "old")
+    except OSError as error:
+        kept = f"{old} (could not move them: {error})"
+    _log.warning(
+        "%s held %s, which its run did not write, when new results replaced "
+        "it; the old results are kept in %s",
+        destination,
+        added[0],
+        kept,
+    )
 
 
 def _changed(folder: Path) -> float | None:
@@ -424,9 +479,20 @@ def _swap(new: Path, destination: Path, record: dict) -> Path | None:
     if not os.path.lexists(destination):
         os.rename(new, destination)
         return None
-    superseded = _read_record(destination)
-    if superseded is not None:  # so that a kill before the rename below is told
-        _write_record(destination, {**superseded, "superseded": True})
+    before = _read_record(destination)
+    if before is not None:  # so that a kill before the rename below is told
+        _write_record(destination, {**before, "superseded": True})
+    try:
+        return _swap_marked(new, destination, record)
+    except BaseException:
+        if before is not None:  # destination holds the old results still
+            with contextlib.suppress(OSError):
+                _write_record(destination, before)
+        raise
+
+
+def _swap_marked(new: Path, destination: Path, record: dict) -> Path:
+    """:func:`_swap` once the old results' record is marked superseded."""
     if _exchange(new, destination):  # the old results are at ``new`` now
         aside = destination.with_name(
             f".{destination.name}.{_OLD}{secrets.token_hex(4)}"
@@ -467,11 +533,12 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-def _keep_beside(new: Path, destination: Path) -> Path:
-    """Moves finished results that may not replace ``destination`` to a visible
-    folder beside it, ``NAME.new-TIME``."""
+def _keep_beside(new: Path, destination: Path, kind: str = "new") -> Path:
+    """Moves results that may not replace ``destination`` (or old ones that may
+    not be deleted, ``kind="old"``) to a visible folder beside it,
+    ``NAME.KIND-TIME``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    kept = destination.with_name(f"{destination.name}.new-{stamp}")
+    kept = destination.with_name(f"{destination.name}.{kind}-{stamp}")
     while os.path.lexists(kept):
         kept = destination.with_name(f"{kept.name}-{secrets.token_hex(2)}")
     os.rename(new, kept)

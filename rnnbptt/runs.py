@@ -172,11 +172,14 @@ class Run:
       leaves ``OUT/NAME`` missing, and the next run first finishes that swap.
     * What it cleans up: the next run of NAME removes the hidden folders that
       runs of NAME left behind, ``.NAME.rnnbptt-run-*`` and
-      ``.NAME.rnnbptt-old-*`` whose record says so: a run's folder, complete or
-      not, once its process is certainly gone (see :mod:`rnnbptt.liveness`:
-      this host, container and boot, and that pid not running, or running a
-      process started at another time; or this machine booted again since the
-      record was written), and the old results a swap set aside. A folder of
+      ``.NAME.rnnbptt-old-*`` whose record says so: the temporary folder of a
+      killed run, once its process is certainly gone (see
+      :mod:`rnnbptt.liveness`: this host, container and boot, and that pid not
+      running, or running a process started at another time; or this machine
+      booted again since the record was written), and the old results a swap
+      set aside. Results a run finished but was killed before swapping in are
+      kept, visible, as ``OUT/NAME.new-TIME``; old results to which something
+      was added while the swap ran, as ``OUT/NAME.old-TIME``. A folder of
       a run in progress, or of a writer it cannot tell is gone (another host
       or container), is left alone (a logged warning names it once nothing in
       it changed for a day); anything else, whatever its name, is never

@@ -227,6 +227,66 @@ def test_a_kill_between_the_exchange_and_setting_aside_is_cleaned_up(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
 
 
+def test_results_finished_but_killed_before_the_swap_are_kept(tmp_path):
+    """The next run deleted them: complete, their writer gone."""
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    _killed(
+        tmp_path,
+        "run_folder._swap = lambda *args: os._exit(9)\n"
+        "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
+        "    run.summary({'score': 2})\n",
+    )
+    with Run(tmp_path, "exp", {"attempt": 3}):
+        pass
+    (kept,) = tmp_path.glob("exp.new-*")
+    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", kept.name]
+
+
+def test_what_a_user_adds_while_the_swap_runs_is_kept(tmp_path, monkeypatch):
+    """Added after the check for foreign entries, a user's file went with the
+    old results, which were deleted whole."""
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    real_swap = run_folder._swap
+
+    def swap(new, destination, record):
+        (destination / "notes.txt").write_text("mine\n")
+        return real_swap(new, destination, record)
+
+    monkeypatch.setattr(run_folder, "_swap", swap)
+    with Run(tmp_path, "exp", {"attempt": 2}) as run:
+        run.summary({"score": 2})
+    (old,) = tmp_path.glob("exp.old-*")
+    assert (old / "notes.txt").read_text() == "mine\n"
+    assert json.loads((old / "summary.json").read_text())["score"] == 1
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+
+
+def test_a_failed_exchange_leaves_the_old_record_unmarked(tmp_path, monkeypatch):
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+    before = json.loads((tmp_path / "exp" / run_folder.RECORD).read_text())
+
+    def busy(a, b):
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(run_folder, "_exchange", busy)
+    with pytest.raises(OSError, match="busy"), Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 2})
+    after = json.loads((tmp_path / "exp" / run_folder.RECORD).read_text())
+    assert after == before and "superseded" not in after
+
+
+def test_a_record_with_a_bad_finish_time_does_not_block_runs(tmp_path):
+    done = {"name": "exp", **liveness.writer(), "complete": True, "entries": {}}
+    _hidden(tmp_path, ".exp.rnnbptt-old-0123abcd", {**done, "finished": None}, ())
+    with Run(tmp_path, "exp", {}) as run:
+        run.summary({"score": 1})
+    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 1
+
+
 def test_results_that_fail_to_swap_in_are_kept_under_the_lock(tmp_path, monkeypatch):
     """Kept beside after the lock was released, another run's sweep could
     delete them first; and if they could not be moved, the next sweep did."""
@@ -277,10 +337,16 @@ def test_a_result_changed_in_place_is_no_longer_the_runs(tmp_path):
     so the next run replaced it and the edit was lost."""
     with Run(tmp_path, "exp", {"attempt": 1}) as run:
         run.summary({"score": 1})
+    # restored from an archive that keeps whole seconds (tar): still the run's
+    for path in (tmp_path / "exp").iterdir():
+        whole = path.stat().st_mtime_ns // 10**9 * 10**9
+        os.utime(path, ns=(whole, whole))
+    with Run(tmp_path, "exp", {"attempt": 2}) as run:
+        run.summary({"score": 2})
     summary = tmp_path / "exp" / "summary.json"
     summary.write_text(summary.read_text() + "\n")  # an edit, kept in place
-    refused = pytest.raises(FileExistsError, match=r"summary\.json")
-    with refused, Run(tmp_path, "exp", {"attempt": 2}):
+    refused = pytest.raises(FileExistsError, match=r"or changed since \(summary\.json")
+    with refused, Run(tmp_path, "exp", {"attempt": 3}):
         pass
     assert summary.read_text().endswith("\n\n")
 
@@ -362,8 +428,9 @@ def test_the_sweep_removes_only_folders_certainly_ours_and_dead(tmp_path):
         # this machine, booted again since the record was written
         "rnnbptt-run-rebooted": {**run, "boot": "another-boot", "time": 0.0},
         "rnnbptt-old-copy0000": done,  # old results a swap moved aside
-        "rnnbptt-run-donedead": {**done, "pid": gone},  # complete, writer gone
     }
+    # finished, but killed before its results were swapped in: kept, visible
+    unplaced = _hidden(tmp_path, ".exp.rnnbptt-run-donedead", {**done, "pid": gone})
     folders = {n: _hidden(tmp_path, f".exp.{n}", r) for n, r in keep.items()}
     broken = _hidden(tmp_path, ".exp.rnnbptt-run-broken00", files=[RECORD_PART])
     other = _hidden(tmp_path, ".other.rnnbptt-run-dead0000", {**run, "name": "other"})
@@ -379,8 +446,10 @@ def test_the_sweep_removes_only_folders_certainly_ours_and_dead(tmp_path):
     for name, folder in [*folders.items(), ("other", other)]:
         assert (folder / "part.csv").exists(), name
     assert fresh.exists()
-    for folder in [*doomed, empty, broken]:
+    for folder in [*doomed, empty, broken, unplaced]:
         assert not folder.exists(), folder.name
+    (kept,) = tmp_path.glob("exp.new-*")
+    assert (kept / "part.csv").exists()
 
 
 def test_a_proc_of_another_pid_namespace_is_not_read(monkeypatch):
