@@ -1,5 +1,6 @@
 """SequenceModel: stacking, heads, masks, bidirectional layers, streams, engines."""
 
+import functools
 import re
 
 import jax
@@ -25,6 +26,12 @@ def _problem(kind="lstm", sizes=(3, 3), head="many_to_many", seed=0, **kwargs):
     return model, init_params(model, seed), xs
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model, params, xs, mask):
+    """``model.apply`` as one program (eagerly, each operation compiles its own)."""
+    return model.apply(params, xs, mask)
+
+
 def _numpy_forward(model, params, xs, mask=None):
     """Layers as NumPy loops (tests/reference.py), then the readout."""
     h = np.asarray(xs)
@@ -37,7 +44,7 @@ def _numpy_forward(model, params, xs, mask=None):
 def test_stacked_many_to_many_equals_numpy_loops(kind):
     model, params, xs = _problem(kind, sizes=(5, 4))
     mask = right_padded_mask(LENGTHS, 7)
-    got = model.apply(params, xs, mask)
+    got = _apply(model, params, xs, mask)
     np.testing.assert_allclose(got, _numpy_forward(model, params, xs, mask), rtol=1e-12)
 
 
@@ -116,11 +123,12 @@ def test_bidirectional_backward_half_reads_each_sequence_reversed():
     model, params, xs = _problem(sizes=(4,), bidirectional=True)
     mask = right_padded_mask(LENGTHS, 7)
     cell, p = model.cells[0], params.layers[0]
-    hs = model.apply(params, xs, mask)  # readout of concat([forward, backward])
+    hs = _apply(model, params, xs, mask)  # readout of concat([forward, backward])
     H = cell.hidden_size
     w, b = np.asarray(params.readout.w), np.asarray(params.readout.b)
+    xs = np.asarray(xs)  # rows sliced in NumPy: eagerly, a program per slice
     for row, n in enumerate(LENGTHS):
-        x = np.asarray(xs[row : row + 1, :n])
+        x = xs[row : row + 1, :n]
         zero = cell.initial_carry(1, jnp.float64)
         _, fwd = loop(cell, p.forward, x, zero)
         _, bwd = loop(cell, p.backward, x[:, ::-1], zero)
@@ -140,25 +148,31 @@ def test_feedforward_with_one_step_is_an_mlp():
     for p in params.layers:
         h = np.maximum(h @ np.asarray(p.w_ih) + np.asarray(p.b), 0)
     want = h @ np.asarray(params.readout.w) + np.asarray(params.readout.b)
-    np.testing.assert_allclose(model.apply(params, x[:, None]), want, rtol=1e-12)
+    np.testing.assert_allclose(
+        _apply(model, params, x[:, None], None), want, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("kind", ["elman", "lstm"])
 def test_stateful_stream_in_two_calls_equals_one_call(kind):
     model, params, xs = _problem(kind)
-    whole, whole_carry = model.apply(params, xs, return_carry=True)
-    first, carry = model.apply(params, xs[:, :4], return_carry=True)
-    second, carry = model.apply(params, xs[:, 4:], carry0=carry, return_carry=True)
-    np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-13)
+    xs = np.asarray(xs)  # sliced in NumPy: eagerly, a program per slice
+
+    @jax.jit  # one program per call's shapes (eagerly, one per operation)
+    def stream(xs, carry0):
+        return model.apply(params, xs, carry0=carry0, return_carry=True)
+
+    whole, whole_carry = stream(xs, None)
+    first, carry = stream(xs[:, :4], None)
+    second, carry = stream(xs[:, 4:], carry)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, rtol=1e-13)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13), carry, whole_carry
     )
     # reset: carry0=None starts from zeros, unlike continuing the stream
-    reset = model.apply(params, xs[:, 4:])
+    reset, _ = stream(xs[:, 4:], None)
     np.testing.assert_allclose(
-        reset,
-        model.apply(params, xs[:, 4:], carry0=model.initial_carry(4, jnp.float64)),
-        rtol=0,
+        reset, stream(xs[:, 4:], model.initial_carry(4, jnp.float64))[0], rtol=0
     )
     assert not np.allclose(reset, second)
 
@@ -172,18 +186,28 @@ def test_engines_agree_through_the_model(bidirectional):
     def loss(params, backward):
         return jnp.mean(model.apply(params, xs, mask, key=key, backward=backward) ** 2)
 
-    got, want = jax.grad(loss)(params, "manual"), jax.grad(loss)(params, "autodiff")
+    # both engines in one program (eagerly, every operation compiles its own)
+    both = jax.jit(
+        lambda p: (jax.grad(loss)(p, "manual"), jax.grad(loss)(p, "autodiff"))
+    )
+    got, want = both(params)
     assert max_rel(got, want) <= 1e-10
 
 
 def test_dropout_only_with_a_key():
     model, params, xs = _problem(dropout=0.5)
     plain = rnnbptt.SequenceModel(model.cells, model.output_size)
-    np.testing.assert_array_equal(model.apply(params, xs), plain.apply(params, xs))
-    a = model.apply(params, xs, key=jax.random.key(1))
-    b = model.apply(params, xs, key=jax.random.key(2))
+
+    # one program per model and key or none (eagerly, one per operation)
+    @functools.partial(jax.jit, static_argnums=0)
+    def apply(model, key):
+        return model.apply(params, xs, key=key)
+
+    np.testing.assert_array_equal(apply(model, None), apply(plain, None))
+    a = apply(model, jax.random.key(1))
+    b = apply(model, jax.random.key(2))
     assert not np.allclose(a, b)
-    np.testing.assert_array_equal(a, model.apply(params, xs, key=jax.random.key(1)))
+    np.testing.assert_array_equal(a, apply(model, jax.random.key(1)))
 
 
 @pytest.mark.parametrize(
