@@ -93,7 +93,7 @@ def test_train_step_with_checkpointing_matches(bidirectional):
     xs = normal(rng, (3, STEPS, 3), jnp.float64)
     shape = (3, 2) if bidirectional else (3, STEPS, 2)
     ys = normal(rng, shape, jnp.float64)
-    mask = jnp.arange(STEPS)[None] < jnp.array([STEPS, 3, 5])[:, None]
+    mask = np.arange(STEPS)[None] < np.array([STEPS, 3, 5])[:, None]  # NumPy too
     tx = optax.sgd(0.1)
     results = [
         rnnbptt.make_train_step(model, "mse", tx, recompute_every=every)(
