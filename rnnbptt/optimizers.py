@@ -15,6 +15,7 @@ a digest of each function's code), and ``optax.nadam(0.05)`` differs in
 
 from __future__ import annotations
 
+import dis
 import functools
 import hashlib
 import math
@@ -56,7 +57,11 @@ def make_optimizer(optimizer, learning_rate, clip_norm) -> tuple[Any, Schedule]:
         if learning_rate is None:
             learning_rate = DEFAULT_LEARNING_RATE
         if not callable(learning_rate):  # else an optax schedule
-            finite_number("fit", "learning_rate", learning_rate, above=0)
+            # a Python float, as the checkpoint records it: optax computes with
+            # np.float32(0.5) otherwise than with 0.5 (typed, not weakly typed)
+            learning_rate = finite_number(
+                "fit", "learning_rate", learning_rate, above=0
+            )
     else:
         raise ValueError(
             f"fit: `optimizer` must be one of {OPTIMIZERS} or an optax "
@@ -122,25 +127,28 @@ def describe(value: Any) -> str:
     A function is written as the function that made it (``scale_by_adam`` for
     ``scale_by_adam.<locals>.update_fn``) with the values it closes over, its
     non-None defaults and the module-level values it reads (``LR`` in
-    ``lambda s: LR * s``; data only, not modules, classes or functions), then
-    ``<code DIGEST>``, a digest of its code (its bytecode, constants and the
-    names it reads, nested functions included): ``lambda s: 0.1`` and
-    ``lambda s: 0.2`` differ, two lambdas of the same code do not. A callable
-    object is written as its attributes and the digest of its class's methods.
-    The code of functions it calls by name is not part of it, and the digest of
-    one function differs between Python versions (their bytecode does). A
-    transformation is written as its update function, with what only its init
-    function holds. Numbers are written exactly and with their type, since JAX
-    computes with each as given: a Python number as itself (``0.1``), a NumPy
-    or JAX one as dtype and value (``np.float64(0.1)`` and a 0-d array of it
-    as ``float64(0.1)``; a JAX number typed weakly, like a Python one, as
-    ``weak float32(0.1)``); other arrays as dtype, shape and a digest. Nothing
-    depends on the process (no ids, addresses or salted hashes), so an equal
-    transformation built again describes the same.
+    ``lambda s: LR * s``, ``args.lr`` of an object, ``CONFIG["lr"]`` of a dict;
+    data and functions made with values, such as a schedule, but not modules,
+    classes or plain functions), then ``<code DIGEST>``, a digest of its code
+    (its bytecode, constants, signature and the names it reads, nested
+    functions included): ``lambda s: 0.1`` and ``lambda s: 0.2`` differ, two
+    lambdas of the same code do not. A callable object is written as its
+    attributes (``__dict__`` or ``__slots__``) and the digest of its class's
+    methods and class-level values. The code of plain functions it calls by
+    name is not part of it, and the digest of one function differs between
+    Python versions (their bytecode does). A transformation is written as its
+    update function, with what only its init function holds. Numbers are
+    written exactly and with their type, since JAX computes with each as
+    given: a Python number as itself (``0.1``), a NumPy or JAX one as dtype
+    and value (``np.float64(0.1)`` and a 0-d array of it as ``float64(0.1)``;
+    a JAX number typed weakly, like a Python one, as ``weak float32(0.1)``);
+    other arrays as dtype, shape and a digest. Nothing depends on the process
+    (no ids, addresses or salted hashes), so an equal transformation built
+    again describes the same, before or after its first use.
 
     What cannot be read is marked, never passed off as a description: an
-    object without ``__dict__`` (slots, a C type), a random key or a traced
-    array is ``<unrepresentable TYPE>``, and what lies deeper than
+    object of a C type without readable state, a random key or a traced array
+    is ``<unrepresentable TYPE>``, and what lies deeper than
     ``_DESCRIBE_DEPTH`` levels or round a cycle is ``...``; a change there
     goes unnoticed.
     """
@@ -197,7 +205,7 @@ def _describe_value(value: Any, part) -> str:
     fields = _fields(value)
     if fields is None:
         return _unrepresentable(value)
-    methods = _methods_digest(type(value)) if callable(value) else ""
+    methods = _methods_digest(type(value), part) if callable(value) else ""
     return _call(type(value).__qualname__, fields, part) + methods
 
 
@@ -271,31 +279,63 @@ def _describe_function(fn: types.FunctionType, more: dict, part) -> str:
 
 def _globals_read(fn: types.FunctionType) -> dict:
     """The module-level data ``fn`` (or a function nested in it) reads by
-    name: what is neither a module nor callable (a class, a function)."""
-    names, codes = set(), [fn.__code__]
+    name: what is neither a module nor callable (a class, a function). Of an
+    object, only the attributes the code names (``args.lr``), and of a dict
+    the keys it names (``CONFIG["lr"]``), where it names any: a schedule that
+    reads ``args.lr`` does not change when ``args.epochs`` does."""
+    names, constants, codes = set(), set(), [fn.__code__]
     while codes:
         code = codes.pop()
         names.update(code.co_names)
         codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    scope = fn.__globals__
-    return {
-        name: scope[name]
-        for name in sorted(names & scope.keys())
-        if not callable(scope[name]) and not isinstance(scope[name], types.ModuleType)
-    }
+        constants.update(c for c in code.co_consts if isinstance(c, str))
+    scope, found = fn.__globals__, {}
+    for name in sorted(names & scope.keys()):
+        value = scope[name]
+        if isinstance(value, types.ModuleType) or (
+            callable(value) and not _made_with_values(value)
+        ):
+            continue
+        if isinstance(value, dict):
+            keys = sorted(constants & {k for k in value if isinstance(k, str)})
+            parts = {f"{name}[{k!r}]": value[k] for k in keys}
+        elif hasattr(value, "__dict__") and not _is_transformation(value):
+            attributes = sorted(names & vars(value).keys())
+            parts = {f"{name}.{a}": vars(value)[a] for a in attributes}
+        else:
+            parts = {}
+        found |= parts or {name: value}
+    return found
 
 
-def _methods_digest(cls: type) -> str:
+def _made_with_values(fn) -> bool:
+    """A function that carries values of its own (a closure, a partial, such as
+    a module-level ``optax.cosine_decay_schedule(...)``), not a plain one."""
+    closure = isinstance(fn, types.FunctionType) and fn.__closure__
+    return bool(closure) or isinstance(fn, functools.partial)
+
+
+def _methods_digest(cls: type, part) -> str:
     """``<code DIGEST>`` of the functions a class and its bases (but
-    ``object``) define, so that a callable object's ``__call__`` counts."""
-    texts = [
-        f"{name}: {_code_text(attr.__code__)}"
-        for klass in cls.__mro__[:-1]
-        for name, attr in sorted(vars(klass).items())
-        if isinstance(attr, types.FunctionType)
-    ]
+    ``object``) define, static and class methods too, and the class-level
+    values they may read, so that a callable object's ``__call__`` counts."""
+    texts = []
+    for klass in cls.__mro__[:-1]:
+        for name, attr in sorted(vars(klass).items()):
+            attr = getattr(attr, "__func__", attr)  # staticmethod, classmethod
+            if isinstance(attr, types.FunctionType):
+                texts.append(f"{name}: {_code_text(attr.__code__)}")
+            elif _class_data(name, attr):
+                texts.append(f"{name} = {part(attr)}")
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
     return f"<code {digest}>"
+
+
+def _class_data(name: str, attr) -> bool:
+    """A class-level value a method may read (``factor = 0.1``): no dunder,
+    function, property or slot."""
+    descriptor = isinstance(attr, property | types.MemberDescriptorType)
+    return not name.startswith("__") and not callable(attr) and not descriptor
 
 
 def _code_digest(code: types.CodeType) -> str:
@@ -306,11 +346,13 @@ def _code_digest(code: types.CodeType) -> str:
 
 
 def _code_text(code: types.CodeType) -> str:
-    """``code``'s bytecode, the global and attribute names it reads and its
-    constants, nested functions' code the same way: the same in any process
+    """``code``'s bytecode, the global and attribute names it reads, its
+    constants and its signature's shape (``*args`` or not), nested functions'
+    code the same way: the same in any process
     of one Python version (no addresses, no salted ``hash``)."""
     consts = ", ".join(map(_const_text, code.co_consts))
-    return f"code({code.co_code.hex()}, {code.co_names!r}, ({consts}))"
+    shape = (code.co_argcount, code.co_kwonlyargcount, code.co_flags)
+    return f"code({code.co_code.hex()}, {code.co_names!r}, ({consts}), {shape})"
 
 
 def _const_text(const) -> str:
@@ -340,11 +382,17 @@ def _arguments(fn: types.FunctionType) -> dict:
     """What ``fn`` closes over, and its defaults other than None."""
     code = fn.__code__
     values = {}
+    rebound = _rebound(code)
     for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True):
         try:
             values[name] = cell.cell_contents
         except ValueError:  # a cell not filled yet
             values[name] = "<unset>"
+        if name in rebound and type(values[name]) is int:
+            # optax's schedules turn an int they close over into a float on
+            # their first call (nonlocal decay_steps): the same schedule before
+            # and after
+            values[name] = float(values[name])
     given = fn.__defaults__ or ()
     positional = code.co_varnames[code.co_argcount - len(given) : code.co_argcount]
     defaults = dict(zip(positional, given, strict=True))
@@ -354,6 +402,13 @@ def _arguments(fn: types.FunctionType) -> dict:
     return values
 
 
+def _rebound(code: types.CodeType) -> frozenset:
+    """The names of enclosing scopes that ``code`` assigns (``nonlocal``)."""
+    return frozenset(
+        op.argval for op in dis.get_instructions(code) if op.opname == "STORE_DEREF"
+    )
+
+
 def _call(name: str, arguments: dict, part) -> str:
     if not arguments:
         return name
@@ -361,8 +416,28 @@ def _call(name: str, arguments: dict, part) -> str:
 
 
 def _fields(value) -> dict | None:
-    """A named tuple's fields, or an object's attributes; None for an object
-    without ``__dict__`` (slots, a C type), whose state cannot be read."""
+    """A named tuple's fields, or an object's attributes (in ``__dict__`` or
+    ``__slots__``); None for an object whose state cannot be read (a C type)."""
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return value._asdict()
-    return vars(value) if hasattr(value, "__dict__") else None
+    if hasattr(value, "__dict__"):
+        return vars(value)
+    slots = [
+        name
+        for klass in type(value).__mro__
+        for name in _slot_names(klass)
+        if hasattr(value, name)
+    ]
+    if not slots:
+        return None
+    return {name: getattr(value, name) for name in dict.fromkeys(slots)}
+
+
+def _slot_names(klass: type) -> list[str]:
+    """The ``__slots__`` a class of Python code declares (none for C types)."""
+    if "__slots__" not in vars(klass):
+        return []
+    slots = vars(klass)["__slots__"]
+    return (
+        [slots] if isinstance(slots, str) else [s for s in slots if s != "__weakref__"]
+    )

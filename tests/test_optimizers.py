@@ -125,9 +125,78 @@ class _Slots:
 
 def test_what_cannot_be_described_is_marked_as_such():
     """An object whose state describe cannot read was written as its type's
-    name alone, as if it were all there was to compare."""
-    assert describe(_Slots(0.1)) == "<unrepresentable _Slots>"
+    name alone, as if it were all there was to compare; one of ``__slots__``
+    is read (it was marked unreadable, and two rates compared equal)."""
+    assert describe(_Slots(0.1)) == "_Slots(rate=0.1)" != describe(_Slots(0.2))
     assert describe(jax.random.key(0)) == "<unrepresentable PRNGKeyArray>"
-    tx = optax.chain(optax.scale(0.5), optax.scale(_Slots(0.2)))
-    assert "scale(step_size=<unrepresentable _Slots>)" in describe(tx)
+    tx = optax.chain(optax.scale(0.5), optax.scale(jax.random.key(0)))
+    assert "scale(step_size=<unrepresentable PRNGKeyArray>)" in describe(tx)
     assert "scale(step_size=0.5)" in describe(tx)
+
+
+def test_a_named_optimizers_rate_computes_as_recorded():
+    """fit recorded learning_rate=0.5 for np.float32(0.5) too, and optax
+    computed with each as given (bfloat16 updates for 0.5, float32 ones for
+    np.float32(0.5)): a resume with the other went unnoticed."""
+    params = {"w": jax.numpy.ones(3, jax.numpy.bfloat16)}
+    for rate in (0.5, np.float32(0.5), np.array(0.5), jax.numpy.asarray(0.5)):
+        tx, _ = optimizers.make_optimizer("sgd", rate, None)
+        updates, _ = tx.update(params, tx.init(params), params)
+        assert updates["w"].dtype == jax.numpy.bfloat16, type(rate)
+        assert optimizers.learning_rate_setting("sgd", rate) == 0.5
+
+
+def test_a_schedule_describes_the_same_before_and_after_its_first_call():
+    """optax's cosine schedule turns its int decay_steps into a float when first
+    called (by fit, or by a plot), so a resumed run was refused."""
+    schedule = optax.cosine_decay_schedule(1e-3, 100)
+    before = describe(schedule)
+    schedule(0)
+    assert describe(schedule) == before
+    assert describe(optax.cosine_decay_schedule(1e-3, 200)) != before
+
+
+class _Config:
+    def __init__(self, rate, epochs):
+        self.rate, self.epochs = rate, epochs
+
+
+ARGS = _Config(0.01, 10)
+CONFIG = {"rate": 0.1, "epochs": 3}
+BASE = optax.linear_schedule(0.1, 0.0, 10)
+
+
+def test_of_a_module_level_object_only_what_a_function_reads_counts():
+    by_attribute = lambda s: ARGS.rate * s  # noqa: E731
+    by_key = lambda s: CONFIG["rate"] * s  # noqa: E731
+    by_schedule = lambda s: 2 * BASE(s)  # noqa: E731
+    described = [describe(f) for f in (by_attribute, by_key, by_schedule)]
+    assert "ARGS.rate=0.01" in described[0] and "CONFIG['rate']=0.1" in described[1]
+    assert "BASE=polynomial_schedule(" in described[2]  # linear_schedule's maker
+    ARGS.epochs, CONFIG["epochs"] = 20, 6  # what they do not read
+    assert [describe(f) for f in (by_attribute, by_key)] == described[:2]
+    ARGS.rate, CONFIG["rate"] = 0.02, 0.2  # what they read
+    try:
+        assert describe(by_attribute) != described[0]
+        assert describe(by_key) != described[1]
+    finally:
+        ARGS.rate, CONFIG["rate"] = 0.01, 0.1
+    # another signature is another function
+    assert describe(lambda s: 0.1) != describe(lambda *s: 0.1)
+
+
+class _Factor:
+    factor = 0.1
+
+    def __call__(self, step):
+        return self.factor * step
+
+
+def test_class_level_values_a_callable_object_reads_count():
+    before = describe(_Factor())
+    _Factor.factor = 0.2
+    try:
+        assert describe(_Factor()) != before
+    finally:
+        _Factor.factor = 0.1
+    assert describe(_Factor()) == before
