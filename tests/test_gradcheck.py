@@ -46,8 +46,11 @@ def test_table_rows_and_float64_agreement(name):
 
 def test_float32_inputs_are_compared_against_float64_differences():
     cell = CELLS["lstm"]
-    params, xs, carry0 = make_problem(cell, dtype=jnp.float32)
-    table = rnnbptt.compare_gradients(cell, params, xs, carry0)
+    # the shapes and mask of test_table_rows_and_float64_agreement[lstm]: the
+    # float64 differences are its compiled program
+    params, xs, carry0 = make_problem(cell, seed=2, dtype=jnp.float32)
+    mask = right_padded_mask([6, 3, 5], 6)
+    table = rnnbptt.compare_gradients(cell, params, xs, carry0, mask=mask)
     assert table.attrs["dtype"] == "float32"
     assert (table["manual_autodiff_rel"] <= 1e-5).all()
     assert (table["manual_fd_rel"] <= 1e-3).all()
@@ -64,8 +67,11 @@ def test_custom_loss_is_used():
     # this loss ignores the final carry and all but the last output ...
     assert (table["manual_fd_rel"] <= 1e-6).all()
     # ... so the gradient into the first inputs comes only through the recurrence
-    g = jax.grad(
-        lambda x: jnp.sum(rnnbptt.unroll(cell, params, x, carry0)[1][:, -1] ** 3)
+    # jitted: eagerly, the gradient's every operation compiles its own program
+    g = jax.jit(
+        jax.grad(
+            lambda x: jnp.sum(rnnbptt.unroll(cell, params, x, carry0)[1][:, -1] ** 3)
+        )
     )(xs)
     assert abs(g[0, 0, 0]) > 0
 
@@ -79,12 +85,15 @@ def test_a_wrong_manual_gradient_is_caught(monkeypatch):
         return d_params._replace(w_hh=1.01 * d_params.w_hh), d_xs, d_carry0
 
     monkeypatch.setattr(unroll_module, "manual_backward", broken)
-    # A cell and shapes used nowhere else, so the programs are traced afresh with
-    # the broken backward, and no other test meets them (jax.clear_caches would
-    # make every later test on this worker compile its programs again). Had a
-    # program been cached unbroken, the assertions below would fail, not pass.
-    cell = rnnbptt.Elman(2, 3)
-    params, xs, carry0 = make_problem(cell, batch=5, steps=4)
+    # A cell used nowhere else (a static argument of every program it runs in),
+    # so the programs are traced afresh with the broken backward, and no other
+    # test meets them (jax.clear_caches would make every later test on this
+    # worker compile its programs again). Had a program been cached unbroken,
+    # the assertions below would fail, not pass. The shapes are those of
+    # test_table_rows_and_float64_agreement[elman-tanh], whose eager operations
+    # (one program per shape, as the finite differences' setup) it shares.
+    cell = rnnbptt.Elman(3, 4, activation="sigmoid")
+    params, xs, carry0 = make_problem(cell)
     table = rnnbptt.compare_gradients(cell, params, xs, carry0)
     assert table.loc["params.w_hh", "manual_autodiff_rel"] > 5e-3
     assert table.loc["params.w_hh", "manual_fd_rel"] > 5e-3
@@ -93,8 +102,11 @@ def test_a_wrong_manual_gradient_is_caught(monkeypatch):
 
 
 def test_a_second_check_of_the_same_shapes_compiles_nothing_new():
-    cell = rnnbptt.Elman(2, 5)  # shapes used nowhere else
-    params, xs, carry0 = make_problem(cell, batch=3, steps=4)
+    # a cell used nowhere else, so its programs are new; the shapes of
+    # test_table_rows_and_float64_agreement[lstm], so the eager operations of
+    # the finite differences' setup (one program per shape) are not
+    cell = rnnbptt.LSTM(3, 4, forget_bias=2.0)
+    params, xs, carry0 = make_problem(cell)
     programs = (gradcheck_module._engine_grads, gradcheck_module._perturbed)
     before = [program._cache_size() for program in programs]
     first = rnnbptt.compare_gradients(cell, params, xs, carry0, key=jax.random.key(1))
