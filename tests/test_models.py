@@ -91,16 +91,20 @@ def test_padded_batch_equals_each_sequence_alone(
         out = outputs(params, xs, mask)
         return jnp.sum(out**2), out
 
-    def value_and_grad(params, xs, mask):
-        """One compiled program per call (the mask is a constant of it: the
-        valid steps' outputs are picked out by its values); eagerly, each of the
-        model's operations and their derivatives compiled its own, dozens a case."""
-        grad = jax.value_and_grad(square, argnums=(0, 1), has_aux=True)
-        return jax.jit(lambda params, xs: grad(params, xs, mask))(params, xs)
+    grad = jax.value_and_grad(square, argnums=(0, 1), has_aux=True)
+
+    @jax.jit
+    def alone_and_batch(params, rows, xs):
+        """Each row alone and the batch, in one compiled program (the masks are
+        constants of it: the valid steps' outputs are picked out by their
+        values); eagerly, each of the model's operations and their derivatives
+        compiled its own, dozens a case."""
+        alone = [grad(params, x, np.ones(x.shape[:2], bool)) for x in rows]
+        return alone, grad(params, xs, mask)
 
     rows = [np.asarray(xs)[b : b + 1, mask[b]] for b in range(4)]
-    alone = [value_and_grad(params, x, np.ones(x.shape[:2], bool)) for x in rows]
-    (_, batch_outputs), (batch_grad, batch_grad_xs) = value_and_grad(params, xs, mask)
+    alone, batch = alone_and_batch(params, rows, xs)
+    (_, batch_outputs), (batch_grad, batch_grad_xs) = batch
     np.testing.assert_allclose(
         batch_outputs,
         np.concatenate([out for (_, out), _ in alone]),
