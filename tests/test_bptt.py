@@ -30,6 +30,30 @@ TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
 FD_TOL = 1e-6
 
 
+def _numpy_problem(cell, seed, batch, steps, dtype=jnp.float64):
+    """conftest's ``make_problem`` (the same draws, in the same order) as NumPy
+    arrays: a jitted program takes them as it takes JAX arrays, while
+    jnp.asarray compiles a program per shape, several per example where the
+    shapes are random."""
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):  # as conftest's draw_params
+        if leaf.ndim == 1:  # a bias
+            return (0.3 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+        bound = 1 / np.sqrt(leaf.shape[0])
+        return rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype)
+
+    shapes = jax.eval_shape(lambda key: cell.init(key, dtype), jax.random.key(0))
+    params = jax.tree.map(draw, shapes)
+    xs = rng.standard_normal((batch, steps, cell.input_size)).astype(dtype)
+    carry_shapes = jax.eval_shape(lambda: cell.initial_carry(batch, dtype))
+    carry = jax.tree.map(
+        lambda leaf: (0.5 * rng.standard_normal(leaf.shape)).astype(dtype),
+        carry_shapes,
+    )
+    return params, xs, carry
+
+
 @st.composite
 def problems(draw):
     """A random cell, sizes, seed and right-padded mask (T = 1 included)."""
@@ -80,7 +104,7 @@ def _vjp_both(cell, params, xs, carry0, mask, seed):
 @given(problem=problems(), dtype=st.sampled_from([jnp.float64, jnp.float32]))
 def test_bptt_equals_vjp_of_unroll(problem, dtype):
     cell, batch, steps, seed, mask = problem
-    params, xs, carry0 = make_problem(cell, seed, batch, steps, dtype)
+    params, xs, carry0 = _numpy_problem(cell, seed, batch, steps, dtype)
     manual, auto = _vjp_both(cell, params, xs, carry0, mask, seed)
     assert jax.tree.structure(manual) == jax.tree.structure(auto)
     for got, want in zip(manual, auto, strict=True):  # params, xs, carry0 in turn
@@ -109,7 +133,7 @@ def _both_engines(cell, params, xs, carry0, mask, probe, carry_probe):
 @given(problem=problems())
 def test_grad_through_manual_engine_equals_autodiff(problem):
     cell, batch, steps, seed, mask = problem
-    params, xs, carry0 = make_problem(cell, seed, batch, steps)
+    params, xs, carry0 = _numpy_problem(cell, seed, batch, steps)
     # random linear probes of every output and every part of the final carry
     # (the final carry has carry0's shapes), drawn in NumPy: in the program, a
     # JAX draw would add its generator to every example's compilation
