@@ -73,11 +73,15 @@ def problems(draw):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _vjps(cell, params, xs, carry0, mask, d_hs, d_final):
-    """(bptt's cotangents, jax.vjp's cotangents) of the outputs' cotangents, as
-    one program (the eager calls compile several apiece)."""
+    """(bptt's cotangents, jax.vjp's cotangents of the autodiff engine's unroll)
+    of the outputs' cotangents, as one program (the eager calls compile several
+    apiece). The default engine is the manual one: its vjp is bptt's own code."""
     manual = rnnbptt.bptt(cell, params, xs, carry0, d_hs, d_final, mask=mask)
     _, vjp = jax.vjp(
-        lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask), params, xs, carry0
+        lambda p, x, c: rnnbptt.unroll(cell, p, x, c, mask=mask, backward="autodiff"),
+        params,
+        xs,
+        carry0,
     )
     return manual, vjp((d_final, d_hs))
 
