@@ -76,8 +76,9 @@ def right_padded_mask(lengths, steps):
 
 def normal(rng, shape, dtype, scale=1.0):
     """``scale`` times standard normal draws from the NumPy generator ``rng``, as
-    a JAX array of ``dtype`` (jax.random would compile a sampler per shape)."""
-    return jnp.asarray((scale * rng.standard_normal(shape)).astype(dtype))
+    a JAX array of ``dtype`` (jax.random would compile a sampler per shape, and
+    jnp.asarray a conversion per shape: device_put copies)."""
+    return jax.device_put((scale * rng.standard_normal(shape)).astype(dtype))
 
 
 def draw_params(rng, owner, dtype=None):
@@ -94,7 +95,7 @@ def draw_params(rng, owner, dtype=None):
         if leaf.ndim == 1:  # a bias
             return normal(rng, leaf.shape, leaf.dtype, 0.3)
         bound = 1 / np.sqrt(leaf.shape[0])
-        return jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype))
+        return jax.device_put(rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype))
 
     shapes = jax.eval_shape(lambda key: owner.init(key, dtype), jax.random.key(0))
     return jax.tree.map(draw, shapes)
