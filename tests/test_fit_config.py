@@ -419,8 +419,11 @@ def test_clear_cache_forgets_the_compiled_steps(problem):
     assert "jit(train_step)" in compiled.names
 
 
-def test_equal_learning_rates_of_other_types_are_other_optimizers():
-    """0.1 and np.float32(0.1) are not the same number to optax in float64."""
+def test_a_learning_rate_is_its_value_as_a_python_float():
+    """A named optimizer's rate is made the Python float the checkpoint records
+    (optax computed with np.float64(0.1) as a typed number, otherwise than with
+    0.1); np.float32(0.1) is another value, so another optimizer."""
     make = rnnbptt.optimizers.make_optimizer
     assert make("sgd", 0.1, None)[0] is make("sgd", 0.1, None)[0]
-    assert make("sgd", np.float64(0.1), None)[0] is not make("sgd", 0.1, None)[0]
+    assert make("sgd", np.float64(0.1), None)[0] is make("sgd", 0.1, None)[0]
+    assert make("sgd", np.float32(0.1), None)[0] is not make("sgd", 0.1, None)[0]
