@@ -17,6 +17,17 @@ from rnnbptt.runs import Run
 RECORD_PART = f"{run_folder.RECORD}.part"
 
 
+def _earlier_run(tmp_path):
+    """A finished run of "exp" in ``tmp_path`` (attempt 1, score 1)."""
+    with Run(tmp_path, "exp", {"attempt": 1}) as run:
+        run.summary({"score": 1})
+
+
+def _score(folder):
+    """The score a run's summary in ``folder`` holds."""
+    return json.loads((folder / "summary.json").read_text())["score"]
+
+
 def _contents(folder):
     """{relative path: bytes} of the files under ``folder``, the run's record
     aside (it holds times and a pid)."""
@@ -29,8 +40,7 @@ def _contents(folder):
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two renames"])
 def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch, exchange):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     before = _contents(tmp_path / "exp")
     real_rename = os.rename
 
@@ -54,7 +64,7 @@ def test_a_swap_that_fails_puts_the_old_results_back(tmp_path, monkeypatch, exch
     # the new results are not lost: kept beside, and the error says where
     (kept,) = tmp_path.glob("exp.new-*")
     assert f"this run's results are in {kept}" in info.value.__notes__
-    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert _score(kept) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", kept.name]
 
 
@@ -84,14 +94,14 @@ def test_rerun_replaces_its_own_results_but_refuses_what_was_added(tmp_path):
     (dest / "config.json").unlink()  # a file of its own gone: still its own
     with Run(tmp_path, "exp", {"attempt": 2}) as run:
         run.summary({"score": 2})
-    assert json.loads((dest / "summary.json").read_text())["score"] == 2
+    assert _score(dest) == 2
     assert not (dest / "plots").exists()  # the old results went whole
     (dest / "notes.txt").write_text("mine\n")
     (dest / "extra").mkdir()
     refused = pytest.raises(FileExistsError, match=r"\(extra/, notes.txt\)")
     with refused, Run(tmp_path, "exp", {"attempt": 3}):
         pass
-    assert json.loads((dest / "summary.json").read_text())["score"] == 2
+    assert _score(dest) == 2
     assert (dest / "notes.txt").read_text() == "mine\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
@@ -120,18 +130,17 @@ def test_an_empty_folder_at_the_destination_is_replaced(tmp_path):
 
 
 def test_entries_added_during_the_run_are_kept_and_the_results_go_beside(tmp_path):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     dest = tmp_path / "exp"
     kept_beside = pytest.raises(FileExistsError, match=r"results are in .*exp\.new-")
     with kept_beside, Run(tmp_path, "exp", {"attempt": 2}) as run:
         run.summary({"score": 2})
         (dest / "notes.txt").write_text("written meanwhile\n")
-    assert json.loads((dest / "summary.json").read_text())["score"] == 1
+    assert _score(dest) == 1
     assert (dest / "notes.txt").read_text() == "written meanwhile\n"
     (kept,) = tmp_path.glob("exp.new-*")
     assert run.dir == kept
-    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert _score(kept) == 2
     assert json.loads((kept / run_folder.RECORD).read_text())["complete"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", kept.name]
 
@@ -153,8 +162,7 @@ def _killed(tmp_path, body):
 
 
 def test_a_kill_between_the_two_renames_is_repaired_by_the_next_run(tmp_path):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     # no atomic exchange: dest moves aside, and the kill comes before the new
     # folder moves in
     _killed(
@@ -181,20 +189,19 @@ def test_a_kill_between_the_two_renames_is_repaired_by_the_next_run(tmp_path):
         )
         run.summary({"score": 3})
     assert seen == [2]
-    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 3
+    assert _score(tmp_path / "exp") == 3
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
 
 
 def test_a_kill_after_the_exchange_leaves_the_new_results(tmp_path):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     _killed(
         tmp_path,
         "run_folder.remove = lambda folder: os._exit(9)\n"
         "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
         "    run.summary({'score': 2})\n",
     )
-    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+    assert _score(tmp_path / "exp") == 2
     (hidden,) = [p.name for p in tmp_path.iterdir() if p.name != "exp"]
     assert hidden.startswith(".exp.rnnbptt-old-")  # the old copy, set aside
     with Run(tmp_path, "exp", {"attempt": 3}) as run:
@@ -207,8 +214,7 @@ def test_a_kill_after_the_exchange_leaves_the_new_results(tmp_path):
 def test_a_kill_between_the_exchange_and_setting_aside_is_cleaned_up(tmp_path):
     """The old results, at the run folder's name after the exchange, belong to
     a live writer (this process wrote them); marked superseded, they go."""
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     _killed(
         tmp_path,
         "real = os.rename\n"
@@ -219,18 +225,17 @@ def test_a_kill_between_the_exchange_and_setting_aside_is_cleaned_up(tmp_path):
         "with Run(sys.argv[1], 'exp', {'attempt': 2}) as run:\n"
         "    run.summary({'score': 2})\n",
     )
-    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+    assert _score(tmp_path / "exp") == 2
     (hidden,) = [p for p in tmp_path.iterdir() if p.name != "exp"]
-    assert json.loads((hidden / "summary.json").read_text())["score"] == 1
-    with Run(tmp_path, "exp", {"attempt": 3}) as run:
+    assert _score(hidden) == 1
+    with Run(tmp_path, "exp", {"attempt": 3}):
         assert not hidden.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
 
 
 def test_results_finished_but_killed_before_the_swap_are_kept(tmp_path):
     """The next run deleted them: complete, their writer gone."""
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     _killed(
         tmp_path,
         "run_folder._swap = lambda *args: os._exit(9)\n"
@@ -240,15 +245,14 @@ def test_results_finished_but_killed_before_the_swap_are_kept(tmp_path):
     with Run(tmp_path, "exp", {"attempt": 3}):
         pass
     (kept,) = tmp_path.glob("exp.new-*")
-    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert _score(kept) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", kept.name]
 
 
 def test_what_a_user_adds_while_the_swap_runs_is_kept(tmp_path, monkeypatch):
     """Added after the check for foreign entries, a user's file went with the
     old results, which were deleted whole."""
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     real_swap = run_folder._swap
 
     def swap(new, destination, record):
@@ -260,13 +264,12 @@ def test_what_a_user_adds_while_the_swap_runs_is_kept(tmp_path, monkeypatch):
         run.summary({"score": 2})
     (old,) = tmp_path.glob("exp.old-*")
     assert (old / "notes.txt").read_text() == "mine\n"
-    assert json.loads((old / "summary.json").read_text())["score"] == 1
-    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+    assert _score(old) == 1
+    assert _score(tmp_path / "exp") == 2
 
 
 def test_a_failed_exchange_leaves_the_old_record_unmarked(tmp_path, monkeypatch):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     before = json.loads((tmp_path / "exp" / run_folder.RECORD).read_text())
 
     def busy(a, b):
@@ -284,7 +287,7 @@ def test_a_record_with_a_bad_finish_time_does_not_block_runs(tmp_path):
     _hidden(tmp_path, ".exp.rnnbptt-old-0123abcd", {**done, "finished": None}, ())
     with Run(tmp_path, "exp", {}) as run:
         run.summary({"score": 1})
-    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 1
+    assert _score(tmp_path / "exp") == 1
 
 
 def test_results_that_fail_to_swap_in_are_kept_under_the_lock(tmp_path, monkeypatch):
@@ -292,8 +295,7 @@ def test_results_that_fail_to_swap_in_are_kept_under_the_lock(tmp_path, monkeypa
     delete them first; and if they could not be moved, the next sweep did."""
     import fcntl
 
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
 
     def fail(*args):
         raise OSError(5, "simulated swap failure")
@@ -327,16 +329,15 @@ def test_results_that_fail_to_swap_in_are_kept_under_the_lock(tmp_path, monkeypa
     monkeypatch.undo()
     with Run(tmp_path, "exp", {"attempt": 4}):
         pass
-    assert json.loads((hidden / "summary.json").read_text())["score"] == 3
-    assert json.loads((kept / "summary.json").read_text())["score"] == 2
+    assert _score(hidden) == 3
+    assert _score(kept) == 2
     assert json.loads((tmp_path / "exp" / "config.json").read_text())["attempt"] == 4
 
 
 def test_a_result_changed_in_place_is_no_longer_the_runs(tmp_path):
     """A file of OUT/exp edited after the run was still listed as the run's,
     so the next run replaced it and the edit was lost."""
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     # restored from an archive that keeps whole seconds (tar): still the run's
     for path in (tmp_path / "exp").iterdir():
         whole = path.stat().st_mtime_ns // 10**9 * 10**9
@@ -352,8 +353,7 @@ def test_a_result_changed_in_place_is_no_longer_the_runs(tmp_path):
 
 
 def test_sigkill_mid_run_leaves_a_temporary_folder_the_next_run_removes(tmp_path):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     before = _contents(tmp_path / "exp")
     status = _killed(
         tmp_path,
@@ -476,15 +476,14 @@ def test_a_reboot_counts_only_for_records_older_than_this_boot():
 
 
 def test_a_missing_destination_is_never_refilled_from_a_users_copy(tmp_path):
-    with Run(tmp_path, "exp", {"attempt": 1}) as run:
-        run.summary({"score": 1})
+    _earlier_run(tmp_path)
     copy = tmp_path / ".exp.keep"
     (tmp_path / "exp").rename(copy)  # what `mv o/exp o/.exp.keep` does
     with Run(tmp_path, "exp", {"attempt": 2}) as run:
         assert not (tmp_path / "exp").exists()
         run.summary({"score": 2})
-    assert json.loads((copy / "summary.json").read_text())["score"] == 1
-    assert json.loads((tmp_path / "exp" / "summary.json").read_text())["score"] == 2
+    assert _score(copy) == 1
+    assert _score(tmp_path / "exp") == 2
 
 
 def test_a_leftover_that_cannot_be_removed_is_named_and_the_run_goes_on(
