@@ -648,3 +648,43 @@ def test_shipped_misspellings():
     for wrong, right in pairs:
         assert wrong in lines[right]
     assert pairs[0] == ("contenpted", "contented")
+
+
+def _m4_file(path, rows):
+    """An M4-layout CSV: a header V1..Vn, then one quoted id and its values a row."""
+    width = 1 + max(len(values) for _, values in rows)
+    lines = [",".join(f'"V{i}"' for i in range(1, width + 1))]
+    for name, values in rows:
+        cells = [str(v) for v in values] + [""] * (width - 1 - len(values))
+        lines.append(",".join([f'"{name}"', *cells]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_m4_hourly_loads_series_of_different_lengths(tmp_path):
+    train = _m4_file(tmp_path / "train.csv", [("H1", [1, 2, 3]), ("H2", [4, 5])])
+    test = _m4_file(tmp_path / "test.csv", [("H1", range(48)), ("H2", range(1, 49))])
+    m4 = data.load_m4_hourly(train, test)
+    assert m4.ids == ["H1", "H2"]
+    np.testing.assert_array_equal(m4.train[1], [4, 5])
+    np.testing.assert_array_equal(m4.test[1], np.arange(1, 49))
+    np.testing.assert_array_equal(m4.insample(), [[1, 2, 3], [4, 5, np.nan]])
+
+
+@pytest.mark.parametrize(
+    "train_rows, test_rows, words",
+    [
+        ([("H1", [1, 2])], [("H2", range(48))], ["row 1", "'H1'", "'H2'"]),
+        ([("H1", [1, 2])], [("H1", range(47))], ["test series H1", "48", "got 47"]),
+        ([("H1", [1, "", 3])], [("H1", range(48))], ["series H1", "line 2"]),
+    ],
+)
+def test_m4_hourly_refuses_a_file_not_in_m4s_layout(
+    tmp_path, train_rows, test_rows, words
+):
+    train = _m4_file(tmp_path / "train.csv", train_rows)
+    test = _m4_file(tmp_path / "test.csv", test_rows)
+    with pytest.raises(ValueError) as info:
+        data.load_m4_hourly(train, test)
+    for word in ["load_m4_hourly", *words]:
+        assert word in str(info.value)

@@ -8,7 +8,8 @@ Time series go through :func:`load_series` (``series.py``: regular frequency, ga
 filled), then :func:`forecasting_data` (``windows.py``: chronological split, a
 :class:`Scaler` fitted on the training span only, sliding windows per span). The
 fixed-format files (digits, words, misspellings) have their loaders in
-``datasets.py``. The shipped files are the repository's ``data/`` folder, installed
+``datasets.py``, the M4 competition's hourly series theirs in ``m4.py``. The
+shipped files are the repository's ``data/`` folder, installed
 with the package as ``rnnbptt.data.shipped``; :func:`data_path` finds them there.
 """
 
@@ -21,6 +22,7 @@ from .datasets import (
     load_words,
 )
 from .files import _shipped_dir, data_path
+from .m4 import M4_HOURLY_HORIZON, M4_HOURLY_PERIOD, M4Data, load_m4_hourly
 from .series import Series, load_series
 from .windows import (
     MIN_RELATIVE_STD,
@@ -46,8 +48,11 @@ __all__ = [
     "DIGITS_CLASSES",
     "DIGITS_MAX_PIXEL",
     "DIGITS_SHAPE",
+    "M4_HOURLY_HORIZON",
+    "M4_HOURLY_PERIOD",
     "MIN_RELATIVE_STD",
     "ForecastData",
+    "M4Data",
     "Scaler",
     "Series",
     "Windows",
@@ -55,6 +60,7 @@ __all__ = [
     "data_path",
     "forecasting_data",
     "load_digits",
+    "load_m4_hourly",
     "load_misspellings",
     "load_series",
     "load_words",
