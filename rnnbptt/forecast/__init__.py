@@ -1,0 +1,43 @@
+"""Forecasting: M4's metrics (``metrics.py``) and benchmark forecasts
+(``baselines.py``), host-side NumPy, checked against the competition's
+published scores."""
+
+from .baselines import (
+    acf,
+    is_seasonal,
+    naive,
+    naive2,
+    seasonal_indices,
+    seasonal_naive,
+)
+from .metrics import (
+    M4_ALPHA,
+    coverage,
+    m4_scores,
+    mae,
+    mase,
+    msis,
+    owa,
+    rmse,
+    seasonal_scale,
+    smape,
+)
+
+__all__ = [
+    "M4_ALPHA",
+    "acf",
+    "coverage",
+    "is_seasonal",
+    "m4_scores",
+    "mae",
+    "mase",
+    "msis",
+    "naive",
+    "naive2",
+    "owa",
+    "rmse",
+    "seasonal_indices",
+    "seasonal_naive",
+    "seasonal_scale",
+    "smape",
+]
