@@ -100,3 +100,24 @@ def test_bad_input_gets_a_clear_error(call, words):
         call()
     for word in words:
         assert word in str(info.value)
+
+
+def test_autoregressive_recovers_a_noise_free_ar2_and_continues_it():
+    # x[t] = 2 + 0.5 x[t-1] - 0.3 x[t-2], from x[0] = 1, x[1] = 4: least squares
+    # fits it exactly, so the forecast is the recursion itself
+    x = [1.0, 4.0]
+    for _ in range(40):
+        x.append(2 + 0.5 * x[-1] - 0.3 * x[-2])
+    want = list(x[-2:])
+    for _ in range(6):
+        want.append(2 + 0.5 * want[-1] - 0.3 * want[-2])
+    got = baselines.autoregressive(np.array(x), 6, 2)
+    np.testing.assert_allclose(got, want[2:], rtol=1e-10)
+
+
+def test_autoregressive_of_order_one_by_hand():
+    # three points, slope and intercept through (1, 2) and (2, 4): x' = 2 x
+    got = baselines.autoregressive([1.0, 2.0, 4.0], 2, 1)
+    np.testing.assert_allclose(got, [8.0, 16.0], rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 3 values, got 2"):
+        baselines.autoregressive([1.0, 2.0], 2, 1)

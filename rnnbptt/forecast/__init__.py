@@ -4,6 +4,7 @@ published scores."""
 
 from .baselines import (
     acf,
+    autoregressive,
     is_seasonal,
     naive,
     naive2,
@@ -26,6 +27,7 @@ from .metrics import (
 __all__ = [
     "M4_ALPHA",
     "acf",
+    "autoregressive",
     "coverage",
     "is_seasonal",
     "m4_scores",

@@ -1,4 +1,4 @@
-"""The M4 competition's benchmark forecasts: naive, seasonal naive and Naive2.
+"""Benchmark forecasts: M4's naive, seasonal naive and Naive2, and AR(p).
 
 Naive2 is naive on data seasonally adjusted by classical multiplicative
 decomposition, applied only where an autocorrelation test at the seasonal lag
@@ -125,3 +125,26 @@ def naive2(x, h: int, m: int) -> np.ndarray:
     cycle = np.arange(x.size + h) % m
     adjusted_last = x[-1] / figure[cycle[x.size - 1]]
     return adjusted_last * figure[cycle[x.size :]]
+
+
+def autoregressive(x, h: int, p: int) -> np.ndarray:
+    """AR(``p``) with an intercept, fitted by least squares, forecast recursively.
+
+    ``x[t] = c + a_1 x[t-1] + ... + a_p x[t-p]`` over every ``t >= p``; each
+    forecast step feeds the previous ones back as lags.
+
+    Raises:
+        ValueError: if ``p`` is not a positive integer, or the series has fewer
+            than ``2 p + 1`` values (fewer equations than coefficients).
+    """
+    p = _period("autoregressive", p)
+    x = _series("autoregressive", x, h, min_length=2 * p + 1)
+    lags = np.lib.stride_tricks.sliding_window_view(x[:-1], p)[:, ::-1]  # x[t-1..t-p]
+    design = np.column_stack([np.ones(len(lags)), lags])
+    coef, *_ = np.linalg.lstsq(design, x[p:], rcond=None)
+    history = list(x[-p:])
+    out = np.empty(h)
+    for k in range(h):
+        out[k] = coef[0] + coef[1:] @ np.asarray(history[: -p - 1 : -1])
+        history.append(out[k])
+    return out
