@@ -1,6 +1,6 @@
-"""Forecasting: M4's metrics (``metrics.py``) and benchmark forecasts
-(``baselines.py``), host-side NumPy, checked against the competition's
-published scores."""
+"""Forecasting: data sets of many series in the long format (``panel.py``), M4's
+metrics (``metrics.py``) and benchmark forecasts (``baselines.py``): host-side
+NumPy and pandas, the metrics checked against the competition's published scores."""
 
 from .baselines import (
     acf,
@@ -23,9 +23,11 @@ from .metrics import (
     seasonal_scale,
     smape,
 )
+from .panel import Panel, to_panel
 
 __all__ = [
     "M4_ALPHA",
+    "Panel",
     "acf",
     "autoregressive",
     "coverage",
@@ -42,4 +44,5 @@ __all__ = [
     "seasonal_naive",
     "seasonal_scale",
     "smape",
+    "to_panel",
 ]
