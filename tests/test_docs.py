@@ -15,6 +15,7 @@ MODULES = [
     "rnnbptt.data.windows",
     "rnnbptt.runs",
     "rnnbptt.compilation",
+    "rnnbptt.forecast.quantiles",
 ]
 
 

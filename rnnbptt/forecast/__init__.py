@@ -1,6 +1,7 @@
-"""Forecasting: data sets of many series in the long format (``panel.py``), M4's
-metrics (``metrics.py``) and benchmark forecasts (``baselines.py``): host-side
-NumPy and pandas, the metrics checked against the competition's published scores."""
+"""Forecasting: data sets of many series in the long format (``panel.py``),
+quantile outputs that cannot cross and the pinball loss (``quantiles.py``, JAX),
+M4's metrics (``metrics.py``) and benchmark forecasts (``baselines.py``), the
+metrics checked against the competition's published scores."""
 
 from .baselines import (
     acf,
@@ -24,6 +25,7 @@ from .metrics import (
     smape,
 )
 from .panel import Panel, to_panel
+from .quantiles import monotone_quantiles, pinball_loss, quantile_levels
 
 __all__ = [
     "M4_ALPHA",
@@ -35,10 +37,13 @@ __all__ = [
     "m4_scores",
     "mae",
     "mase",
+    "monotone_quantiles",
     "msis",
     "naive",
     "naive2",
     "owa",
+    "pinball_loss",
+    "quantile_levels",
     "rmse",
     "seasonal_indices",
     "seasonal_naive",
