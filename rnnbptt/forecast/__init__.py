@@ -1,7 +1,8 @@
 """Forecasting: data sets of many series in the long format (``panel.py``),
-quantile outputs that cannot cross and the pinball loss (``quantiles.py``, JAX),
-M4's metrics (``metrics.py``) and benchmark forecasts (``baselines.py``), the
-metrics checked against the competition's published scores."""
+level-normalised windows (``windows.py``), quantile outputs that cannot cross and
+the pinball loss (``quantiles.py``, JAX), M4's metrics (``metrics.py``) and
+benchmark forecasts (``baselines.py``), the metrics checked against the
+competition's published scores."""
 
 from .baselines import (
     acf,
@@ -26,21 +27,25 @@ from .metrics import (
 )
 from .panel import Panel, to_panel
 from .quantiles import monotone_quantiles, pinball_loss, quantile_levels
+from .windows import Windows, make_windows, naive_scale
 
 __all__ = [
     "M4_ALPHA",
     "Panel",
+    "Windows",
     "acf",
     "autoregressive",
     "coverage",
     "is_seasonal",
     "m4_scores",
     "mae",
+    "make_windows",
     "mase",
     "monotone_quantiles",
     "msis",
     "naive",
     "naive2",
+    "naive_scale",
     "owa",
     "pinball_loss",
     "quantile_levels",
