@@ -1,8 +1,15 @@
-"""Forecasting: data sets of many series in the long format (``panel.py``),
-level-normalised windows (``windows.py``), quantile outputs that cannot cross and
-the pinball loss (``quantiles.py``, JAX), M4's metrics (``metrics.py``) and
-benchmark forecasts (``baselines.py``), the metrics checked against the
-competition's published scores."""
+"""Forecasting.
+
+:class:`Forecaster` (``forecaster.py``) is a global recurrent model of many
+series with quantile intervals: fit, predict, cross_validation, save and load.
+It is built from ``network.py`` (encoder and quantile head), ``training.py``
+(the compiled programs), ``tables.py`` and ``features.py`` (covariates and the
+calendar), ``calibration.py`` (conformal widening), ``predicting.py``,
+``backtest.py`` and ``saving.py``. Beneath it: data sets of many series in the
+long format (``panel.py``), level-normalised windows (``windows.py``), quantile
+outputs that cannot cross and the pinball loss (``quantiles.py``), M4's metrics
+(``metrics.py``) and benchmark forecasts (``baselines.py``), the metrics checked
+against the competition's published scores."""
 
 from .baselines import (
     acf,
@@ -13,6 +20,9 @@ from .baselines import (
     seasonal_indices,
     seasonal_naive,
 )
+from .config import ForecastConfig
+from .features import calendar, season_length
+from .forecaster import Forecaster
 from .metrics import (
     M4_ALPHA,
     coverage,
@@ -31,10 +41,13 @@ from .windows import Windows, make_windows, naive_scale
 
 __all__ = [
     "M4_ALPHA",
+    "ForecastConfig",
+    "Forecaster",
     "Panel",
     "Windows",
     "acf",
     "autoregressive",
+    "calendar",
     "coverage",
     "is_seasonal",
     "m4_scores",
@@ -50,6 +63,7 @@ __all__ = [
     "pinball_loss",
     "quantile_levels",
     "rmse",
+    "season_length",
     "seasonal_indices",
     "seasonal_naive",
     "seasonal_scale",
