@@ -1,9 +1,9 @@
 """A global, probabilistic recurrent forecaster of many series.
 
-    >>> model = Forecaster(h=24, input_size=96, n_models=5).fit(df)
-    >>> model.predict()                 # unique_id, ds, forecast, lo-80, hi-80, ...
-    >>> model.cross_validation(df, n_windows=3)
-    >>> model.save("model.ckpt"); Forecaster.load("model.ckpt").predict()
+    model = Forecaster(h=24, input_size=96, n_models=5).fit(df)
+    model.predict()                 # unique_id, ds, forecast, lo-80, hi-80, ...
+    model.cross_validation(df, n_windows=3)
+    model.save("model.ckpt"); Forecaster.load("model.ckpt").predict()
 
 One network (or ``n_models``, trained side by side and averaged) learns from the
 windows of every series. Each window is normalised by its own level (the mean of
