@@ -15,6 +15,12 @@ Writes:   m4/forecasts.csv (unique_id as M4 names it, ds the step 1..48, forecas
           lo-80, hi-80, lo-95, hi-95), the table, summary and a plot.
 Settings: chosen before the test set was read, on the validation protocol (the
           last 48 steps of each training series held out: ``--validate``).
+Obtained: (seed 0, scored once on the test set; 2026-12-03, AMD EPYC 2 cores,
+          GEMM 179 GFLOP/s, part of the time shared with another job) sMAPE
+          11.61, MASE 0.897, OWA 0.503, MSIS 7.04, 95% coverage 0.964; 9.2
+          minutes. Better than seasonal naive (0.627) and the organisers' MLP and
+          RNN (0.921, 1.036); the intervals beat Smyl's MSIS (7.928) within the
+          coverage target; OWA 0.063 short of the winner's 0.440.
 Quick:    --quick trains a small model for a few epochs on 24 series, seconds.
 """
 
@@ -28,17 +34,20 @@ from rnnbptt.data.m4 import load_m4_hourly
 from rnnbptt.forecast import Forecaster, m4_scores, naive2, seasonal_naive
 
 H, M = 48, 24
+# Chosen on the validation protocol (seed 0, one network, validation OWA):
+# input 168 / LSTM 64 / 40 epochs 0.634; input 336 0.639; LSTM 128, 150 epochs,
+# patience 20: 0.532 (learning rate 3e-3: 0.555; two layers of 128: 0.542).
 FULL = dict(
-    input_size=336,
+    input_size=168,
     step_size=24,
-    hidden_sizes=[64],
+    hidden_sizes=[128],
     head_size=256,
     n_models=5,
-    epochs=60,
+    epochs=150,
     steps_per_epoch=50,
     batch_size=256,
     learning_rate=1e-3,
-    patience=10,
+    patience=20,
 )
 QUICK = dict(
     input_size=48,
