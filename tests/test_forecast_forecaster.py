@@ -236,3 +236,23 @@ def test_intervals_cover_known_noise():
     for level, tolerance in ((80, 0.1), (95, 0.05)):
         inside = (out[f"lo-{level}"] <= actual) & (actual <= out[f"hi-{level}"])
         assert abs(inside.mean() - level / 100) <= tolerance, (level, inside.mean())
+
+
+def test_a_file_of_another_version_or_shape_is_refused(fitted, tmp_path):
+    from rnnbptt.checkpoint import peek_metadata
+
+    _, model = fitted
+    path = tmp_path / "model.ckpt"
+    model.save(path)
+    meta = peek_metadata(path)
+    newer = tmp_path / "newer.ckpt"
+    save_checkpoint(
+        newer, {"params": model.fitted.params}, {**meta, "format_version": 99}
+    )
+    with pytest.raises(CheckpointError, match="format version 99"):
+        Forecaster.load(newer)
+    wider = {**meta, "config": {**meta["config"], "hidden_sizes": [9]}}
+    other = tmp_path / "other_shape.ckpt"
+    save_checkpoint(other, {"params": model.fitted.params}, wider)
+    with pytest.raises(CheckpointError, match=r"other_shape\.ckpt"):
+        Forecaster.load(other)
