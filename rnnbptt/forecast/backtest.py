@@ -19,8 +19,7 @@ def cutoff_rows(df: pd.DataFrame, keep_before_end: int) -> pd.Series:
 
 
 def cross_validation(forecaster, df, n_windows, step_size, refit) -> pd.DataFrame:
-    """See :meth:`Forecaster.cross_validation` (``forecaster`` of any kind with
-    ``config.h``, ``fit``, ``predict(h, df, futr_df)`` and ``clone``)."""
+    """See :meth:`Forecaster.cross_validation`."""
     h = forecaster.config.h
     n_windows = positive_int(FN, "n_windows", n_windows)
     step = h if step_size is None else positive_int(FN, "step_size", step_size)
@@ -29,8 +28,9 @@ def cross_validation(forecaster, df, n_windows, step_size, refit) -> pd.DataFram
     model, parts = None, []
     for k in range(n_windows):
         after = h + step * (n_windows - 1 - k)
-        seen = frame[cutoff_rows(frame, after)]
-        future = frame[~cutoff_rows(frame, after) & cutoff_rows(frame, after - h)]
+        before = cutoff_rows(frame, after)
+        seen = frame[before]
+        future = frame[~before & cutoff_rows(frame, after - h)]
         if model is None or refit:
             model = forecaster.clone().fit(seen, freq=freq)
             forecast = model.predict(futr_df=future)
@@ -47,9 +47,7 @@ def cross_validation(forecaster, df, n_windows, step_size, refit) -> pd.DataFram
 def _long(forecaster, df) -> tuple[pd.DataFrame, object]:
     """``df`` checked, in the long format, each series in time order; and its
     frequency."""
-    covariates = getattr(forecaster.config, "futr_exog", ()) + getattr(
-        forecaster.config, "hist_exog", ()
-    )
+    covariates = forecaster.config.futr_exog + forecaster.config.hist_exog
     panel = to_panel(df, forecaster.freq, covariates, FN)
     frames = []
     for i, name in enumerate(panel.ids):

@@ -10,6 +10,8 @@ from ..models import KINDS
 from .quantiles import quantile_levels
 
 FN = "Forecaster"
+SIZES = ("h", "input_size", "n_models", "step_size", "head_size", "epochs")
+SIZES += ("steps_per_epoch", "batch_size", "patience")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +43,7 @@ class ForecastConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("h", "input_size", "n_models", "step_size", "head_size"):
-            self._set(name, positive_int(FN, name, getattr(self, name)))
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patience"):
+        for name in SIZES:
             self._set(name, positive_int(FN, name, getattr(self, name)))
         for name in ("level_steps", "season_length", "truncate"):
             if getattr(self, name) is not None:

@@ -30,9 +30,9 @@ def step_days(freq) -> float:
 def season_length(freq) -> int:
     """The usual seasonal period of a frequency: 24 hourly, 7 daily, 52 weekly,
     12 monthly, 4 quarterly; 1 otherwise (yearly, integer steps, minutes)."""
-    days = step_days(freq) if freq != 1 else None
-    if days is None:
+    if freq == 1:
         return 1
+    days = step_days(freq)
     for low, high, period in (
         (1 / 24 - 1e-9, 1 / 24 + 1e-9, 24),
         (1 - 1e-9, 1 + 1e-9, 7),

@@ -26,13 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from .._scalars import positive_int
 from ..optimizers import make_optimizer
 from . import training
+from .backtest import cross_validation
 from .calibration import corrections
 from .config import ForecastConfig
 from .features import calendar_count
 from .network import Network, NetworkParams
 from .panel import Panel, to_panel
+from .predicting import forecast_frame
 from .quantiles import quantile_levels
 from .tables import Standardiser, feature_table
 from .windows import make_windows, naive_scale
@@ -110,8 +113,6 @@ class Forecaster:
         """The next ``h`` steps (at most the ``h`` trained for) of every series,
         from the end of the data it was fitted on, or of ``df`` (the same series,
         later history) when given; ``futr_df`` holds the future covariates."""
-        from .predicting import forecast_frame
-
         fitted = self._require_fitted("predict")
         h = self._horizon(h)
         tails = fitted.tails
@@ -127,8 +128,6 @@ class Forecaster:
         or once, on what precedes the first, and then only fed the later history.
         Returns the forecasts with ``cutoff`` (the last date seen) and ``y``.
         """
-        from .backtest import cross_validation
-
         return cross_validation(self, df, n_windows, step_size, refit)
 
     def save(self, path) -> None:
@@ -152,8 +151,6 @@ class Forecaster:
     def _horizon(self, h) -> int:
         if h is None:
             return self.config.h
-        from .._scalars import positive_int
-
         h = positive_int("Forecaster.predict", "h", h)
         if h > self.config.h:
             raise ValueError(
@@ -188,27 +185,23 @@ def _check_lengths(panel: Panel, h: int) -> None:
 
 def tail_panel(panel: Panel, steps: int, order=None) -> Panel:
     """The last ``steps`` of each series (in the order of ``order``'s ids)."""
-    index = list(range(len(panel.ids)))
+    index = None
     if order is not None:
         where = {name: i for i, name in enumerate(panel.ids)}
         index = [where[name] for name in order if name in where]
+    return _sliced(panel, slice(-steps, None), index)
+
+
+def _sliced(panel: Panel, cut: slice, index=None) -> Panel:
+    """Every series' values, dates and covariates cut alike (series ``index``,
+    default all, in that order)."""
+    index = range(len(panel.ids)) if index is None else index
     return Panel(
         [panel.ids[i] for i in index],
-        [panel.y[i][-steps:] for i in index],
-        [panel.ds[i][-steps:] for i in index],
+        [panel.y[i][cut] for i in index],
+        [panel.ds[i][cut] for i in index],
         panel.freq,
-        {k: [v[i][-steps:] for i in index] for k, v in panel.covariates.items()},
-    )
-
-
-def _head(panel: Panel, drop: int) -> Panel:
-    """Each series without its last ``drop`` steps."""
-    return Panel(
-        panel.ids,
-        [y[:-drop] for y in panel.y],
-        [ds[:-drop] for ds in panel.ds],
-        panel.freq,
-        {k: [x[:-drop] for x in v] for k, v in panel.covariates.items()},
+        {k: [v[i][cut] for i in index] for k, v in panel.covariates.items()},
     )
 
 
@@ -234,7 +227,7 @@ def network_of(cfg: ForecastConfig, freq, season: int) -> Network:
 def _train(cfg: ForecastConfig, panel: Panel) -> Fitted:
     season = cfg.season(panel.freq)
     level_steps = cfg.levelled(season)
-    train_span = _head(panel, cfg.h)
+    train_span = _sliced(panel, slice(None, -cfg.h))  # without the held-out h
     scale = np.array([naive_scale(y) for y in train_span.y])
     covs = [*cfg.futr_exog, *cfg.hist_exog]
     columns = [train_span.covariates[c] for c in covs]
@@ -289,7 +282,7 @@ def _optimise(cfg, network, train, val, table):
     opt_state = jax.vmap(optimizer.init)(params)
     train_data = training.padded(train, table, dtype)
     val_data = training.padded(val, table, dtype)
-    val_idx = _indices(val.inputs.shape[0])
+    val_idx = jnp.arange(val.inputs.shape[0], dtype=jnp.int32)  # one batch
     rng = np.random.default_rng(cfg.seed)
     best, best_loss = params, np.full(cfg.n_models, np.inf)
     history, waited = [], 0
@@ -307,14 +300,7 @@ def _optimise(cfg, network, train, val, table):
         if waited >= cfg.patience:
             break
     q = training.window_quantiles(network, best, val_data, val_idx)
-    n = val.inputs.shape[0]
-    return best, history, np.asarray(q, np.float64).mean(axis=0)[:n]
-
-
-def _indices(n: int) -> jax.Array:
-    """All ``n`` windows, in order (one batch: the held-out windows are one per
-    series)."""
-    return jnp.arange(n, dtype=jnp.int32)
+    return best, history, np.asarray(q, np.float64).mean(axis=0)
 
 
 def _order(rng, windows: int, cfg) -> jax.Array:
@@ -328,8 +314,3 @@ def _order(rng, windows: int, cfg) -> jax.Array:
         )[:need]
         rows.append(draws.reshape(cfg.steps_per_epoch, cfg.batch_size))
     return jnp.asarray(np.stack(rows), jnp.int32)
-
-
-def level_names(levels) -> list[str]:
-    """``80`` -> ``"80"``, ``97.5`` -> ``"97.5"``: the interval columns' suffix."""
-    return [f"{v:g}" for v in levels]

@@ -10,7 +10,7 @@ from . import training
 from .calibration import widen
 from .panel import DS, ID, Panel
 from .quantiles import quantile_levels
-from .tables import feature_table
+from .tables import Standardiser, feature_table
 from .windows import make_windows
 
 FN = "Forecaster.predict"
@@ -20,21 +20,20 @@ def forecast_frame(forecaster, fitted, tails: Panel, h: int, futr_df) -> pd.Data
     """``unique_id, ds, forecast, lo-L, hi-L...`` for the ``h`` steps after each
     series of ``tails`` (ids known to ``fitted``)."""
     cfg = forecaster.config
-    rows = [fitted.tails.ids.index(name) for name in tails.ids]
-    q = normalised_quantiles(forecaster, fitted, tails, rows, futr_df)
-    q = widen(q, fitted.correction)[:, :h]
+    where = {name: i for i, name in enumerate(fitted.tails.ids)}
+    rows = [where[name] for name in tails.ids]
     windows = _windows(cfg, fitted, tails, rows)
-    values = windows.denormalise(q)  # [S, h, Q]
+    q = normalised_quantiles(forecaster, fitted, tails, rows, windows, futr_df)
+    values = windows.denormalise(widen(q, fitted.correction)[:, :h])  # [S, h, Q]
     return _frame(tails, values, h, cfg.levels)
 
 
-def normalised_quantiles(forecaster, fitted, tails, rows, futr_df) -> np.ndarray:
-    """The ensemble's normalised quantiles [S, h_trained, Q] from each tail's end."""
+def normalised_quantiles(forecaster, fitted, tails, rows, windows, futr_df):
+    """The ensemble's normalised quantiles [S, h_trained, Q] of ``windows`` (one
+    at each tail's end)."""
     cfg = forecaster.config
     future = _future_covariates(cfg, tails, futr_df)
-    standard = type(fitted.standard)(
-        fitted.standard.mean[rows], fitted.standard.std[rows]
-    )
+    standard = Standardiser(fitted.standard.mean[rows], fitted.standard.std[rows])
     table = feature_table(
         tails,
         cfg.input_size,
@@ -46,7 +45,6 @@ def normalised_quantiles(forecaster, fitted, tails, rows, futr_df) -> np.ndarray
         future,
         calendar_on=cfg.calendar,
     )
-    windows = _windows(cfg, fitted, tails, rows)
     data = training.padded(windows, table, jnp.float32)
     idx = jnp.arange(len(rows), dtype=jnp.int32)
     q = training.window_quantiles(fitted.network, fitted.params, data, idx)
