@@ -58,10 +58,18 @@ def _probe(key: jax.Array, hs_shape, final_carry) -> tuple:
     loss is the linear probe along them, so every output and every part of the
     final carry receives a random, non-zero cotangent and no gradient path is left
     untested."""
+    shapes = tuple(tuple(leaf.shape) for leaf in jax.tree.leaves(final_carry))
+    return _draw_probe(key, tuple(hs_shape), shapes)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _draw_probe(key: jax.Array, hs_shape: tuple, carry_shapes: tuple) -> tuple:
+    """``_probe``'s draws as one program per shapes (each sampler called eagerly
+    would compile a program of its own for every new shape)."""
     k_hs, k_carry = jax.random.split(key)
     p_carry = tuple(
-        jax.random.normal(jax.random.fold_in(k_carry, i), leaf.shape)
-        for i, leaf in enumerate(jax.tree.leaves(final_carry))
+        jax.random.normal(jax.random.fold_in(k_carry, i), shape)
+        for i, shape in enumerate(carry_shapes)
     )
     return jax.random.normal(k_hs, hs_shape), p_carry
 
@@ -117,6 +125,18 @@ def _perturbed(cell, loss, unravel, mask, probe, flat, idx, deltas):
     return jax.vmap(at)(idx, deltas)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _draw_coordinates(key: jax.Array, sizes: tuple, samples: int) -> tuple:
+    """For each leaf of ``sizes`` elements, ``min(samples, size)`` distinct flat
+    indices, drawn in one program per sizes."""
+    return tuple(
+        jax.random.choice(
+            jax.random.fold_in(key, i), size, (min(samples, size),), replace=False
+        )
+        for i, size in enumerate(sizes)
+    )
+
+
 def _finite_differences(cell, loss, mask, probe, args, key, samples, step):
     """Central differences of the objective at sampled coordinates, per leaf.
 
@@ -128,27 +148,16 @@ def _finite_differences(cell, loss, mask, probe, args, key, samples, step):
     """
     leaves = jax.tree.leaves(args)
     flat, unravel = ravel_pytree(args)
-    offsets = np.cumsum([0] + [leaf.size for leaf in leaves])
-    per_leaf = [
-        np.asarray(
-            jax.random.choice(
-                jax.random.fold_in(key, i),
-                leaf.size,
-                (min(samples, leaf.size),),
-                replace=False,
-            )
-        )
-        for i, leaf in enumerate(leaves)
-    ]
-    idx = jnp.asarray(
-        np.concatenate([off + i for off, i in zip(offsets, per_leaf, strict=False)])
-    )
-    h = step * jnp.maximum(1.0, jnp.abs(flat[idx]))
-
-    deltas = jnp.concatenate([h, -h])
-    both = _perturbed(cell, loss, unravel, mask, probe, flat, jnp.tile(idx, 2), deltas)
+    sizes = tuple(leaf.size for leaf in leaves)
+    per_leaf = [np.asarray(i) for i in _draw_coordinates(key, sizes, samples)]
+    offsets = np.cumsum((0, *sizes))
+    idx = np.concatenate([off + i for off, i in zip(offsets, per_leaf, strict=False)])
+    # the steps in NumPy (float64, as exact as on the device; no program to compile)
+    h = step * np.maximum(1.0, np.abs(np.asarray(flat)[idx]))
+    deltas = np.concatenate([h, -h])
+    both = _perturbed(cell, loss, unravel, mask, probe, flat, np.tile(idx, 2), deltas)
     plus, minus = np.split(np.asarray(both), 2)
-    estimates = (plus - minus) / (2 * np.asarray(h))
+    estimates = (plus - minus) / (2 * h)
     splits = np.cumsum([len(i) for i in per_leaf])[:-1]
     return list(zip(per_leaf, np.split(estimates, splits), strict=True))
 
