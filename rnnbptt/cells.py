@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import draws
 from ._scalars import finite_number, positive_int, prng_key, real_number
 
 Array = jax.Array
@@ -126,7 +127,7 @@ def _default_dtype(dtype: Any) -> jnp.dtype:
 def lecun_uniform(key: Array, shape: tuple[int, int], gain: float, dtype) -> Array:
     limit = gain * math.sqrt(3.0 / shape[0])
     work = jnp.promote_types(dtype, jnp.float32)  # as in _orthogonal_blocks
-    return jax.random.uniform(key, shape, work, -limit, limit).astype(dtype)
+    return draws.uniform(key, shape, work, -limit, limit).astype(dtype)
 
 
 def _orthogonal_blocks(key: Array, hidden: int, blocks: int, dtype) -> Array:
@@ -134,10 +135,9 @@ def _orthogonal_blocks(key: Array, hidden: int, blocks: int, dtype) -> Array:
 
     Drawn in at least float32 (LAPACK has no bfloat16 or float16 QR), then
     rounded to ``dtype``: low-precision parameters are float32's, rounded."""
-    init = jax.nn.initializers.orthogonal()
     work = jnp.promote_types(dtype, jnp.float32)
     keys = jax.random.split(key, blocks)
-    squares = [init(k, (hidden, hidden), work) for k in keys]
+    squares = [draws.orthogonal(k, hidden, work) for k in keys]
     return jnp.concatenate(squares, axis=1).astype(dtype)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
+from . import draws
 from ._checks import NOT_GIVEN, check_recompute_every, check_unroll_args
 from ._scalars import finite_number, positive_int, prng_key
 from .unroll import unroll
@@ -58,20 +59,12 @@ def _probe(key: jax.Array, hs_shape, final_carry) -> tuple:
     loss is the linear probe along them, so every output and every part of the
     final carry receives a random, non-zero cotangent and no gradient path is left
     untested."""
-    shapes = tuple(tuple(leaf.shape) for leaf in jax.tree.leaves(final_carry))
-    return _draw_probe(key, tuple(hs_shape), shapes)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _draw_probe(key: jax.Array, hs_shape: tuple, carry_shapes: tuple) -> tuple:
-    """``_probe``'s draws as one program per shapes (each sampler called eagerly
-    would compile a program of its own for every new shape)."""
     k_hs, k_carry = jax.random.split(key)
     p_carry = tuple(
-        jax.random.normal(jax.random.fold_in(k_carry, i), shape)
-        for i, shape in enumerate(carry_shapes)
+        draws.normal(jax.random.fold_in(k_carry, i), leaf.shape)
+        for i, leaf in enumerate(jax.tree.leaves(final_carry))
     )
-    return jax.random.normal(k_hs, hs_shape), p_carry
+    return draws.normal(k_hs, hs_shape), p_carry
 
 
 def _probe_value(probe: tuple, hs, final) -> jax.Array:

@@ -278,7 +278,10 @@ def _optimise(cfg, network, train, val, table):
     dtype = jnp.float32
     optimizer, _ = make_optimizer("adam", cfg.learning_rate, cfg.clip_norm)
     keys = jax.random.split(jax.random.key(cfg.seed), cfg.n_models)
-    params = jax.vmap(lambda k: network.init(k, dtype))(keys)
+    # one network at a time, stacked: the values of jax.vmap(network.init), from
+    # draws that share their programs (rnnbptt.draws) rather than batched ones
+    inits = [network.init(key, dtype) for key in keys]
+    params = jax.tree.map(lambda *leaves: jnp.stack(leaves), *inits)
     opt_state = jax.vmap(optimizer.init)(params)
     train_data = training.padded(train, table, dtype)
     val_data = training.padded(val, table, dtype)
