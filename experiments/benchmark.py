@@ -49,6 +49,7 @@ import pandas as pd
 
 import rnnbptt
 import rnnbptt.runs
+from rnnbptt import draws
 from rnnbptt.experiment import positive_int_option
 
 # cpu_line is imported for its tests in tests/test_experiment_benchmark.py
@@ -135,7 +136,7 @@ def rnnbptt_gradient(kind, size, backward, recompute_every=None):
     T, B, D, H = size
     cell = rnnbptt.LSTM(D, H) if kind == "lstm" else rnnbptt.Elman(D, H)
     params = cell.init(jax.random.key(0), jnp.float32)
-    xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
+    xs = draws.normal(jax.random.key(1), (B, T, D), jnp.float32)
 
     def loss(params, xs):
         _, hs = rnnbptt.unroll(

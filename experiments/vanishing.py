@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 import rnnbptt
+from rnnbptt import draws
 from rnnbptt.experiment import positive_int_option
 
 RADII = [0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0]
@@ -277,8 +278,8 @@ def _measure_all(args, size):
     dtype = jnp.dtype(args.dtype)
     B, T, D, H = size["batch"], size["steps"], size["input"], size["hidden"]
     k_x, k_v, k_p = jax.random.split(jax.random.key(args.seed), 3)
-    xs = jax.random.normal(k_x, (B, T, D), dtype)
-    probe = jax.random.normal(k_v, (H,), dtype)
+    xs = draws.normal(k_x, (B, T, D), dtype)
+    probe = draws.normal(k_v, (H,), dtype)
     probe = probe / jnp.linalg.norm(probe)  # unit norm: dL/dh at distance 0 is 1
     rows, results = [], []
     for name, cell in make_cells(D, H).items():

@@ -40,7 +40,7 @@ import sys
 import jax
 import pandas as pd
 
-from . import experiment
+from . import draws, experiment
 from .cells import LSTM, Elman, Feedforward
 from .experiment import OneLineErrors, positive_int_option, require_backend
 from .gradcheck import compare_gradients, format_table
@@ -69,7 +69,7 @@ def gradcheck_table(
         for name, cell in demo_cells(input_size, hidden_size).items():
             k_p, k_x, k_m = jax.random.split(jax.random.key(seed), 3)
             params = cell.init(k_p, dtype)
-            xs = jax.random.normal(k_x, (batch, steps, input_size), dtype)
+            xs = draws.normal(k_x, (batch, steps, input_size), dtype)
             # right-padded sequences of random lengths, the full length included
             lengths = jax.random.randint(k_m, (batch,), 1, steps + 1).at[0].set(steps)
             mask = jax.numpy.arange(steps)[None, :] < lengths[:, None]
