@@ -8,9 +8,11 @@ calendar), ``calibration.py`` (conformal widening), ``predicting.py``,
 ``backtest.py`` and ``saving.py``. Beneath it: data sets of many series in the
 long format (``panel.py``), level-normalised windows (``windows.py``), quantile
 outputs that cannot cross and the pinball loss (``quantiles.py``), M4's metrics
-(``metrics.py``) and benchmark forecasts (``baselines.py``), the metrics checked
+(``metrics.py``) and benchmark forecasts (``baselines.py``; :class:`Baseline`,
+``baseline.py``, gives them the Forecaster's interface), the metrics checked
 against the competition's published scores."""
 
+from .baseline import Baseline, BaselineConfig
 from .baselines import (
     acf,
     autoregressive,
@@ -41,6 +43,8 @@ from .windows import Windows, make_windows, naive_scale
 
 __all__ = [
     "M4_ALPHA",
+    "Baseline",
+    "BaselineConfig",
     "ForecastConfig",
     "Forecaster",
     "Panel",

@@ -139,12 +139,18 @@ def autoregressive(x, h: int, p: int) -> np.ndarray:
     """
     p = _period("autoregressive", p)
     x = _series("autoregressive", x, h, min_length=2 * p + 1)
-    lags = np.lib.stride_tricks.sliding_window_view(x[:-1], p)[:, ::-1]  # x[t-1..t-p]
-    design = np.column_stack([np.ones(len(lags)), lags])
-    coef, *_ = np.linalg.lstsq(design, x[p:], rcond=None)
+    coef, _ = ar_fit(x, p)
     history = list(x[-p:])
     out = np.empty(h)
     for k in range(h):
         out[k] = coef[0] + coef[1:] @ np.asarray(history[: -p - 1 : -1])
         history.append(out[k])
     return out
+
+
+def ar_fit(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """AR(``p``)'s least-squares ``(coefficients [c, a_1..a_p], residuals)``."""
+    lags = np.lib.stride_tricks.sliding_window_view(x[:-1], p)[:, ::-1]  # x[t-1..t-p]
+    design = np.column_stack([np.ones(len(lags)), lags])
+    coef, *_ = np.linalg.lstsq(design, x[p:], rcond=None)
+    return coef, x[p:] - design @ coef

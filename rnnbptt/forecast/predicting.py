@@ -25,7 +25,7 @@ def forecast_frame(forecaster, fitted, tails: Panel, h: int, futr_df) -> pd.Data
     windows = _windows(cfg, fitted, tails, rows)
     q = normalised_quantiles(forecaster, fitted, tails, rows, windows, futr_df)
     values = windows.denormalise(widen(q, fitted.correction)[:, :h])  # [S, h, Q]
-    return _frame(tails, values, h, cfg.levels)
+    return quantile_frame(tails, values, h, cfg.levels)
 
 
 def normalised_quantiles(forecaster, fitted, tails, rows, windows, futr_df):
@@ -105,7 +105,9 @@ def _future_covariates(cfg, tails: Panel, futr_df):
     return out
 
 
-def _frame(tails: Panel, values: np.ndarray, h: int, levels) -> pd.DataFrame:
+def quantile_frame(tails: Panel, values: np.ndarray, h: int, levels) -> pd.DataFrame:
+    """``unique_id, ds, forecast, lo-L, hi-L...`` of quantiles ``values`` [S, h,
+    Q] (``quantile_levels(levels)``) for the ``h`` steps after each series."""
     quantiles = quantile_levels(levels)
     count, mid = len(quantiles), len(quantiles) // 2
     ids = np.repeat(np.asarray(tails.ids, dtype=object), h)

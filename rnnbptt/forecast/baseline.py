@@ -1,0 +1,178 @@
+"""The benchmark forecasts behind the Forecaster's interface.
+
+    Baseline("naive2", h=48).fit(df).predict()   # unique_id, ds, forecast, lo-80, ...
+    Baseline("ar", h=48, p=24).cross_validation(df, n_windows=3)
+
+Each series is its own model (``baselines.py``'s functions on its values), so
+fitting many series at once gives what fitting each alone gives. Intervals are
+the usual normal ones of each method, from its one-step residuals (Hyndman and
+Athanasopoulos, *Forecasting: Principles and Practice*, 5.5): naive
+``sigma sqrt(k)`` at step ``k``; seasonal naive ``sigma sqrt(floor((k - 1) / m)
++ 1)``; Naive2 naive's on the seasonally adjusted series, seasonalised again;
+AR(p) ``sigma sqrt(sum_{j<k} psi_j^2)`` with the MA(infinity) weights ``psi``.
+The ensemble averages its members' forecasts and their interval bounds
+(quantile averaging).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from .._scalars import positive_int
+from . import baselines
+from .backtest import cross_validation
+from .features import season_length
+from .panel import Panel, to_panel
+from .predicting import quantile_frame
+from .quantiles import quantile_levels
+
+FN = "Baseline"
+METHODS = ("naive", "seasonal_naive", "naive2", "ar", "ensemble")
+ENSEMBLE = ("seasonal_naive", "naive2", "ar")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """A :class:`Baseline`'s settings (see its docstring)."""
+
+    method: str
+    h: int
+    season_length: int | None = None
+    p: int | None = None
+    levels: tuple[float, ...] = (80, 95)
+    futr_exog = ()  # baselines read no covariates
+    hist_exog = ()
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(
+                f"`{FN}`: `method` must be one of {list(METHODS)}, got {self.method!r}"
+            )
+        object.__setattr__(self, "h", positive_int(FN, "h", self.h))
+        for name in ("season_length", "p"):
+            if getattr(self, name) is not None:
+                object.__setattr__(
+                    self, name, positive_int(FN, name, getattr(self, name))
+                )
+        quantile_levels(self.levels)  # refuses bad levels
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+
+
+class Baseline:
+    """A benchmark method, per series, with ``Forecaster``'s fit, predict and
+    cross_validation.
+
+    Args:
+        method: ``"naive"``, ``"seasonal_naive"``, ``"naive2"`` (M4's), ``"ar"``
+            (AR(p) by least squares) or ``"ensemble"`` (the mean of seasonal
+            naive, Naive2 and AR).
+        h: steps forecast.
+        season_length: default from the frequency (24 hourly, 7 daily, ...).
+        p: AR order (default: the season length, at least 1).
+        levels: interval levels in percent; ``predict`` gives ``lo-L``/``hi-L``.
+    """
+
+    def __init__(self, method: str, h: int, **settings):
+        self.config = BaselineConfig(method, h, **settings)
+        self.panel: Panel | None = None
+        self.freq = None
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.panel is not None else "not fitted"
+        return f"Baseline({self.config}, {state})"
+
+    def clone(self) -> Baseline:
+        settings = dataclasses.asdict(self.config)
+        return type(self)(settings.pop("method"), **settings)
+
+    def fit(self, df, freq=None) -> Baseline:
+        """Keeps every series of ``df`` (long format, or a Series with a
+        DatetimeIndex): each forecast reads its own series' history."""
+        panel = to_panel(df, freq, (), f"{FN}.fit")
+        for name, y in zip(panel.ids, panel.y, strict=True):
+            _check_length(self.config, self._season(panel.freq), name, y)
+        self.panel, self.freq = panel, panel.freq
+        return self
+
+    def predict(self, h: int | None = None, df=None, futr_df=None) -> pd.DataFrame:
+        """The next ``h`` steps (at most ``h`` of the settings) of every series
+        after the data it was fitted on, or after ``df`` when given."""
+        del futr_df  # no covariates
+        if self.panel is None:
+            raise ValueError(f"`{FN}.predict`: call `fit` first")
+        h = self.config.h if h is None else positive_int(FN, "h", h)
+        if h > self.config.h:
+            raise ValueError(f"`{FN}.predict`: `h` ({h}) > the settings' h")
+        panel = self.panel if df is None else self.clone().fit(df, self.freq).panel
+        season = self._season(panel.freq)
+        values = np.stack([self._series(y, season) for y in panel.y])
+        return quantile_frame(panel, values[:, :h], h, self.config.levels)
+
+    def cross_validation(self, df, n_windows: int = 1, step_size=None, refit=True):
+        """As :meth:`Forecaster.cross_validation` (every window refits: each
+        forecast reads the history before its cutoff)."""
+        return cross_validation(self, df, n_windows, step_size, refit)
+
+    def _season(self, freq) -> int:
+        return self.config.season_length or season_length(freq)
+
+    def _series(self, y: np.ndarray, m: int) -> np.ndarray:
+        """[h, Q] quantiles of one series' next h steps."""
+        cfg = self.config
+        z = np.array([NormalDist().inv_cdf(q) for q in quantile_levels(cfg.levels)])
+        if cfg.method == "ensemble":
+            parts = [_method(k, y, cfg.h, m, cfg.p or m) for k in ENSEMBLE]
+            return np.mean([mean[:, None] + sd[:, None] * z for mean, sd in parts], 0)
+        mean, sd = _method(cfg.method, y, cfg.h, m, cfg.p or m)
+        if cfg.method == "naive2" and baselines.is_seasonal(y, m):
+            return mean[:, None] * (1 + sd[:, None] * z)  # sd is relative here
+        return mean[:, None] + sd[:, None] * z
+
+
+def _method(method: str, y, h: int, m: int, p: int):
+    """(point forecast [h], standard deviation [h]) of one method; for a
+    seasonal Naive2, the deviation relative to the forecast."""
+    steps = np.arange(1, h + 1)
+    if method == "naive":
+        return baselines.naive(y, h), _rms(np.diff(y)) * np.sqrt(steps)
+    if method == "seasonal_naive":
+        sd = _rms(y[m:] - y[:-m]) * np.sqrt((steps - 1) // m + 1)
+        return baselines.seasonal_naive(y, h, m), sd
+    if method == "naive2":
+        mean = baselines.naive2(y, h, m)
+        if not baselines.is_seasonal(y, m):
+            return mean, _rms(np.diff(y)) * np.sqrt(steps)
+        adjusted = y / baselines.seasonal_indices(y, m)[np.arange(y.size) % m]
+        return mean, _rms(np.diff(adjusted)) / adjusted[-1] * np.sqrt(steps)
+    return _autoregressive(y, h, p)
+
+
+def _rms(e: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(e * e)))
+
+
+def _autoregressive(y, h: int, p: int):
+    """AR(p)'s forecast and its h-step deviations from the psi weights."""
+    mean = baselines.autoregressive(y, h, p)
+    coef, residuals = baselines.ar_fit(y, p)
+    sigma = np.sqrt(residuals @ residuals / max(len(residuals) - p - 1, 1))
+    psi = np.zeros(h)
+    psi[0] = 1.0
+    for j in range(1, h):
+        psi[j] = sum(coef[i] * psi[j - i] for i in range(1, min(j, p) + 1))
+    return mean, sigma * np.sqrt(np.cumsum(psi**2))
+
+
+def _check_length(cfg: BaselineConfig, m: int, name, y) -> None:
+    p = cfg.p or m
+    need = {"naive": 2, "seasonal_naive": m + 1, "naive2": 2, "ar": 2 * p + 1}
+    need = need.get(cfg.method, max(m + 1, 2 * p + 1))  # the ensemble: all three
+    if y.size < need:
+        raise ValueError(
+            f"`{FN}.fit`: series {name!r} has {y.size} values; {cfg.method} "
+            f"(season {m}, p {p}) needs at least {need}"
+        )

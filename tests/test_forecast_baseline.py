@@ -1,0 +1,125 @@
+"""Baseline: the benchmark methods behind the Forecaster's interface."""
+
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnbptt.forecast import (
+    Baseline,
+    autoregressive,
+    naive2,
+    seasonal_naive,
+)
+
+Z80, Z95 = NormalDist().inv_cdf(0.9), NormalDist().inv_cdf(0.975)
+
+
+def _panel(rng, lengths=(75, 52, 96), m=12):
+    """Seasonal series of different lengths and starts, monthly dates."""
+    parts = []
+    for i, n in enumerate(lengths):
+        t = np.arange(n)
+        y = 50 + 10 * np.sin(2 * np.pi * t / m) + 0.3 * t + rng.normal(0, 2, n)
+        ds = pd.date_range(f"{2000 + i}-0{i + 1}-01", periods=n, freq="MS")
+        parts.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize("method", ["seasonal_naive", "naive2", "ar", "ensemble"])
+def test_many_series_give_what_each_alone_gives(method):
+    df = _panel(np.random.default_rng(0))
+    together = Baseline(method, h=7, p=3).fit(df).predict()
+    for name, part in df.groupby("unique_id"):
+        alone = Baseline(method, h=7, p=3).fit(part).predict()
+        got = together[together["unique_id"] == name].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone, check_exact=True)
+        y = part["y"].to_numpy()
+        members = {  # the functions, independently of the class
+            "seasonal_naive": seasonal_naive(y, 7, 12),
+            "naive2": naive2(y, 7, 12),
+            "ar": autoregressive(y, 7, 3),
+        }
+        members["ensemble"] = np.mean(list(members.values()), axis=0)
+        oracle = members[method]
+        np.testing.assert_allclose(alone["forecast"], oracle, rtol=1e-12)
+        # the dates continue the series, month by month
+        want = pd.date_range(part["ds"].iloc[-1], periods=8, freq="MS")[1:]
+        assert list(alone["ds"]) == list(want)
+
+
+def test_intervals_by_hand():
+    y = np.array([3.0, 5.0, 4.0, 8.0, 7.0, 9.0, 6.0, 10.0])
+    frame = pd.Series(y, index=pd.date_range("2020-01-01", periods=8, freq="D"))
+    naive = Baseline("naive", h=3).fit(frame).predict()
+    sigma = np.sqrt(np.mean(np.diff(y) ** 2))
+    k = np.arange(1, 4)
+    np.testing.assert_allclose(naive["lo-80"], 10 - Z80 * sigma * np.sqrt(k))
+    np.testing.assert_allclose(naive["hi-95"], 10 + Z95 * sigma * np.sqrt(k))
+    # seasonal naive, m = 2: the deviation grows once a season
+    snaive = Baseline("seasonal_naive", h=3, season_length=2).fit(frame).predict()
+    sigma = np.sqrt(np.mean((y[2:] - y[:-2]) ** 2))
+    np.testing.assert_allclose(snaive["forecast"], [6, 10, 6])
+    np.testing.assert_allclose(
+        snaive["hi-80"] - snaive["forecast"], Z80 * sigma * np.sqrt([1, 1, 2])
+    )
+    # AR(1): x_t = c + a x_{t-1}; the k-step variance is sigma^2 (1 - a^2k)/(1 - a^2)
+    ar = Baseline("ar", h=3, p=1, season_length=1).fit(frame).predict()
+    design = np.column_stack([np.ones(7), y[:-1]])
+    (c, a), *_ = np.linalg.lstsq(design, y[1:], rcond=None)
+    residuals = y[1:] - design @ [c, a]
+    sigma = np.sqrt(residuals @ residuals / (7 - 2))
+    sd = sigma * np.sqrt((1 - a ** (2 * k)) / (1 - a**2))
+    f1 = c + a * 10
+    f2 = c + a * f1
+    np.testing.assert_allclose(ar["forecast"], [f1, f2, c + a * f2])
+    np.testing.assert_allclose(ar["hi-95"] - ar["forecast"], Z95 * sd)
+
+
+def test_naive_intervals_cover_a_random_walk():
+    # 400 random walks of unit steps: the naive intervals are exact there
+    rng = np.random.default_rng(1)
+    walks = np.cumsum(rng.normal(0, 1, (400, 110)), axis=1)
+    df = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(400), 100),
+            "ds": np.tile(np.arange(100), 400),
+            "y": walks[:, :100].reshape(-1),
+        }
+    )
+    out = Baseline("naive", h=10).fit(df).predict()
+    actual = walks[:, 100:].reshape(-1)
+    for level, tol in ((80, 0.03), (95, 0.02)):
+        inside = (out[f"lo-{level}"] <= actual) & (actual <= out[f"hi-{level}"])
+        assert abs(inside.mean() - level / 100) < tol, (level, inside.mean())
+
+
+def test_cross_validation_reads_only_the_history_before_each_cutoff():
+    df = _panel(np.random.default_rng(2))
+    cv = Baseline("seasonal_naive", h=4).cross_validation(df, n_windows=2)
+    assert len(cv) == 3 * 2 * 4
+    for (name, cutoff), part in cv.groupby(["unique_id", "cutoff"]):
+        series = df[df["unique_id"] == name]
+        seen = series[series["ds"] <= cutoff]["y"].to_numpy()
+        np.testing.assert_allclose(part["forecast"], seasonal_naive(seen, 4, 12))
+        truth = series.set_index("ds").loc[part["ds"], "y"].to_numpy()
+        np.testing.assert_array_equal(part["y"], truth)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda df: Baseline("theta", h=3), "`method` must be one of"),
+        (lambda df: Baseline("naive", h=0), "`h`"),
+        (lambda df: Baseline("naive", h=3, levels=(120,)), "level"),
+        (lambda df: Baseline("naive", h=3).predict(), "call `fit` first"),
+        (lambda df: Baseline("naive", h=3).fit(df).predict(h=5), "`h` (5)"),
+        (lambda df: Baseline("ar", h=3, p=30).fit(df), "series 's1' has 52 values"),
+    ],
+)
+def test_bad_input_is_refused_clearly(make, words):
+    df = _panel(np.random.default_rng(0))
+    with pytest.raises(ValueError) as error:
+        make(df)
+    assert words in str(error.value)
