@@ -43,6 +43,7 @@ import pandas as pd
 from . import draws, experiment
 from .cells import LSTM, Elman, Feedforward
 from .experiment import OneLineErrors, positive_int_option, require_backend
+from .forecast import command as forecast_command
 from .gradcheck import compare_gradients, format_table
 
 # Largest max-norm relative difference accepted, per dtype: between the engines,
@@ -147,6 +148,14 @@ def format_devices(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _forecast(args) -> int:
+    require_backend(forecast_command.PROG)
+    try:
+        return forecast_command.run(args)
+    except (ValueError, TypeError) as error:  # the data or the settings
+        _fail(f"{forecast_command.PROG}: {' '.join(str(error).split())}")
+
+
 def _devices(args) -> int:
     require_backend("rnnbptt devices")
     print(format_devices(device_report()))
@@ -174,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "devices", help="the backend, processes and devices JAX sees"
     )
     devices.set_defaults(run=_devices)
+    forecast = commands.add_parser(
+        "forecast", help="fit on a CSV of series, forecast with dates and intervals"
+    )
+    forecast_command.add_arguments(forecast)
+    forecast.set_defaults(run=_forecast)
     commands.add_parser(
         "bench",
         help="time one gradient beside torch.nn and Flax: rnnbptt bench --help",
