@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from rnnbptt import cli
-from rnnbptt.forecast import Forecaster, seasonal_naive
+from rnnbptt.forecast import Forecaster, command, seasonal_naive
 
 SMALL = ["--epochs", "2", "--n-models", "1", "--h", "6", "--input-size", "12"]
 
@@ -120,3 +120,18 @@ def test_bad_input_is_one_line_and_keeps_what_was_written(
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
     assert (out / "forecast.csv").read_bytes() == before
+
+
+def test_empty_cells_are_refused_or_interpolated(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text(
+        "day,sales\n2024-01-01,1\n2024-01-02,\n2024-01-03,4\n2024-01-04,x\n"
+    )
+    argv = ["forecast", "--data", str(path), "--date-column", "day"]
+    args = cli.build_parser().parse_args([*argv, "--value-column", "sales"])
+    with pytest.raises(ValueError, match=r"row 3 of gaps.csv holds nothing .*\(2 such"):
+        command.read_series(args)
+    args.missing = "interpolate"
+    df = command.read_series(args)
+    np.testing.assert_array_equal(df["y"], [1.0, 2.5, 4.0, 4.0])  # the end: nearest
+    assert list(df["unique_id"].unique()) == ["sales"]

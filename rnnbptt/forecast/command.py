@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--value-column", required=True, help="the values to forecast")
     data.add_argument("--id-column", help="which series a row belongs to")
     data.add_argument("--freq", help="pandas frequency (default: inferred)")
+    data.add_argument(
+        "--missing",
+        choices=["error", "interpolate"],
+        default="error",
+        help="empty or non-numeric values: refuse them, or interpolate linearly",
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--h", type=positive_int_option, help="steps to forecast")
     model.add_argument("--input-size", type=positive_int_option)
@@ -77,11 +83,36 @@ def read_series(args) -> pd.DataFrame:
             row = int(np.flatnonzero(parsed.isna())[0])
             raise ValueError(
                 f"--date-column {args.date_column!r}: row {row + 2} of {path.name} "
-                f"holds {ds.iloc[row]!r}, not a date"
+                f"holds {_cell(ds.iloc[row])}, not a date"
             )
         ds = parsed
     ids = frame[args.id_column] if args.id_column else args.value_column
-    return pd.DataFrame({ID: ids, DS: ds, Y: frame[args.value_column]})
+    y = pd.to_numeric(frame[args.value_column], errors="coerce")
+    df = pd.DataFrame({ID: ids, DS: ds, Y: y})
+    bad = ~np.isfinite(y.to_numpy(np.float64))
+    if bad.any() and args.missing == "error":
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"--value-column {args.value_column!r}: row {row + 2} of {path.name} "
+            f"holds {_cell(frame[args.value_column].iloc[row])}, not a number "
+            f"({int(bad.sum())} such rows; --missing interpolate fills them)"
+        )
+    if bad.any():
+        df[Y] = df[Y].where(~bad).groupby(df[ID], sort=False).transform(_interpolated)
+    return df
+
+
+def _cell(value) -> str:
+    """A CSV cell as its writer would name it."""
+    if pd.isna(value):
+        return "nothing (an empty cell)"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _interpolated(y: pd.Series) -> pd.Series:
+    """Missing values filled linearly between their neighbours (the nearest at
+    the ends)."""
+    return y.interpolate(limit_direction="both")
 
 
 def default_sizes(args, df: pd.DataFrame, season: int) -> tuple[int, int]:
