@@ -9,7 +9,9 @@ import pytest
 from rnnbptt.forecast import (
     Baseline,
     autoregressive,
+    is_seasonal,
     naive2,
+    seasonal_indices,
     seasonal_naive,
 )
 
@@ -123,3 +125,24 @@ def test_bad_input_is_refused_clearly(make, words):
     with pytest.raises(ValueError) as error:
         make(df)
     assert words in str(error.value)
+
+
+def test_naive2_intervals_are_naives_on_the_adjusted_series_by_hand():
+    rng = np.random.default_rng(3)
+    t = np.arange(40)
+    y = (100 + t) * np.array([0.7, 1.0, 1.4, 0.9])[t % 4] + rng.normal(0, 1, 40)
+    assert is_seasonal(y, 4)
+    df = pd.DataFrame({"unique_id": "q", "ds": t, "y": y})
+    out = Baseline("naive2", h=6, season_length=4).fit(df).predict()
+    figure = seasonal_indices(y, 4)
+    adjusted = y / figure[t % 4]
+    sigma = np.sqrt(np.mean(np.diff(adjusted) ** 2))
+    k = np.arange(1, 7)
+    ahead = figure[(40 + k - 1) % 4]
+    np.testing.assert_allclose(out["forecast"], adjusted[-1] * ahead)
+    np.testing.assert_allclose(
+        out["hi-80"], (adjusted[-1] + Z80 * sigma * np.sqrt(k)) * ahead
+    )
+    np.testing.assert_allclose(
+        out["lo-95"], (adjusted[-1] - Z95 * sigma * np.sqrt(k)) * ahead
+    )

@@ -128,14 +128,11 @@ class Baseline:
             parts = [_method(k, y, cfg.h, m, cfg.p or m) for k in ENSEMBLE]
             return np.mean([mean[:, None] + sd[:, None] * z for mean, sd in parts], 0)
         mean, sd = _method(cfg.method, y, cfg.h, m, cfg.p or m)
-        if cfg.method == "naive2" and baselines.is_seasonal(y, m):
-            return mean[:, None] * (1 + sd[:, None] * z)  # sd is relative here
         return mean[:, None] + sd[:, None] * z
 
 
 def _method(method: str, y, h: int, m: int, p: int):
-    """(point forecast [h], standard deviation [h]) of one method; for a
-    seasonal Naive2, the deviation relative to the forecast."""
+    """(point forecast [h], standard deviation [h]) of one method."""
     steps = np.arange(1, h + 1)
     if method == "naive":
         return baselines.naive(y, h), _rms(np.diff(y)) * np.sqrt(steps)
@@ -146,8 +143,11 @@ def _method(method: str, y, h: int, m: int, p: int):
         mean = baselines.naive2(y, h, m)
         if not baselines.is_seasonal(y, m):
             return mean, _rms(np.diff(y)) * np.sqrt(steps)
-        adjusted = y / baselines.seasonal_indices(y, m)[np.arange(y.size) % m]
-        return mean, _rms(np.diff(adjusted)) / adjusted[-1] * np.sqrt(steps)
+        # naive's deviation on the adjusted series, seasonalised like the forecast
+        index = baselines.seasonal_indices(y, m)[np.arange(y.size + h) % m]
+        adjusted = y / index[: y.size]
+        sd = _rms(np.diff(adjusted)) * np.sqrt(steps) * np.abs(index[y.size :])
+        return mean, sd
     return _autoregressive(y, h, p)
 
 

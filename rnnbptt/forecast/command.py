@@ -56,7 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--load", help="a model file from an earlier run: no training")
     out = parser.add_argument_group("output")
-    out.add_argument("--backtest", type=positive_int_option, metavar="K")
+    out.add_argument(
+        "--backtest",
+        type=positive_int_option,
+        metavar="K",
+        help="score the last K windows beside the baselines (trains, even with --load)",
+    )
     out.add_argument("--out", default="runs/forecast-cli", help="results folder")
 
 
