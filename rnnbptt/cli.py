@@ -11,6 +11,12 @@ reads both itself, e.g. ``JAX_PLATFORMS=cpu
 XLA_FLAGS=--xla_force_host_platform_device_count=4 rnnbptt devices`` shows four
 virtual CPU devices.
 
+``rnnbptt forecast --data FILE.csv --date-column D --value-column Y
+[--id-column ID] [--h N] [--backtest K] [--load MODEL] [--out DIR]`` fits the
+Forecaster on the series of a CSV and writes their forecasts with dates and
+intervals, the model file, a plot and a backtest beside the baselines (see
+``rnnbptt.forecast.command``).
+
 ``rnnbptt bench [options]`` is ``rnnbptt experiment benchmark``: one gradient
 through time timed side by side with torch.nn and Flax (see that script).
 
