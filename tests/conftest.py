@@ -47,6 +47,7 @@ SLOWEST_FIRST = (
     "test_experiment_memory.py",
     "test_experiment_m4.py",
     "test_experiment_forecast.py",
+    "test_draws.py",
     "test_docs.py",
     "test_cells.py",
     "test_runs.py",
