@@ -9,8 +9,8 @@ draw of any shape is the first values of a longer draw of the same key. These
 functions draw a power-of-two length (at least ``MIN_LENGTH``) and keep the
 first ones: one program serves every shape up to that length, and the values
 are bitwise those of ``jax.random`` (``tests/test_draws.py`` compares them).
-Under a tracer (inside ``jit``) or the older threefry they call ``jax.random``
-itself.
+Under a tracer (inside ``jit``), another generator (``rbg``) or the older
+threefry they call ``jax.random`` itself.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ MIN_LENGTH = 4096
 
 
 def _shared(key) -> bool:
-    """Whether a longer draw cut to size reproduces ``jax.random``'s own."""
-    return jax.config.jax_threefry_partitionable and not isinstance(
-        key, jax.core.Tracer
-    )
+    """Whether a longer draw cut to size reproduces ``jax.random``'s own: a
+    concrete threefry key under the counter-based threefry."""
+    if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable:
+        return False
+    return str(jax.random.key_impl(key)) == "threefry2x32"
 
 
 def _length(size: int) -> int:
