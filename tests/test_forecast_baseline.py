@@ -8,6 +8,7 @@ import pytest
 
 from rnnbptt.forecast import (
     Baseline,
+    ar_order,
     autoregressive,
     is_seasonal,
     naive2,
@@ -146,3 +147,21 @@ def test_naive2_intervals_are_naives_on_the_adjusted_series_by_hand():
     np.testing.assert_allclose(
         out["lo-95"], (adjusted[-1] - Z95 * sigma * np.sqrt(k)) * ahead
     )
+
+
+def test_the_default_ar_order_is_the_least_aic_by_a_plain_loop():
+    rng = np.random.default_rng(4)
+    x = np.zeros(300)
+    for t in range(2, 300):  # an AR(2)
+        x[t] = 0.6 * x[t - 1] - 0.3 * x[t - 2] + rng.normal()
+    aic = []
+    for p in range(1, 11):  # every order on the steps t >= 10, by hand
+        rows = [[1.0, *x[t - p : t][::-1]] for t in range(10, 300)]
+        coef, *_ = np.linalg.lstsq(np.array(rows), x[10:], rcond=None)
+        rss = np.sum((x[10:] - np.array(rows) @ coef) ** 2)
+        aic.append(290 * np.log(rss / 290) + 2 * (p + 1))
+    best = int(np.argmin(aic)) + 1
+    assert ar_order(x, 10) == best
+    df = pd.DataFrame({"unique_id": "a", "ds": np.arange(300), "y": x})
+    got = Baseline("ar", h=5).fit(df).predict()["forecast"]
+    np.testing.assert_allclose(got, autoregressive(x, 5, best), rtol=1e-12)

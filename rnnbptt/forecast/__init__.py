@@ -15,6 +15,7 @@ against the competition's published scores."""
 from .baseline import Baseline, BaselineConfig
 from .baselines import (
     acf,
+    ar_order,
     autoregressive,
     is_seasonal,
     naive,
@@ -50,6 +51,7 @@ __all__ = [
     "Panel",
     "Windows",
     "acf",
+    "ar_order",
     "autoregressive",
     "calendar",
     "coverage",

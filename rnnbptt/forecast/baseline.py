@@ -72,7 +72,8 @@ class Baseline:
             naive, Naive2 and AR).
         h: steps forecast.
         season_length: default from the frequency (24 hourly, 7 daily, ...).
-        p: AR order (default: the season length, at least 1).
+        p: AR order (default: each series' own, of least AIC up to
+            ``max(season_length, 10)`` and a third of its length).
         levels: interval levels in percent; ``predict`` gives ``lo-L``/``hi-L``.
     """
 
@@ -125,9 +126,9 @@ class Baseline:
         cfg = self.config
         z = np.array([NormalDist().inv_cdf(q) for q in quantile_levels(cfg.levels)])
         if cfg.method == "ensemble":
-            parts = [_method(k, y, cfg.h, m, cfg.p or m) for k in ENSEMBLE]
+            parts = [_method(k, y, cfg.h, m, _order(cfg, y, m)) for k in ENSEMBLE]
             return np.mean([mean[:, None] + sd[:, None] * z for mean, sd in parts], 0)
-        mean, sd = _method(cfg.method, y, cfg.h, m, cfg.p or m)
+        mean, sd = _method(cfg.method, y, cfg.h, m, _order(cfg, y, m))
         return mean[:, None] + sd[:, None] * z
 
 
@@ -151,6 +152,13 @@ def _method(method: str, y, h: int, m: int, p: int):
     return _autoregressive(y, h, p)
 
 
+def _order(cfg: BaselineConfig, y: np.ndarray, m: int) -> int:
+    """The AR order: given, else the series' AIC choice (see :class:`Baseline`)."""
+    if cfg.p is not None:
+        return cfg.p
+    return baselines.ar_order(y, max(1, min(max(m, 10), (y.size - 1) // 3)))
+
+
 def _rms(e: np.ndarray) -> float:
     return float(np.sqrt(np.mean(e * e)))
 
@@ -168,11 +176,11 @@ def _autoregressive(y, h: int, p: int):
 
 
 def _check_length(cfg: BaselineConfig, m: int, name, y) -> None:
-    p = cfg.p or m
-    need = {"naive": 2, "seasonal_naive": m + 1, "naive2": 2, "ar": 2 * p + 1}
+    p = cfg.p or 1  # the AIC's choice fits whatever length there is
+    need = {"naive": 2, "seasonal_naive": m + 1, "naive2": 2, "ar": max(2 * p + 1, 4)}
     need = need.get(cfg.method, max(m + 1, 2 * p + 1))  # the ensemble: all three
     if y.size < need:
         raise ValueError(
             f"`{FN}.fit`: series {name!r} has {y.size} values; {cfg.method} "
-            f"(season {m}, p {p}) needs at least {need}"
+            f"(season {m}, p {cfg.p or 'by AIC'}) needs at least {need}"
         )

@@ -154,3 +154,17 @@ def ar_fit(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     design = np.column_stack([np.ones(len(lags)), lags])
     coef, *_ = np.linalg.lstsq(design, x[p:], rcond=None)
     return coef, x[p:] - design @ coef
+
+
+def ar_order(x, max_p: int) -> int:
+    """The AR order in ``1..max_p`` of least AIC, ``n log(RSS / n) + 2 (p + 1)``,
+    every order fitted on the same steps (``t >= max_p``) so that they compare."""
+    max_p = _period("ar_order", max_p)
+    x = _series("ar_order", x, 1, min_length=2 * max_p + 1)
+    n = x.size - max_p
+    aic = []
+    for p in range(1, max_p + 1):
+        _, residuals = ar_fit(x[max_p - p :], p)
+        rss = max(float(residuals @ residuals), np.finfo(np.float64).tiny)
+        aic.append(n * math.log(rss / n) + 2 * (p + 1))
+    return int(np.argmin(aic)) + 1
