@@ -67,15 +67,3 @@ def test_widening_keeps_the_bounds_ordered():
     np.testing.assert_allclose(wide[0, 0], [-2.5, -0.2, 0.0, 0.2, 2.5], atol=1e-15)
     crossing = widen(q, np.array([[-3.0], [0.0]]))  # would put 95 inside 80
     np.testing.assert_array_equal(crossing[0, 0], [-1.0, -1.0, 0.0, 1.0, 1.0])
-
-
-def test_too_few_windows_for_a_step_pool_the_steps():
-    # one window of 10 steps (a single series): no step alone can calibrate 80%,
-    # the 10 scores pooled can (the 9th smallest), 95% cannot (it needs 19)
-    rng = np.random.default_rng(0)
-    y = rng.normal(0, 2, (1, 10))
-    q = np.tile([-2.0, -1.0, 0.0, 1.0, 2.0], (1, 10, 1))
-    got = corrections(q, y, [80, 95])
-    pooled = np.sort(np.maximum(-1 - y, y - 1).reshape(-1))[8]
-    np.testing.assert_array_equal(got[1], np.full(10, pooled))  # 80: pooled
-    np.testing.assert_array_equal(got[0], np.zeros(10))  # 95: raw

@@ -7,11 +7,8 @@ target lies outside the interval, ``max(lo - y, y - hi)`` (negative inside).
 The interval widened on both sides by the ``ceil((n + 1) a) / n`` empirical
 quantile of the ``n`` scores covers a new exchangeable window with probability at
 least ``a`` (Romano, Patterson and Candes, 2019). With fewer than
-``1 / (1 - a) - 1`` windows that quantile does not exist (:func:`calibrated`
-says so); the step then takes the quantile of the scores of all steps pooled (a
-single series' one held-out window has ``h`` of them: one widening for all its
-steps, weaker than per step), and where even those are too few, the level keeps
-its raw quantiles (``corrections`` is 0 there).
+``1 / (1 - a) - 1`` windows that quantile does not exist and the level keeps its
+raw quantiles (``corrections`` is 0 there and :func:`calibrated` says so).
 """
 
 from __future__ import annotations
@@ -36,18 +33,12 @@ def corrections(quantiles: np.ndarray, targets: np.ndarray, levels) -> np.ndarra
     for j, level in enumerate(sorted(levels, reverse=True)):
         lo, hi = quantiles[..., j], quantiles[..., count - 1 - j]
         scores = np.maximum(lo - targets, targets - hi)
-        pooled = _quantile(scores.reshape(-1), level)  # every step's scores
         for step in range(quantiles.shape[1]):
-            out[j, step] = _quantile(scores[:, step], level, pooled)
+            s = scores[:, step][~np.isnan(scores[:, step])]
+            rank = math.ceil((s.size + 1) * level / 100)
+            if rank <= s.size:
+                out[j, step] = np.sort(s)[rank - 1]
     return out
-
-
-def _quantile(scores: np.ndarray, level: float, fallback: float = 0.0) -> float:
-    """The ``ceil((n + 1) level / 100)``-th smallest of the ``n`` scores (NaN
-    left out), or ``fallback`` where there are too few."""
-    s = np.sort(scores[~np.isnan(scores)])
-    rank = math.ceil((s.size + 1) * level / 100)
-    return float(s[rank - 1]) if rank <= s.size else fallback
 
 
 def calibrated(windows: int, level: float) -> bool:
