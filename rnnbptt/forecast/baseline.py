@@ -110,7 +110,9 @@ class Baseline:
             raise ValueError(f"`{FN}.predict`: `h` ({h}) > the settings' h")
         panel = self.panel if df is None else self.clone().fit(df, self.freq).panel
         season = self._season(panel.freq)
-        values = np.stack([self._series(y, season) for y in panel.y])
+        levels = quantile_levels(self.config.levels)
+        z = np.array([NormalDist().inv_cdf(q) for q in levels])  # [Q]
+        values = np.stack([self._series(y, season, z) for y in panel.y])
         return quantile_frame(panel, values[:, :h], h, self.config.levels)
 
     def cross_validation(self, df, n_windows: int = 1, step_size=None, refit=True):
@@ -121,10 +123,10 @@ class Baseline:
     def _season(self, freq) -> int:
         return self.config.season_length or season_length(freq)
 
-    def _series(self, y: np.ndarray, m: int) -> np.ndarray:
-        """[h, Q] quantiles of one series' next h steps."""
+    def _series(self, y: np.ndarray, m: int, z: np.ndarray) -> np.ndarray:
+        """[h, Q] quantiles of one series' next h steps (``z``: the standard
+        normal's quantiles at the levels)."""
         cfg = self.config
-        z = np.array([NormalDist().inv_cdf(q) for q in quantile_levels(cfg.levels)])
         if cfg.method == "ensemble":
             parts = [_method(k, y, cfg.h, m, _order(cfg, y, m)) for k in ENSEMBLE]
             return np.mean([mean[:, None] + sd[:, None] * z for mean, sd in parts], 0)
@@ -165,8 +167,8 @@ def _rms(e: np.ndarray) -> float:
 
 def _autoregressive(y, h: int, p: int):
     """AR(p)'s forecast and its h-step deviations from the psi weights."""
-    mean = baselines.autoregressive(y, h, p)
     coef, residuals = baselines.ar_fit(y, p)
+    mean = baselines.ar_forecast(y, coef, h)
     sigma = np.sqrt(residuals @ residuals / max(len(residuals) - p - 1, 1))
     psi = np.zeros(h)
     psi[0] = 1.0

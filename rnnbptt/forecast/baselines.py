@@ -140,6 +140,13 @@ def autoregressive(x, h: int, p: int) -> np.ndarray:
     p = _period("autoregressive", p)
     x = _series("autoregressive", x, h, min_length=2 * p + 1)
     coef, _ = ar_fit(x, p)
+    return ar_forecast(x, coef, h)
+
+
+def ar_forecast(x: np.ndarray, coef: np.ndarray, h: int) -> np.ndarray:
+    """The next ``h`` values of ``x`` by the AR coefficients ``coef`` ([c, a_1..a_p],
+    :func:`ar_fit`'s), each step fed back as a lag of the next."""
+    p = coef.size - 1
     history = list(x[-p:])
     out = np.empty(h)
     for k in range(h):

@@ -82,12 +82,12 @@ def _check_values(fn: str, frame: pd.DataFrame, columns) -> None:
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(
                 f"`{fn}`: column {column!r} must be finite numbers; series "
-                f"{frame[ID].iloc[row]!r} has {_shown(frame[column].iloc[row])} at "
+                f"{frame[ID].iloc[row]!r} has {shown(frame[column].iloc[row])} at "
                 f"{DS}={frame[DS].iloc[row]} (row {frame.index[row]})"
             )
 
 
-def _shown(value) -> str:
+def shown(value) -> str:
     """A cell's value as a user wrote it: ``nan``, ``'abc'``, ``inf``."""
     return repr(value.item() if isinstance(value, np.generic) else value)
 
