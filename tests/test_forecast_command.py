@@ -103,7 +103,10 @@ def test_load_forecasts_without_training(fitted, tmp_path, capsys):
         ({"--date-column": "when"}, "has no column 'when'; its columns are"),
         ({"--data": "missing.csv"}, "--data: no file"),
         ({"--value-column": "shop"}, "rnnbptt forecast: "),
-        ({"--date-column": "shop"}, "row 2 of sales.csv holds 'north', not a date"),
+        (
+            {"--date-column": "shop"},
+            "line 2 (data row 1): column 'shop' must hold dates, got 'north'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_keeps_what_was_written(
@@ -135,3 +138,13 @@ def test_empty_cells_are_refused_or_interpolated(tmp_path):
     df = command.read_series(args)
     np.testing.assert_array_equal(df["y"], [1.0, 2.5, 4.0, 4.0])  # the end: nearest
     assert list(df["unique_id"].unique()) == ["sales"]
+
+
+def test_dates_that_read_day_or_month_first_are_asked_about(tmp_path):
+    path = tmp_path / "ambiguous.csv"
+    rows = [f"{d:02d}/03/2024,{d}" for d in range(1, 13)]  # 01/03 .. 12/03
+    path.write_text("day,sales\n" + "\n".join(rows) + "\n")
+    argv = ["forecast", "--data", str(path), "--date-column", "day"]
+    args = cli.build_parser().parse_args([*argv, "--value-column", "sales"])
+    with pytest.raises(ValueError, match=r"\(month first\) or .* \(day first\)"):
+        command.read_series(args)

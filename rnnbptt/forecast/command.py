@@ -17,18 +17,19 @@ without training, after the history in ``--data``.
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..data.dates import _bad_date, _parse_dates
+from ..data.files import _read_csv, _require_columns
 from ..experiment import positive_int_option
 from .baseline import METHODS, Baseline
 from .features import season_length
 from .forecaster import Forecaster
 from .metrics import coverage, mae, rmse, smape
-from .panel import DS, ID, Y, to_panel
+from .panel import DS, ID, Y, shown, to_panel
 
 PROG = "rnnbptt forecast"
 
@@ -66,52 +67,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_series(args) -> pd.DataFrame:
-    """The CSV in the long format (``unique_id``, ``ds``, ``y``), checked."""
+    """The CSV in the long format (``unique_id``, ``ds``, ``y``), checked; its
+    dates read as ``rnnbptt.data.load_series`` reads them (03/04/2020, day or
+    month first, is asked about, not guessed)."""
     path = Path(args.data)
     if not path.is_file():
         raise ValueError(f"--data: no file {str(path)!r}")
-    frame = pd.read_csv(path)
+    # strings first, indexed by line (the header is line 1), as load_series does
+    frame = _read_csv("--data", path, dtype=str, skip_blank_lines=False)
+    frame.index = pd.RangeIndex(2, len(frame) + 2)
+    frame = frame.dropna(how="all")
     wanted = [args.date_column, args.value_column]
-    wanted += [args.id_column] if args.id_column else []
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"--data: {path.name} has no column {missing[0]!r}; its columns are "
-            f"{list(frame.columns)}"
-        )
-    ds = frame[args.date_column]
-    if not pd.api.types.is_integer_dtype(ds):
-        with warnings.catch_warnings():  # "could not infer format": it parses each
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(ds, errors="coerce")
-        if parsed.isna().any():
-            row = int(np.flatnonzero(parsed.isna())[0])
-            raise ValueError(
-                f"--date-column {args.date_column!r}: row {row + 2} of {path.name} "
-                f"holds {_cell(ds.iloc[row])}, not a date"
-            )
-        ds = parsed
+    _require_columns(
+        "--data", path, frame, wanted + [args.id_column] * bool(args.id_column)
+    )
     ids = frame[args.id_column] if args.id_column else args.value_column
-    y = pd.to_numeric(frame[args.value_column], errors="coerce")
-    df = pd.DataFrame({ID: ids, DS: ds, Y: y})
-    bad = ~np.isfinite(y.to_numpy(np.float64))
+    df = pd.DataFrame({ID: ids, DS: _dates(path, frame, args.date_column)})
+    raw = frame[args.value_column]
+    df[Y] = pd.to_numeric(raw.str.strip(), errors="coerce").astype(np.float64)
+    bad = ~np.isfinite(df[Y].to_numpy())
     if bad.any() and args.missing == "error":
-        row = int(np.flatnonzero(bad)[0])
+        line = df.index[bad][0]
         raise ValueError(
-            f"--value-column {args.value_column!r}: row {row + 2} of {path.name} "
-            f"holds {_cell(frame[args.value_column].iloc[row])}, not a number "
+            f"--value-column {args.value_column!r}: row {line} of {path.name} "
+            f"holds {_cell(raw.loc[line])}, not a number "
             f"({int(bad.sum())} such rows; --missing interpolate fills them)"
         )
     if bad.any():
         df[Y] = df[Y].where(~bad).groupby(df[ID], sort=False).transform(_interpolated)
-    return df
+    return df.reset_index(drop=True)
+
+
+def _dates(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
+    """Integer steps, or dates parsed as load_series parses them."""
+    raw = frame[column].str.strip()
+    if raw.notna().all() and raw.str.fullmatch(r"[+-]?\d+").all():
+        return raw.astype(np.int64)
+    dates = _parse_dates("--date-column", path, raw, None)
+    if dates.isna().any():
+        line = dates.index[dates.isna()][0]
+        raise ValueError(_bad_date("--date-column", path, raw, line, column, None))
+    return dates
 
 
 def _cell(value) -> str:
     """A CSV cell as its writer would name it."""
-    if pd.isna(value):
-        return "nothing (an empty cell)"
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    return "nothing (an empty cell)" if pd.isna(value) else shown(value)
 
 
 def _interpolated(y: pd.Series) -> pd.Series:
@@ -171,10 +172,11 @@ def run(args) -> int:
         model.save(out / "model.ckpt")
         forecast = model.predict()
     season = model.config.season(model.freq)
-    _write_csv(_user_columns(forecast, args), out / "forecast.csv")
+    written = _user_columns(forecast, args)
+    _write_csv(written, out / "forecast.csv")
     plot(df, forecast, model.config.levels, out / "forecast.png")
     print(f"{forecast[ID].nunique()} series, {len(forecast)} forecast rows:")
-    print(_user_columns(forecast, args).head(model.config.h).to_string(index=False))
+    print(written.head(model.config.h).to_string(index=False))
     if args.backtest:
         table = backtest_table(model, df, args.backtest, season)
         _write_csv(table.reset_index(), out / "backtest.csv")
