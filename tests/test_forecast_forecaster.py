@@ -108,6 +108,30 @@ def test_cross_validation_cutoffs_and_actuals(fitted):
     assert (ends.to_numpy() == df.groupby("unique_id").ds.max().to_numpy()).all()
 
 
+def test_a_longer_validation_span_trains_on_what_precedes_it(fitted):
+    df, model = fitted
+    held = 2 * H + 3  # val_size: 10 validation windows per series
+    one = {**SMALL, "epochs": 1}  # after one epoch the best is the last: no choice
+    longer = Forecaster(H, **one, val_size=held).fit(df)
+    # the oracle: the default (h held out) on each series without its last held - h
+    keep = df.groupby("unique_id").cumcount() < df.groupby("unique_id").ds.transform(
+        "size"
+    ) - (held - H)
+    default = Forecaster(H, **one).fit(df[keep])
+    for a, b in zip(
+        jax.tree.leaves(longer.fitted.params),
+        jax.tree.leaves(default.fitted.params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert longer.fitted.validation_windows == 3 * (held - H + 1)
+    assert model.fitted.validation_windows == 3
+    with pytest.raises(ValueError, match=r"`val_size` \(5\) must be at least `h`"):
+        Forecaster(H, **SMALL, val_size=H - 1)
+    with pytest.raises(ValueError, match=r"series 's2' has 40 values.*val_size \+ h"):
+        Forecaster(H, **SMALL, val_size=34).fit(df)
+
+
 def test_future_covariates_move_the_forecast():
     df = _frame([100, 80], covariate=True)
     model = Forecaster(H, **SMALL, futr_exog=["x"]).fit(df)

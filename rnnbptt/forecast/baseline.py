@@ -102,13 +102,19 @@ class Baseline:
     def predict(self, h: int | None = None, df=None, futr_df=None) -> pd.DataFrame:
         """The next ``h`` steps (at most ``h`` of the settings) of every series
         after the data it was fitted on, or after ``df`` when given."""
-        del futr_df  # no covariates
         if self.panel is None:
             raise ValueError(f"`{FN}.predict`: call `fit` first")
         h = self.config.h if h is None else positive_int(FN, "h", h)
         if h > self.config.h:
             raise ValueError(f"`{FN}.predict`: `h` ({h}) > the settings' h")
-        panel = self.panel if df is None else self.clone().fit(df, self.freq).panel
+        panel = self.panel if df is None else to_panel(df, self.freq, (), FN)
+        return self.forecast_after(panel, h, futr_df)
+
+    def forecast_after(self, panel: Panel, h: int, futr_df) -> pd.DataFrame:
+        """The ``h`` steps after each series of ``panel`` (checked data)."""
+        del futr_df  # no covariates
+        for name, y in zip(panel.ids, panel.y, strict=True):
+            _check_length(self.config, self._season(panel.freq), name, y)
         season = self._season(panel.freq)
         levels = quantile_levels(self.config.levels)
         z = np.array([NormalDist().inv_cdf(q) for q in levels])  # [Q]

@@ -26,6 +26,7 @@ class ForecastConfig:
     levels: tuple[float, ...] = (80, 95)
     n_models: int = 1
     level_steps: int | None = None
+    val_size: int | None = None
     step_size: int = 1
     season_length: int | None = None
     futr_exog: tuple[str, ...] = ()
@@ -45,7 +46,7 @@ class ForecastConfig:
     def __post_init__(self):
         for name in SIZES:
             self._set(name, positive_int(FN, name, getattr(self, name)))
-        for name in ("level_steps", "season_length", "truncate"):
+        for name in ("level_steps", "val_size", "season_length", "truncate"):
             if getattr(self, name) is not None:
                 self._set(name, positive_int(FN, name, getattr(self, name)))
         if self.cell not in KINDS:
@@ -85,6 +86,11 @@ class ForecastConfig:
                 f"`{FN}`: `input_size` ({self.input_size}) must be a multiple of "
                 f"`step_size` ({self.step_size})"
             )
+        if self.val_size is not None and self.val_size < self.h:
+            raise ValueError(
+                f"`{FN}`: `val_size` ({self.val_size}) must be at least `h` "
+                f"({self.h}): the held-out steps hold whole forecasts"
+            )
         if self.level_steps is not None and self.level_steps > self.input_size:
             raise ValueError(
                 f"`{FN}`: `level_steps` ({self.level_steps}) must be at most "
@@ -108,6 +114,11 @@ class ForecastConfig:
         reserved = {"unique_id", "ds", "y"} & {*self.futr_exog, *self.hist_exog}
         if reserved:
             raise ValueError(f"`{FN}`: {sorted(reserved)} cannot be covariates")
+
+    @property
+    def held_out(self) -> int:
+        """The last steps of each series kept from training, to validate on."""
+        return self.h if self.val_size is None else self.val_size
 
     def season(self, freq) -> int:
         """The season length: given, else the frequency's usual one."""

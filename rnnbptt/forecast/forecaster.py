@@ -34,7 +34,7 @@ from .calibration import corrections
 from .config import ForecastConfig
 from .features import calendar_count
 from .network import Network, NetworkParams
-from .panel import Panel, to_panel
+from .panel import Panel, sliced, tail_panel, to_panel
 from .predicting import forecast_frame
 from .quantiles import quantile_levels
 from .tables import Standardiser, feature_table
@@ -70,6 +70,10 @@ class Forecaster:
             compiled program) and averaged.
         level_steps: a window's level is the mean of its last ``level_steps``
             values (default: one season when it fits in the window, else 1).
+        val_size: the last steps of each series held out from training (default
+            ``h``: one window per series); every window ending in them validates
+            (early stopping, the intervals' calibration): on one or few series,
+            a longer span gives both more windows to go by.
         step_size: window steps read per recurrent step (24 reads hourly data a
             day at a time: a shorter recurrence).
         season_length: default from the frequency (24 hourly, 7 daily, ...).
@@ -104,7 +108,7 @@ class Forecaster:
         ``y`` and the covariates; or a Series with a DatetimeIndex)."""
         cfg = self.config
         panel = to_panel(df, freq, [*cfg.futr_exog, *cfg.hist_exog], "Forecaster.fit")
-        _check_lengths(panel, cfg.h)
+        _check_lengths(panel, cfg)
         self.freq = panel.freq
         self.fitted = _train(cfg, panel)
         return self
@@ -115,10 +119,13 @@ class Forecaster:
         later history) when given; ``futr_df`` holds the future covariates."""
         fitted = self._require_fitted("predict")
         h = self._horizon(h)
-        tails = fitted.tails
-        if df is not None:
-            tails = self._later_history(df)
-        return forecast_frame(self, fitted, tails, h, futr_df)
+        if df is None:
+            return forecast_frame(self, fitted, fitted.tails, h, futr_df)
+        cfg = self.config
+        covs = [*cfg.futr_exog, *cfg.hist_exog]
+        return self.forecast_after(
+            to_panel(df, self.freq, covs, "Forecaster.predict"), h, futr_df
+        )
 
     def cross_validation(self, df, n_windows: int = 1, step_size=None, refit=True):
         """Rolling-origin forecasts of the last ``n_windows`` windows of each series.
@@ -159,50 +166,31 @@ class Forecaster:
             )
         return h
 
-    def _later_history(self, df) -> Panel:
-        cfg = self.config
-        covs = [*cfg.futr_exog, *cfg.hist_exog]
-        panel = to_panel(df, self.freq, covs, "Forecaster.predict")
-        known = self.fitted.tails.ids
+    def forecast_after(self, panel: Panel, h: int, futr_df) -> pd.DataFrame:
+        """The ``h`` steps after each series of ``panel`` (checked data of series
+        the model was fitted on: later history); ``predict(df=...)``'s work."""
+        fitted = self._require_fitted("predict")
+        known = fitted.tails.ids
         unknown = [i for i in panel.ids if i not in known]
         if unknown:
             raise ValueError(
                 f"`Forecaster.predict`: series {unknown[:5]} of `df` were not in "
                 "the data the model was fitted on (their scales are unknown)"
             )
-        return tail_panel(panel, cfg.input_size, known)
+        tails = tail_panel(panel, self.config.input_size, known)
+        return forecast_frame(self, fitted, tails, h, futr_df)
 
 
-def _check_lengths(panel: Panel, h: int) -> None:
+def _check_lengths(panel: Panel, cfg: ForecastConfig) -> None:
+    held, h = cfg.held_out, cfg.h
+    what = "h" if cfg.val_size is None else "val_size"
     for name, y in zip(panel.ids, panel.y, strict=True):
-        if y.size < 2 * h + 1:
+        if y.size < held + h + 1:
             raise ValueError(
                 f"`Forecaster.fit`: series {name!r} has {y.size} values; fitting "
-                f"needs at least 2 h + 1 = {2 * h + 1} (h held out to validate, "
-                "then one input and h targets to train on)"
+                f"needs at least {what} + h + 1 = {held + h + 1} ({what} held out "
+                "to validate, then one input and h targets to train on)"
             )
-
-
-def tail_panel(panel: Panel, steps: int, order=None) -> Panel:
-    """The last ``steps`` of each series (in the order of ``order``'s ids)."""
-    index = None
-    if order is not None:
-        where = {name: i for i, name in enumerate(panel.ids)}
-        index = [where[name] for name in order if name in where]
-    return _sliced(panel, slice(-steps, None), index)
-
-
-def _sliced(panel: Panel, cut: slice, index=None) -> Panel:
-    """Every series' values, dates and covariates cut alike (series ``index``,
-    default all, in that order)."""
-    index = range(len(panel.ids)) if index is None else index
-    return Panel(
-        [panel.ids[i] for i in index],
-        [panel.y[i][cut] for i in index],
-        [panel.ds[i][cut] for i in index],
-        panel.freq,
-        {k: [v[i][cut] for i in index] for k, v in panel.covariates.items()},
-    )
 
 
 def network_of(cfg: ForecastConfig, freq, season: int) -> Network:
@@ -227,7 +215,8 @@ def network_of(cfg: ForecastConfig, freq, season: int) -> Network:
 def _train(cfg: ForecastConfig, panel: Panel) -> Fitted:
     season = cfg.season(panel.freq)
     level_steps = cfg.levelled(season)
-    train_span = _sliced(panel, slice(None, -cfg.h))  # without the held-out h
+    held = cfg.held_out
+    train_span = sliced(panel, slice(None, -held))  # without the held-out steps
     scale = np.array([naive_scale(y) for y in train_span.y])
     covs = [*cfg.futr_exog, *cfg.hist_exog]
     columns = [train_span.covariates[c] for c in covs]
@@ -252,7 +241,7 @@ def _train(cfg: ForecastConfig, panel: Panel) -> Fitted:
         ids=panel.ids,
         fn="Forecaster.fit",
     )
-    origins = [range(y.size - cfg.h, y.size - cfg.h + 1) for y in panel.y]
+    origins = [range(y.size - held, y.size - cfg.h + 1) for y in panel.y]
     val = make_windows(panel.y, cfg.input_size, cfg.h, level_steps, scale, origins)
     params, history, val_q = _optimise(cfg, network, train, val, table)
     correction = corrections(val_q, val.targets, cfg.levels)
@@ -267,7 +256,7 @@ def _train(cfg: ForecastConfig, panel: Panel) -> Fitted:
         season,
         level_steps,
         history,
-        len(panel.ids),
+        val.inputs.shape[0],
     )
 
 

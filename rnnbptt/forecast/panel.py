@@ -183,3 +183,25 @@ def to_panel(df, freq=None, covariates=(), fn: str = "to_panel") -> Panel:
         freq,
         {c: [g[c].to_numpy(np.float64) for g in groups] for c in covariates},
     )
+
+
+def tail_panel(panel: Panel, steps: int, order=None) -> Panel:
+    """The last ``steps`` of each series (in the order of ``order``'s ids)."""
+    index = None
+    if order is not None:
+        where = {name: i for i, name in enumerate(panel.ids)}
+        index = [where[name] for name in order if name in where]
+    return sliced(panel, slice(-steps, None), index)
+
+
+def sliced(panel: Panel, cut: slice, index=None) -> Panel:
+    """Every series' values, dates and covariates cut alike (series ``index``,
+    default all, in that order)."""
+    index = range(len(panel.ids)) if index is None else index
+    return Panel(
+        [panel.ids[i] for i in index],
+        [panel.y[i][cut] for i in index],
+        [panel.ds[i][cut] for i in index],
+        panel.freq,
+        {k: [v[i][cut] for i in index] for k, v in panel.covariates.items()},
+    )
