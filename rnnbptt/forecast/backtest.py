@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .._scalars import boolean, positive_int
-from .panel import DS, ID, Y, Panel, sliced, to_panel
+from .panel import DS, ID, Panel, Y, sliced, to_panel
 
 FN = "Forecaster.cross_validation"
 
