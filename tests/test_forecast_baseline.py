@@ -8,6 +8,7 @@ import pytest
 
 from rnnbptt.forecast import (
     Baseline,
+    ar_aic,
     ar_order,
     autoregressive,
     is_seasonal,
@@ -149,6 +150,13 @@ def test_naive2_intervals_are_naives_on_the_adjusted_series_by_hand():
     )
 
 
+def _aic_by_lstsq(x, p, max_p):
+    rows = np.array([[1.0, *x[t - p : t][::-1]] for t in range(max_p, x.size)])
+    coef, *_ = np.linalg.lstsq(rows, x[max_p:], rcond=None)
+    n = x.size - max_p
+    return n * np.log(np.sum((x[max_p:] - rows @ coef) ** 2) / n) + 2 * (p + 1)
+
+
 def test_the_default_ar_order_is_the_least_aic_by_a_plain_loop():
     rng = np.random.default_rng(4)
     x = np.zeros(300)
@@ -161,7 +169,13 @@ def test_the_default_ar_order_is_the_least_aic_by_a_plain_loop():
         rss = np.sum((x[10:] - np.array(rows) @ coef) ** 2)
         aic.append(290 * np.log(rss / 290) + 2 * (p + 1))
     best = int(np.argmin(aic)) + 1
+    np.testing.assert_allclose(ar_aic(x, 10), aic, rtol=1e-10)
     assert ar_order(x, 10) == best
+    # a trend far above its steps (RSS a millionth of the sum of squares):
+    # the one-QR RSS keeps its digits, the order as the loop's
+    trend = 350 + 0.03 * np.arange(300) + 0.3 * x
+    loop = [_aic_by_lstsq(trend, p, 10) for p in range(1, 11)]
+    np.testing.assert_allclose(ar_aic(trend, 10), loop, rtol=1e-9)
     df = pd.DataFrame({"unique_id": "a", "ds": np.arange(300), "y": x})
     got = Baseline("ar", h=5).fit(df).predict()["forecast"]
     np.testing.assert_allclose(got, autoregressive(x, 5, best), rtol=1e-12)

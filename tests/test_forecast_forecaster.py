@@ -108,6 +108,19 @@ def test_cross_validation_cutoffs_and_actuals(fitted):
     assert (ends.to_numpy() == df.groupby("unique_id").ds.max().to_numpy()).all()
 
 
+def test_backtest_forecasts_each_cutoff_as_predict_on_the_history_before_it(fitted):
+    df, model = fitted
+    bt = model.backtest(df, n_windows=2, step_size=3)
+    position = df.groupby("unique_id").cumcount()
+    size = df.groupby("unique_id").ds.transform("size")
+    for k, after in enumerate((H + 3, H)):
+        want = model.predict(df=df[position < size - after])
+        got = bt.iloc[k * 3 * H : (k + 1) * 3 * H].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got[want.columns], want)
+    with pytest.raises(ValueError, match=r"`Forecaster.backtest`: call `fit` first"):
+        Forecaster(H, **SMALL).backtest(df)
+
+
 def test_a_longer_validation_span_trains_on_what_precedes_it(fitted):
     df, model = fitted
     held = 2 * H + 3  # val_size: 10 validation windows per series

@@ -15,6 +15,7 @@ against the competition's published scores."""
 from .baseline import Baseline, BaselineConfig
 from .baselines import (
     acf,
+    ar_aic,
     ar_order,
     autoregressive,
     is_seasonal,
@@ -51,6 +52,7 @@ __all__ = [
     "Panel",
     "Windows",
     "acf",
+    "ar_aic",
     "ar_order",
     "autoregressive",
     "calendar",

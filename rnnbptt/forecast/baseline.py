@@ -22,9 +22,9 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from .._scalars import positive_int
+from .._scalars import boolean, positive_int
 from . import baselines
-from .backtest import cross_validation
+from .backtest import backtest, cross_validation
 from .features import season_length
 from .panel import Panel, to_panel
 from .predicting import quantile_frame
@@ -122,9 +122,16 @@ class Baseline:
         return quantile_frame(panel, values[:, :h], h, self.config.levels)
 
     def cross_validation(self, df, n_windows: int = 1, step_size=None, refit=True):
-        """As :meth:`Forecaster.cross_validation` (every window refits: each
-        forecast reads the history before its cutoff)."""
-        return cross_validation(self, df, n_windows, step_size, refit)
+        """As :meth:`Forecaster.cross_validation`; refitted or not, each window's
+        forecast reads the whole history before its cutoff (so one fit serves)."""
+        boolean(f"{FN}.cross_validation", "refit", refit)
+        return cross_validation(self, df, n_windows, step_size, refit=False)
+
+    def backtest(self, df, n_windows: int = 1, step_size=None) -> pd.DataFrame:
+        """As :meth:`Forecaster.backtest`."""
+        if self.panel is None:
+            raise ValueError(f"`{FN}.backtest`: call `fit` first")
+        return backtest(self, df, n_windows, step_size)
 
     def _season(self, freq) -> int:
         return self.config.season_length or season_length(freq)
@@ -133,11 +140,10 @@ class Baseline:
         """[h, Q] quantiles of one series' next h steps (``z``: the standard
         normal's quantiles at the levels)."""
         cfg = self.config
-        if cfg.method == "ensemble":
-            parts = [_method(k, y, cfg.h, m, _order(cfg, y, m)) for k in ENSEMBLE]
-            return np.mean([mean[:, None] + sd[:, None] * z for mean, sd in parts], 0)
-        mean, sd = _method(cfg.method, y, cfg.h, m, _order(cfg, y, m))
-        return mean[:, None] + sd[:, None] * z
+        methods = ENSEMBLE if cfg.method == "ensemble" else (cfg.method,)
+        p = _order(cfg, y, m) if "ar" in methods else None
+        parts = [_method(k, y, cfg.h, m, p) for k in methods]
+        return np.mean([mean[:, None] + sd[:, None] * z for mean, sd in parts], 0)
 
 
 def _method(method: str, y, h: int, m: int, p: int):

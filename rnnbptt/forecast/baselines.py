@@ -164,14 +164,25 @@ def ar_fit(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ar_order(x, max_p: int) -> int:
-    """The AR order in ``1..max_p`` of least AIC, ``n log(RSS / n) + 2 (p + 1)``,
-    every order fitted on the same steps (``t >= max_p``) so that they compare."""
-    max_p = _period("ar_order", max_p)
-    x = _series("ar_order", x, 1, min_length=2 * max_p + 1)
+    """The AR order in ``1..max_p`` of least AIC (:func:`ar_aic`)."""
+    return int(np.argmin(ar_aic(x, max_p))) + 1
+
+
+def ar_aic(x, max_p: int) -> np.ndarray:
+    """[max_p] the AIC ``n log(RSS / n) + 2 (p + 1)`` of AR(1..max_p), every order
+    fitted by least squares on the same steps (``t >= max_p``) so that they
+    compare. One QR of the largest design serves every order: the first ``p + 1``
+    columns of ``Q`` span order ``p``'s design, so its RSS is the full model's
+    plus the squares of ``Q^T x`` beyond them."""
+    max_p = _period("ar_aic", max_p)
+    x = _series("ar_aic", x, 1, min_length=2 * max_p + 1)
     n = x.size - max_p
-    aic = []
-    for p in range(1, max_p + 1):
-        _, residuals = ar_fit(x[max_p - p :], p)
-        rss = max(float(residuals @ residuals), np.finfo(np.float64).tiny)
-        aic.append(n * math.log(rss / n) + 2 * (p + 1))
-    return int(np.argmin(aic)) + 1
+    lags = np.lib.stride_tricks.sliding_window_view(x[:-1], max_p)[:, ::-1]
+    q, _ = np.linalg.qr(np.column_stack([np.ones(n), lags]))
+    target = x[max_p:]
+    along = q.T @ target  # [max_p + 1]
+    rest = target - q @ along
+    beyond = np.cumsum((along * along)[::-1])[::-1][2:]  # orders 1..max_p - 1
+    rss = float(rest @ rest) + np.append(beyond, 0.0)
+    rss = np.maximum(rss, np.finfo(np.float64).tiny)
+    return n * np.log(rss / n) + 2 * (np.arange(1, max_p + 1) + 1)

@@ -29,7 +29,7 @@ import pandas as pd
 from .._scalars import positive_int
 from ..optimizers import make_optimizer
 from . import training
-from .backtest import cross_validation
+from .backtest import backtest, cross_validation
 from .calibration import corrections
 from .config import ForecastConfig
 from .features import calendar_count
@@ -136,6 +136,13 @@ class Forecaster:
         Returns the forecasts with ``cutoff`` (the last date seen) and ``y``.
         """
         return cross_validation(self, df, n_windows, step_size, refit)
+
+    def backtest(self, df, n_windows: int = 1, step_size=None) -> pd.DataFrame:
+        """The windows of :meth:`cross_validation`, forecast by this fitted model
+        (no training) from the history of ``df`` before each cutoff: a model fitted
+        on a series' past, scored on what came later."""
+        self._require_fitted("backtest")
+        return backtest(self, df, n_windows, step_size)
 
     def save(self, path) -> None:
         """Writes the whole forecaster to one file, atomically."""
