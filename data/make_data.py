@@ -7,6 +7,15 @@ Writes, byte for byte reproducibly:
   ``co2`` field.
 - ``sunspots.csv``: yearly sunspot numbers from statsmodels' ``sunspots`` dataset,
   header ``date,sunspots``, the year written as ``YYYY-01-01``, values unchanged.
+- ``nile.csv``, ``elnino.csv``, ``unemployment.csv``: statsmodels' ``nile``
+  (yearly flow, ``date,flow``, the year as ``YYYY-01-01``), ``elnino`` (monthly
+  sea surface temperature, its year-by-month table as ``date,temperature``, one
+  row a month, ``YYYY-MM-01``) and the ``unemp`` column of ``macrodata``
+  (quarterly US unemployment rate, ``date,unemployment``, each quarter's first
+  day); values copied as text.
+- ``airline.csv``: the monthly international airline passengers 1949-1960 (Box
+  and Jenkins' series G) from statsforecast's ``AirPassengers`` array, header
+  ``date,passengers``, ``YYYY-MM-01``, values as whole numbers.
 - ``digits.csv.gz``: scikit-learn's copy of the UCI optdigits test set, copied
   byte for byte (1797 rows of 64 pixels 0..16 and the label, no header).
 - ``words.csv``: the 20000 most frequent English words of wordfreq's ``large_en``
@@ -18,11 +27,11 @@ How to run it (nothing here is a dependency of rnnbptt)::
 
     mkdir -p /tmp/wheels
     pip download --no-deps -d /tmp/wheels statsmodels==0.15.0 scikit-learn==1.9.1 \\
-        wordfreq==3.1.1
+        wordfreq==3.1.1 statsforecast==2.1.1
     python3 -m venv /tmp/dataenv && /tmp/dataenv/bin/pip install msgpack==1.2.4
     /tmp/dataenv/bin/python data/make_data.py /tmp/wheels
 
-statsmodels and scikit-learn ship platform wheels; the ones below are the CPython
+statsmodels, scikit-learn and statsforecast ship platform wheels; the ones below are the CPython
 3.11 manylinux x86_64 wheels. The script checks each wheel's sha256 and, at the
 end, the sha256 of every file it wrote. With ``--any-wheel`` it takes any wheel of
 the same project found in the directory (another platform or version) and only
@@ -35,6 +44,7 @@ used.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import gzip
 import hashlib
@@ -55,6 +65,10 @@ WHEELS = {
         "scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
         "52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df",
     ),
+    "statsforecast": (
+        "statsforecast-2.1.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+        "dbe3e3e1035fdce505566e2ffd088c7cb72fcc4d87d6f6f07ec2a5eecee9d8fa",
+    ),
     "wordfreq": (
         "wordfreq-3.1.1-py3-none-any.whl",
         "4b1c6ecffc6198be3396d5cf871c4423ca71c907c231348d352dd54d62b97473",
@@ -65,11 +79,19 @@ WHEELS = {
 OUTPUTS = {
     "co2.csv": "2737f74222cf1fb702d41058927d2b8d2a34778d519bfa6b1dea2f1b47c234f4",
     "sunspots.csv": "d4247ad3e98943cdea9093d577b97e689f509af945c86bc5bf3a41f4d6af1171",
+    "nile.csv": "5c05ec68741a098603f391a9a42cdf5cddaf837c4b2ab0e2079eb2005a7d4994",
+    "elnino.csv": "4378ee6b3b8bbaaf2987561446ac99a49a319c22d71d3c07712c6fe7c1dedd3a",
+    "unemployment.csv": "1799c4b2a6e5d6f32929cc515346a130032601fab408046b66267496aed5a08b",
+    "airline.csv": "1e7bf30c0574d9a88a2bbd60c0528293f7a41c453b6da220669b2894f7114e65",
     "digits.csv.gz": "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
     "words.csv": "f2ffff66ac676e2148809785823fec792e98f7bc61a6e60c8fee85d154af6295",
 }
 
 CO2_MEMBER = "statsmodels/datasets/co2/co2.csv"
+NILE_MEMBER = "statsmodels/datasets/nile/nile.csv"
+ELNINO_MEMBER = "statsmodels/datasets/elnino/elnino.csv"
+MACRO_MEMBER = "statsmodels/datasets/macrodata/macrodata.csv"
+AIRLINE_MEMBER = "statsforecast/utils.py"
 SUNSPOTS_MEMBER = "statsmodels/datasets/sunspots/sunspots.csv"
 DIGITS_MEMBER = "sklearn/datasets/data/digits.csv.gz"
 WORDS_MEMBER = "wordfreq/data/large_en.msgpack.gz"
@@ -141,6 +163,63 @@ def make_sunspots(raw: bytes) -> bytes:
     return ("\n".join(out) + "\n").encode("utf-8")
 
 
+def make_nile(raw: bytes) -> bytes:
+    rows = csv_rows(raw)
+    if rows[0] != ["year", "volume"]:
+        raise ValueError(f"unexpected nile header {rows[0]}")
+    out = ["date,flow"]
+    for year, (year_text, value) in enumerate(rows[1:], start=1871):
+        if int(year_text) != year:
+            raise ValueError(f"nile: year {year_text}, expected {year}")
+        float(value)
+        out.append(f"{year:04d}-01-01,{value}")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def make_elnino(raw: bytes) -> bytes:
+    rows = csv_rows(raw)
+    if len(rows[0]) != 13 or rows[0][0] != "YEAR":
+        raise ValueError(f"unexpected elnino header {rows[0]}")
+    out = ["date,temperature"]
+    for year, row in enumerate(rows[1:], start=1950):
+        if int(float(row[0])) != year or len(row) != 13:
+            raise ValueError(f"elnino: bad row {row}")
+        for month, value in enumerate(row[1:], start=1):
+            float(value)
+            out.append(f"{year:04d}-{month:02d}-01,{value}")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def make_unemployment(raw: bytes) -> bytes:
+    rows = csv_rows(raw)
+    column = rows[0].index("unemp")
+    out, previous = ["date,unemployment"], None
+    for row in rows[1:]:
+        year, quarter = int(float(row[0])), int(float(row[1]))
+        step = year * 4 + quarter - 1
+        if previous is not None and step != previous + 1:
+            raise ValueError(f"macrodata: {year}Q{quarter} does not follow")
+        float(row[column])
+        out.append(f"{year:04d}-{3 * quarter - 2:02d}-01,{row[column]}")
+        previous = step
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def make_airline(source: bytes) -> bytes:
+    """statsforecast/utils.py's ``AirPassengers = np.array([...])``, read as a
+    literal (the module is not imported)."""
+    text = source.decode("utf-8")
+    start = text.index("AirPassengers = np.array(")
+    opening = text.index("[", start)
+    values = ast.literal_eval(text[opening : text.index("]", opening) + 1])
+    if len(values) != 144 or not all(float(v).is_integer() for v in values):
+        raise ValueError(f"airline: {len(values)} values, expected 144 whole numbers")
+    out = ["date,passengers"]
+    for i, value in enumerate(values):
+        out.append(f"{1949 + i // 12:04d}-{i % 12 + 1:02d}-01,{int(value)}")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
 def check_digits(raw: bytes) -> bytes:
     lines = gzip.decompress(raw).decode("ascii").splitlines()
     if len(lines) != 1797:
@@ -196,10 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     statsmodels = find_wheel(args.wheel_dir, "statsmodels", args.any_wheel)
     sklearn = find_wheel(args.wheel_dir, "scikit_learn", args.any_wheel)
     wordfreq = find_wheel(args.wheel_dir, "wordfreq", args.any_wheel)
+    statsforecast = find_wheel(args.wheel_dir, "statsforecast", args.any_wheel)
 
     files = {
         "co2.csv": make_co2(read_member(statsmodels, CO2_MEMBER)),
         "sunspots.csv": make_sunspots(read_member(statsmodels, SUNSPOTS_MEMBER)),
+        "nile.csv": make_nile(read_member(statsmodels, NILE_MEMBER)),
+        "elnino.csv": make_elnino(read_member(statsmodels, ELNINO_MEMBER)),
+        "unemployment.csv": make_unemployment(read_member(statsmodels, MACRO_MEMBER)),
+        "airline.csv": make_airline(read_member(statsforecast, AIRLINE_MEMBER)),
         "digits.csv.gz": check_digits(read_member(sklearn, DIGITS_MEMBER)),
         "words.csv": make_words(read_member(wordfreq, WORDS_MEMBER)),
     }
