@@ -31,11 +31,11 @@ How to run it (nothing here is a dependency of rnnbptt)::
     python3 -m venv /tmp/dataenv && /tmp/dataenv/bin/pip install msgpack==1.2.4
     /tmp/dataenv/bin/python data/make_data.py /tmp/wheels
 
-statsmodels, scikit-learn and statsforecast ship platform wheels; the ones below are the CPython
-3.11 manylinux x86_64 wheels. The script checks each wheel's sha256 and, at the
-end, the sha256 of every file it wrote. With ``--any-wheel`` it takes any wheel of
-the same project found in the directory (another platform or version) and only
-reports whether the outputs differ from the recorded ones.
+statsmodels, scikit-learn and statsforecast ship platform wheels; the ones below are
+the CPython 3.11 manylinux x86_64 wheels. The script checks each wheel's sha256 and,
+at the end, the sha256 of every file it wrote. With ``--any-wheel`` it takes any
+wheel of the same project found in the directory (another platform or version) and
+only reports whether the outputs differ from the recorded ones.
 
 Only the standard library and ``msgpack`` (to read wordfreq's cBpack files) are
 used.
@@ -81,7 +81,9 @@ OUTPUTS = {
     "sunspots.csv": "d4247ad3e98943cdea9093d577b97e689f509af945c86bc5bf3a41f4d6af1171",
     "nile.csv": "5c05ec68741a098603f391a9a42cdf5cddaf837c4b2ab0e2079eb2005a7d4994",
     "elnino.csv": "4378ee6b3b8bbaaf2987561446ac99a49a319c22d71d3c07712c6fe7c1dedd3a",
-    "unemployment.csv": "1799c4b2a6e5d6f32929cc515346a130032601fab408046b66267496aed5a08b",
+    "unemployment.csv": (
+        "1799c4b2a6e5d6f32929cc515346a130032601fab408046b66267496aed5a08b"
+    ),
     "airline.csv": "1e7bf30c0574d9a88a2bbd60c0528293f7a41c453b6da220669b2894f7114e65",
     "digits.csv.gz": "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
     "words.csv": "f2ffff66ac676e2148809785823fec792e98f7bc61a6e60c8fee85d154af6295",

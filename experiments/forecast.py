@@ -85,6 +85,12 @@ SERIES = {
         "input_length": 22,  # two solar cycles
         "season": 11,  # the solar cycle, not a calendar season
     },
+    # held out: run with the defaults (season and window from the frequency),
+    # never tuned on; --series airline nile elnino unemployment
+    "airline": {"file": "airline.csv", "column": "passengers"},
+    "nile": {"file": "nile.csv", "column": "flow"},
+    "elnino": {"file": "elnino.csv", "column": "temperature"},
+    "unemployment": {"file": "unemployment.csv", "column": "unemployment"},
 }
 FULL = {
     "series": ["co2", "sunspots"],
@@ -132,6 +138,8 @@ def forecast_series(name: str, series, spec: dict, size: dict, args) -> dict:
             continue  # one step back: the naive forecast again
         baseline = Baseline(method, horizon, season_length=season, levels=LEVELS)
         backtests[method] = baseline.cross_validation(df, windows, step_size=1)
+    if args.statsforecast:
+        backtests |= statsforecast_backtests(df, series.freq, horizon, windows, season)
     for kind in NETWORKS:
         started = time.perf_counter()
         model = Forecaster(
@@ -159,7 +167,7 @@ def forecast_series(name: str, series, spec: dict, size: dict, args) -> dict:
         )
     rows = [{"series": name, "method": m, **_scores(cv)} for m, cv in backtests.items()]
     test = {r["method"]: r for r in rows}
-    best_baseline = min(test[m]["rmse"] for m in BASELINES if m in test)
+    best_baseline = min(test[m]["rmse"] for m in test if m not in NETWORKS)
     summary = {
         "series": name,
         "frequency": series.freq,
@@ -202,6 +210,44 @@ def forecast_series(name: str, series, spec: dict, size: dict, args) -> dict:
 
 
 _SPLIT = (VALIDATION, TEST)
+STATSFORECAST = {"auto_ets": "AutoETS", "auto_arima": "AutoARIMA"}
+
+
+def statsforecast_backtests(df, freq, horizon, windows, season) -> dict:
+    """statsforecast's AutoETS and AutoARIMA on the same windows (an optional
+    extra: ``pip install statsforecast``), fitted once on the history before the
+    first window and then fed the later history (``refit=False``), as the
+    networks are."""
+    StatsForecast, AutoARIMA, AutoETS = _statsforecast()
+    models = [AutoETS(season_length=season), AutoARIMA(season_length=season)]
+    cv = StatsForecast(models=models, freq=freq, n_jobs=1).cross_validation(
+        df=df, h=horizon, n_windows=windows, step_size=1, level=list(LEVELS),
+        refit=False,
+    )  # fmt: skip
+    out = {}
+    for method, name in STATSFORECAST.items():
+        columns = {name: "forecast"} | {
+            f"{name}-{side}-{level}": f"{side}-{level}"
+            for side in ("lo", "hi")
+            for level in LEVELS
+        }
+        frame = cv[["unique_id", "ds", "cutoff", "y", *columns]]
+        out[method] = frame.rename(columns=columns)
+    return out
+
+
+def _statsforecast():
+    """statsforecast's ``StatsForecast``, ``AutoARIMA`` and ``AutoETS``, or a clear
+    error when the optional package is not installed."""
+    try:
+        from statsforecast import StatsForecast
+        from statsforecast.models import AutoARIMA, AutoETS
+    except ImportError as error:
+        raise ValueError(
+            "--statsforecast needs the statsforecast package (an optional extra): "
+            "pip install statsforecast"
+        ) from error
+    return StatsForecast, AutoARIMA, AutoETS
 
 
 def _season(name: str, spec: dict, train_steps: int) -> int:
@@ -278,7 +324,14 @@ def add_arguments(parser) -> None:
         "--input-length", type=positive_int_option, help="steps each window reads"
     )
     parser.add_argument(
-        "--season", type=positive_int_option, help="seasonal naive period (steps)"
+        "--season",
+        type=positive_int_option,
+        help="the baselines' seasonal period (steps)",
+    )
+    parser.add_argument(
+        "--statsforecast",
+        action="store_true",
+        help="add statsforecast's AutoETS and AutoARIMA (pip install 'rnnbptt[compare]')",
     )
 
 
@@ -305,6 +358,8 @@ def _limit_option(kind: type, least: float, most: float = math.inf):
 
 def _specs(args, size: dict) -> dict:
     """{name: (Series, spec)} for the series to run, after checking the options."""
+    if args.statsforecast:
+        _statsforecast()  # missing: said now, before any training
     if args.data is None:
         for option in ("date_column", "value_column", "date_format"):
             if getattr(args, option) is not None:
@@ -319,7 +374,7 @@ def _specs(args, size: dict) -> dict:
                 shipped["column"],
                 **_limits(args),
             )
-            spec = {**shipped, "steps": size["steps"], "season_given": False}
+            spec = {**_from_frequency(series), **shipped, "steps": size["steps"]}
             if size["input_length"] is not None:
                 spec["input_length"] = size["input_length"]
             specs[name] = (series, spec)
@@ -333,29 +388,23 @@ def _specs(args, size: dict) -> dict:
             date_format=args.date_format,
             **_limits(args),
         )
-        season = args.season or season_length(series.freq)
-        specs = {
-            Path(args.data).stem: (
-                series,
-                {
-                    "file": str(args.data),
-                    "column": series.name,
-                    "input_length": season if season > 1 else DEFAULT_INPUT_LENGTH,
-                    "season": season,
-                    "steps": None,
-                    "season_given": args.season is not None,
-                },
-            )
-        }
-    for series, spec in specs.values():
-        if args.data is not None and args.input_length is None:
-            # a default must leave room for training windows in a short series
-            train_steps = round(len(series.values) * (1 - VALIDATION - TEST))
-            spec["input_length"] = max(2, min(spec["input_length"], train_steps // 4))
+        spec = {"file": str(args.data), "column": series.name, "steps": None}
+        specs = {Path(args.data).stem: (series, {**_from_frequency(series), **spec})}
+    for _, spec in specs.values():
+        spec["season_given"] = args.season is not None
+        spec["season"] = args.season or spec["season"]
         spec["input_length"] = args.input_length or spec["input_length"]
-        if args.season is not None:
-            spec["season"], spec["season_given"] = args.season, True
     return specs
+
+
+def _from_frequency(series) -> dict:
+    """What a series without settings of its own reads: the frequency's season
+    (one season a window; 24 steps without one), within a quarter of the
+    training span so that a short series leaves training windows."""
+    season = season_length(series.freq)
+    length = season if season > 1 else DEFAULT_INPUT_LENGTH
+    train_steps = round(len(series.values) * (1 - VALIDATION - TEST))
+    return {"season": season, "input_length": max(2, min(length, train_steps // 4))}
 
 
 def _limits(args) -> dict:
@@ -412,6 +461,8 @@ def _plot(run, name: str, plot: dict) -> None:
         "naive": {"color": "C7", "linestyle": ":"},
         "seasonal_naive": {"color": "C8", "linestyle": "--"},
         "ar": {"color": "C2"},
+        "auto_ets": {"color": "C4", "linestyle": "-."},
+        "auto_arima": {"color": "C9", "linestyle": "-."},
         "elman": {"color": "C1"},
         "lstm": {"color": "C3"},
     }

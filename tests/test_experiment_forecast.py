@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,16 @@ def test_limit_options_reach_load_series(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "runs" / NAME).exists()
+
+
+def test_statsforecast_columns_need_the_package_and_say_so(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "statsforecast", None)  # not installed
+    argv = ["experiment", NAME, "--quick", "--statsforecast", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install statsforecast" in err
+    assert not (tmp_path / NAME).exists()
