@@ -331,7 +331,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--statsforecast",
         action="store_true",
-        help="add statsforecast's AutoETS and AutoARIMA (pip install 'rnnbptt[compare]')",
+        help="add statsforecast's AutoETS and AutoARIMA "
+        "(pip install 'rnnbptt[compare]')",
     )
 
 
