@@ -176,6 +176,10 @@ def test_the_default_ar_order_is_the_least_aic_by_a_plain_loop():
     trend = 350 + 0.03 * np.arange(300) + 0.3 * x
     loop = [_aic_by_lstsq(trend, p, 10) for p in range(1, 11)]
     np.testing.assert_allclose(ar_aic(trend, 10), loop, rtol=1e-9)
+    # a late start (46 zeros, then 16 values): dependent columns, every order fitted
+    late = np.r_[np.zeros(46), rng.normal(size=16) * 10 + 5]
+    loop = [_aic_by_lstsq(late, p, 20) for p in range(1, 21)]
+    np.testing.assert_allclose(ar_aic(late, 20), loop, rtol=1e-9)
     df = pd.DataFrame({"unique_id": "a", "ds": np.arange(300), "y": x})
     got = Baseline("ar", h=5).fit(df).predict()["forecast"]
     np.testing.assert_allclose(got, autoregressive(x, 5, best), rtol=1e-12)

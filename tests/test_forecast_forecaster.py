@@ -119,6 +119,10 @@ def test_backtest_forecasts_each_cutoff_as_predict_on_the_history_before_it(fitt
         pd.testing.assert_frame_equal(got[want.columns], want)
     with pytest.raises(ValueError, match=r"`Forecaster.backtest`: call `fit` first"):
         Forecaster(H, **SMALL).backtest(df)
+    with pytest.raises(ValueError, match=r"`Forecaster.backtest`: series \['new'\]"):
+        model.backtest(df.replace({"s0": "new"}))
+    with pytest.raises(ValueError, match="before the start of every series"):
+        model.backtest(df, n_windows=30)  # 6 + 6 * 29 steps back: before all 120
 
 
 def test_a_longer_validation_span_trains_on_what_precedes_it(fitted):

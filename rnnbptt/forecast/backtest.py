@@ -21,7 +21,7 @@ def cross_validation(forecaster, df, n_windows, step_size, refit) -> pd.DataFram
         if model is None or refit:
             seen = frame[position < size - after]
             model = forecaster.clone().fit(seen, freq=panel.freq)
-        parts.append(_window(model, frame, panel, (position, size), after))
+        parts.append(_window(model, frame, panel, (position, size), after, fn))
     return _joined(parts)
 
 
@@ -31,7 +31,7 @@ def backtest(model, df, n_windows, step_size) -> pd.DataFrame:
     fn = f"{type(model).__name__}.backtest"
     frame, panel, afters = _prepared(model, df, n_windows, step_size, fn)
     where = _positions(frame)
-    return _joined([_window(model, frame, panel, where, after) for after in afters])
+    return _joined([_window(model, frame, panel, where, after, fn) for after in afters])
 
 
 def _prepared(forecaster, df, n_windows, step_size, fn):
@@ -44,14 +44,20 @@ def _prepared(forecaster, df, n_windows, step_size, fn):
     return frame, panel, [h + step * (n_windows - 1 - k) for k in range(n_windows)]
 
 
-def _window(model, frame, panel, where, after: int) -> pd.DataFrame:
+def _window(model, frame, panel, where, after: int, fn: str) -> pd.DataFrame:
     """The forecasts from the cutoff ``after`` steps before each series' end,
     with ``cutoff`` and the values that came (``y``)."""
     h = model.config.h
     position, size = where
     seen = _before_end(panel, after)
+    if not seen.ids:
+        raise ValueError(
+            f"`{fn}`: a cutoff {after} steps before the end is before the start "
+            f"of every series (the longest has {max(size)} steps); use fewer "
+            "`n_windows` or a smaller `step_size`"
+        )
     future = frame[(position >= size - after) & (position < size - after + h)]
-    forecast = model.forecast_after(seen, h, future)
+    forecast = model.forecast_after(seen, h, future, fn)
     cutoff = pd.Series([d[-1] for d in seen.ds], index=seen.ids, name="cutoff")
     forecast = forecast.merge(cutoff, left_on=ID, right_index=True)
     return forecast.merge(future[[ID, DS, Y]], on=[ID, DS], how="left")

@@ -107,12 +107,14 @@ class Baseline:
         h = self.config.h if h is None else positive_int(FN, "h", h)
         if h > self.config.h:
             raise ValueError(f"`{FN}.predict`: `h` ({h}) > the settings' h")
-        panel = self.panel if df is None else to_panel(df, self.freq, (), FN)
+        panel = (
+            self.panel if df is None else to_panel(df, self.freq, (), f"{FN}.predict")
+        )
         return self.forecast_after(panel, h, futr_df)
 
-    def forecast_after(self, panel: Panel, h: int, futr_df) -> pd.DataFrame:
+    def forecast_after(self, panel: Panel, h: int, futr_df, fn=None) -> pd.DataFrame:
         """The ``h`` steps after each series of ``panel`` (checked data)."""
-        del futr_df  # no covariates
+        del futr_df, fn  # no covariates; nothing to refuse by name here
         for name, y in zip(panel.ids, panel.y, strict=True):
             _check_length(self.config, self._season(panel.freq), name, y)
         season = self._season(panel.freq)

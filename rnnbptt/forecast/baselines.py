@@ -165,7 +165,7 @@ def ar_fit(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 
 def ar_order(x, max_p: int) -> int:
     """The AR order in ``1..max_p`` of least AIC (:func:`ar_aic`)."""
-    return int(np.argmin(ar_aic(x, max_p))) + 1
+    return int(np.argmin(_aic("ar_order", x, max_p))) + 1
 
 
 def ar_aic(x, max_p: int) -> np.ndarray:
@@ -173,16 +173,35 @@ def ar_aic(x, max_p: int) -> np.ndarray:
     fitted by least squares on the same steps (``t >= max_p``) so that they
     compare. One QR of the largest design serves every order: the first ``p + 1``
     columns of ``Q`` span order ``p``'s design, so its RSS is the full model's
-    plus the squares of ``Q^T x`` beyond them."""
-    max_p = _period("ar_aic", max_p)
-    x = _series("ar_aic", x, 1, min_length=2 * max_p + 1)
+    plus the squares of ``Q^T x`` beyond them. A design of (nearly) dependent
+    columns (a long constant stretch, say) breaks that: then each order is
+    fitted on its own."""
+    return _aic("ar_aic", x, max_p)
+
+
+def _aic(fn: str, x, max_p: int) -> np.ndarray:
+    max_p = _period(fn, max_p)
+    x = _series(fn, x, 1, min_length=2 * max_p + 1)
     n = x.size - max_p
     lags = np.lib.stride_tricks.sliding_window_view(x[:-1], max_p)[:, ::-1]
-    q, _ = np.linalg.qr(np.column_stack([np.ones(n), lags]))
+    q, r = np.linalg.qr(np.column_stack([np.ones(n), lags]))
+    diagonal = np.abs(np.diag(r))
     target = x[max_p:]
-    along = q.T @ target  # [max_p + 1]
-    rest = target - q @ along
-    beyond = np.cumsum((along * along)[::-1])[::-1][2:]  # orders 1..max_p - 1
-    rss = float(rest @ rest) + np.append(beyond, 0.0)
+    if (diagonal <= RANK_TOLERANCE * diagonal.max()).any():
+        rss = np.array(
+            [_rss(ar_fit(x[max_p - p :], p)[1]) for p in range(1, max_p + 1)]
+        )
+    else:
+        along = q.T @ target  # [max_p + 1]
+        rest = target - q @ along
+        beyond = np.cumsum((along * along)[::-1])[::-1][2:]  # orders 1..max_p - 1
+        rss = float(rest @ rest) + np.append(beyond, 0.0)
     rss = np.maximum(rss, np.finfo(np.float64).tiny)
     return n * np.log(rss / n) + 2 * (np.arange(1, max_p + 1) + 1)
+
+
+RANK_TOLERANCE = 1e-7  # |R_jj| below this share of the largest: dependent columns
+
+
+def _rss(residuals: np.ndarray) -> float:
+    return float(residuals @ residuals)

@@ -173,16 +173,17 @@ class Forecaster:
             )
         return h
 
-    def forecast_after(self, panel: Panel, h: int, futr_df) -> pd.DataFrame:
+    def forecast_after(self, panel: Panel, h: int, futr_df, fn=None) -> pd.DataFrame:
         """The ``h`` steps after each series of ``panel`` (checked data of series
-        the model was fitted on: later history); ``predict(df=...)``'s work."""
+        the model was fitted on: later history); ``predict(df=...)``'s work
+        (``fn``: the caller's name for the errors)."""
         fitted = self._require_fitted("predict")
         known = fitted.tails.ids
         unknown = [i for i in panel.ids if i not in known]
         if unknown:
             raise ValueError(
-                f"`Forecaster.predict`: series {unknown[:5]} of `df` were not in "
-                "the data the model was fitted on (their scales are unknown)"
+                f"`{fn or 'Forecaster.predict'}`: series {unknown[:5]} of `df` were "
+                "not in the data the model was fitted on (their scales are unknown)"
             )
         tails = tail_panel(panel, self.config.input_size, known)
         return forecast_frame(self, fitted, tails, h, futr_df)
