@@ -121,8 +121,10 @@ def forecast_series(name: str, series, spec: dict, size: dict, args) -> dict:
     """Every method on one series: metric rows, a summary, what the plot needs."""
     raw = series.values.iloc[: spec["steps"]]
     horizon, length = args.horizon, spec["input_length"]
-    data = rnnbptt.data.forecasting_data(raw.to_numpy(), length, horizon, *_SPLIT)
-    train_span, validation_span, test_span = data.spans
+    data = rnnbptt.data.forecasting_data(
+        raw.to_numpy(), length, horizon, VALIDATION, TEST
+    )
+    train_span = data.spans[0]
     if len(data.train.x) < MIN_TRAIN_WINDOWS:
         raise ValueError(
             f"series {name!r}: {len(raw)} steps leave {len(data.train.x)} training "
@@ -141,29 +143,12 @@ def forecast_series(name: str, series, spec: dict, size: dict, args) -> dict:
     if args.statsforecast:
         backtests |= statsforecast_backtests(df, series.freq, horizon, windows, season)
     for kind in NETWORKS:
-        started = time.perf_counter()
-        model = Forecaster(
-            horizon,
-            length,
-            kind,
-            val_size=validation_span.stop - validation_span.start,
-            levels=LEVELS,
-            backward=args.backward,
-            seed=args.seed,
-            **size["forecaster"],
-        ).fit(df.iloc[: test_span.start])
-        backtests[kind] = model.backtest(df, windows, step_size=1)
-        history = model.fitted.history
-        details[kind] = {
-            "epochs": len(history),
-            "best_epoch": int(np.argmin(history)) + 1,
-            "validation_windows": model.fitted.validation_windows,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        backtests[kind], details[kind], history = _network(kind, df, data, size, args)
+        epochs = range(1, len(history) + 1)
         histories.append(
-            pd.DataFrame(
-                {"series": name, "model": kind, "epoch": range(1, len(history) + 1)}
-            ).assign(val_loss=history)
+            pd.DataFrame({"series": name, "model": kind, "epoch": epochs}).assign(
+                val_loss=history
+            )
         )
     rows = [{"series": name, "method": m, **_scores(cv)} for m, cv in backtests.items()]
     test = {r["method"]: r for r in rows}
@@ -209,7 +194,33 @@ def forecast_series(name: str, series, spec: dict, size: dict, args) -> dict:
     }
 
 
-_SPLIT = (VALIDATION, TEST)
+def _network(kind: str, df: pd.DataFrame, data, size: dict, args):
+    """A Forecaster fitted on the training span (stopped early on the validation
+    span) and backtested over every test window, without refitting; returns
+    ``(backtest, details, the validation loss by epoch)``."""
+    started = time.perf_counter()
+    _, validation_span, test_span = data.spans
+    model = Forecaster(
+        data.train.y.shape[1],
+        data.train.x.shape[1],
+        kind,
+        val_size=validation_span.stop - validation_span.start,
+        levels=LEVELS,
+        backward=args.backward,
+        seed=args.seed,
+        **size["forecaster"],
+    ).fit(df.iloc[: test_span.start])
+    backtest = model.backtest(df, len(data.test.x), step_size=1)
+    history = model.fitted.history
+    details = {
+        "epochs": len(history),
+        "best_epoch": int(np.argmin(history)) + 1,
+        "validation_windows": model.fitted.validation_windows,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return backtest, details, history
+
+
 STATSFORECAST = {"auto_ets": "AutoETS", "auto_arima": "AutoARIMA"}
 
 
