@@ -120,6 +120,10 @@ def test_cross_validation_reads_only_the_history_before_each_cutoff():
         (lambda df: Baseline("naive", h=3).predict(), "call `fit` first"),
         (lambda df: Baseline("naive", h=3).fit(df).predict(h=5), "`h` (5)"),
         (lambda df: Baseline("ar", h=3, p=30).fit(df), "series 's1' has 52 values"),
+        (  # the history before an early cutoff: 52 - 3 - 3 * 4 values
+            lambda df: Baseline("ar", h=3, p=20).fit(df).backtest(df, n_windows=5),
+            "`Baseline.backtest`: series 's1' has 37 values",
+        ),
     ],
 )
 def test_bad_input_is_refused_clearly(make, words):

@@ -94,8 +94,7 @@ class Baseline:
         """Keeps every series of ``df`` (long format, or a Series with a
         DatetimeIndex): each forecast reads its own series' history."""
         panel = to_panel(df, freq, (), f"{FN}.fit")
-        for name, y in zip(panel.ids, panel.y, strict=True):
-            _check_length(self.config, self._season(panel.freq), name, y)
+        self._check_lengths(panel, f"{FN}.fit")
         self.panel, self.freq = panel, panel.freq
         return self
 
@@ -113,11 +112,10 @@ class Baseline:
         return self.forecast_after(panel, h, futr_df)
 
     def forecast_after(self, panel: Panel, h: int, futr_df, fn=None) -> pd.DataFrame:
-        """The ``h`` steps after each series of ``panel`` (checked data)."""
-        del futr_df, fn  # no covariates; nothing to refuse by name here
-        for name, y in zip(panel.ids, panel.y, strict=True):
-            _check_length(self.config, self._season(panel.freq), name, y)
-        season = self._season(panel.freq)
+        """The ``h`` steps after each series of ``panel`` (checked data; ``fn``:
+        the caller's name for the errors)."""
+        del futr_df  # no covariates
+        season = self._check_lengths(panel, fn or f"{FN}.predict")
         levels = quantile_levels(self.config.levels)
         z = np.array([NormalDist().inv_cdf(q) for q in levels])  # [Q]
         values = np.stack([self._series(y, season, z) for y in panel.y])
@@ -137,6 +135,13 @@ class Baseline:
 
     def _season(self, freq) -> int:
         return self.config.season_length or season_length(freq)
+
+    def _check_lengths(self, panel: Panel, fn: str) -> int:
+        """Refuses a series too short for the method; returns the season."""
+        m = self._season(panel.freq)
+        for name, y in zip(panel.ids, panel.y, strict=True):
+            _check_length(self.config, m, name, y, fn)
+        return m
 
     def _series(self, y: np.ndarray, m: int, z: np.ndarray) -> np.ndarray:
         """[h, Q] quantiles of one series' next h steps (``z``: the standard
@@ -191,12 +196,12 @@ def _autoregressive(y, h: int, p: int):
     return mean, sigma * np.sqrt(np.cumsum(psi**2))
 
 
-def _check_length(cfg: BaselineConfig, m: int, name, y) -> None:
+def _check_length(cfg: BaselineConfig, m: int, name, y, fn: str) -> None:
     p = cfg.p or 1  # the AIC's choice fits whatever length there is
     need = {"naive": 2, "seasonal_naive": m + 1, "naive2": 2, "ar": max(2 * p + 1, 4)}
     need = need.get(cfg.method, max(m + 1, 2 * p + 1))  # the ensemble: all three
     if y.size < need:
         raise ValueError(
-            f"`{FN}.fit`: series {name!r} has {y.size} values; {cfg.method} "
+            f"`{fn}`: series {name!r} has {y.size} values; {cfg.method} "
             f"(season {m}, p {cfg.p or 'by AIC'}) needs at least {need}"
         )
