@@ -3,11 +3,13 @@
 from . import data, distributed, fitting, losses, optimizers, parallel, runs
 from .bptt import bptt
 from .cells import (
+    GRU,
     LSTM,
     Elman,
     ElmanParams,
     Feedforward,
     FeedforwardParams,
+    GRUParams,
     LSTMCarry,
     LSTMParams,
 )
@@ -22,6 +24,7 @@ from .train import clear_cache, make_eval_step, make_train_step
 from .unroll import unroll
 
 __all__ = [
+    "GRU",
     "LSTM",
     "TBPTT",
     "BidirectionalParams",
@@ -34,6 +37,7 @@ __all__ = [
     "FeedforwardParams",
     "FitConfig",
     "FitResult",
+    "GRUParams",
     "GradientTable",
     "LSTMCarry",
     "LSTMParams",

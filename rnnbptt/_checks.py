@@ -14,11 +14,13 @@ import jax.numpy as jnp
 
 from ._scalars import positive_int
 from .cells import (
+    GRU,
     LSTM,
     Elman,
     ElmanParams,
     Feedforward,
     FeedforwardParams,
+    GRUParams,
     LSTMCarry,
     LSTMParams,
 )
@@ -30,9 +32,9 @@ DEFAULT_BACKWARD = "manual"
 
 
 def check_cell(fn: str, cell: Any) -> None:
-    if not isinstance(cell, Elman | LSTM):
+    if not isinstance(cell, Elman | LSTM | GRU):
         raise TypeError(
-            f"{fn}: `cell` must be an rnnbptt cell (Elman, LSTM or Feedforward), "
+            f"{fn}: `cell` must be an rnnbptt cell (Elman, LSTM, GRU or Feedforward), "
             f"got {type(cell).__name__}"
         )
 
@@ -80,12 +82,17 @@ def check_recompute_every(
 def params_type(cell) -> type:
     if isinstance(cell, Feedforward):
         return FeedforwardParams
+    if isinstance(cell, GRU):
+        return GRUParams
     return LSTMParams if isinstance(cell, LSTM) else ElmanParams
 
 
 def expected_param_shapes(cell) -> dict[str, tuple[int, ...]]:
     D, H, GH = cell.input_size, cell.hidden_size, cell.gates * cell.hidden_size
     shapes = {"w_ih": (D, GH), "w_hh": (H, GH), "b": (GH,)}
+    if isinstance(cell, GRU):
+        del shapes["b"]
+        shapes.update(b_ih=(GH,), b_hh=(GH,))
     if not cell.recurrent:
         del shapes["w_hh"]
     return shapes
@@ -202,7 +209,8 @@ def check_carry(fn: str, name: str, cell, carry: Any, batch: int, dtype) -> Any:
         return LSTMCarry(*parts)
     if isinstance(carry, tuple):
         raise TypeError(
-            f"{fn}: `{name}` of an Elman cell must be one array h [B, H], got a tuple"
+            f"{fn}: `{name}` of the {type(cell).__name__} cell must be one array "
+            "h [B, H], got a tuple"
         )
     arr = as_float_array(fn, name, carry)
     check_shape(fn, name, arr, (batch, H))

@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_carry, check_unroll_args
-from .cells import LSTM, LSTMCarry, activation_derivative
+from .cells import GRU, LSTM, GRUParams, LSTMCarry, activation_derivative
 from .forward import (
     GATE_SLOPE,
     Saved,
     forward,
+    gru_gates,
     lstm_gates,
     per_gate,
     time_major_mask,
@@ -81,6 +82,65 @@ def _lstm_back_scan(cell, params, saved: Saved, c_prev, d_out, d_last, m):
     return jax.lax.scan(back_step, d_last, inputs, reverse=True)
 
 
+def _gru_back_scan(cell, params, saved: Saved, h_prev, d_out, dh_last, m):
+    """Reverse scan for the GRU: returns (dh_0, (d_a, d_u)), the gradients of
+    the input and recurrent pre-activations ``a = x W_ih + b_ih`` and ``u =
+    h W_hh + b_hh`` [T, B, 3H] (d_u is None with ``reset_after=False``, where
+    both biases add to the same pre-activations: d_u = d_a)."""
+    H = cell.hidden_size
+    w_hh_t = params.w_hh.T
+    w_hn_t = w_hh_t[2 * H :]
+
+    def back_step(dh, inputs):
+        t, n, u_n, h_prev_t, d_out_t, m_t = inputs
+        dh, dh_skip = _split_carry_grad(m_t, dh + d_out_t)  # h_t feeds out_t and h_t+1
+        r, z = gru_gates(t, H)
+        # h = (1 - z) * n + z * h_prev: into n, z and h_prev; then through tanh
+        d_a_n = dh * (1 - z) * (1 - n * n)
+        dz = dh * (h_prev_t - n)
+        if cell.reset_after:  # n = tanh(a_n + r * u_n)
+            d_rz = jnp.concatenate([d_a_n * u_n, dz], 1) * 0.25 * (1 - t * t)
+            d_u = jnp.concatenate([d_rz, d_a_n * r], 1)
+            dh_prev = d_u @ w_hh_t + dh * z + dh_skip  # backprop into h_{t-1}
+        else:  # n = tanh(a_n + (r * h_prev) W_hn + b_hn)
+            d_rh = d_a_n @ w_hn_t
+            d_rz = jnp.concatenate([d_rh * h_prev_t, dz], 1) * 0.25 * (1 - t * t)
+            d_u = None
+            dh_prev = d_rz @ w_hh_t[: 2 * H] + d_rh * r + dh * z + dh_skip
+        return dh_prev, (jnp.concatenate([d_rz, d_a_n], 1), d_u)
+
+    inputs = (saved.t, saved.n, saved.u_n, h_prev, d_out, m)
+    return jax.lax.scan(back_step, dh_last, inputs, reverse=True)
+
+
+def _gru_backward(cell, params, xs, carry0, m, saved: Saved, d_out, d_final):
+    """``backward`` for the GRU, from the time-major output cotangents."""
+    H = cell.hidden_size
+    xs_seq = jnp.swapaxes(xs, 0, 1)
+    h_prev = _previous(saved.h, carry0)
+    d_carry0, (d_a, d_u) = _gru_back_scan(
+        cell, params, saved, h_prev, d_out, d_final, m
+    )
+    d_a = _rows(d_a)
+    if cell.reset_after:
+        d_u = _rows(d_u)
+        w_hh = _columns(h_prev) @ d_u
+    else:  # the candidate's recurrent weights multiply r * h_prev
+        d_u = d_a
+        r_h = gru_gates(saved.t, H)[0] * h_prev
+        w_hh = jnp.concatenate(
+            [_columns(h_prev) @ d_a[:, : 2 * H], _columns(r_h) @ d_a[:, 2 * H :]], 1
+        )
+    d_params = GRUParams(
+        w_ih=_columns(xs_seq) @ d_a,
+        w_hh=w_hh,
+        b_ih=jnp.sum(d_a, axis=0),
+        b_hh=jnp.sum(d_u, axis=0),
+    )
+    d_xs = (d_a @ params.w_ih.T).reshape(xs_seq.shape)
+    return d_params, jnp.swapaxes(d_xs, 0, 1), d_carry0
+
+
 def _previous(seq: Array, first: Array) -> Array:
     """[T, B, H] carries after each step -> carries before each step."""
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
@@ -119,6 +179,8 @@ def backward(cell, params, xs, carry0, mask, saved: Saved, d_hs, d_final):
         d_out = jnp.swapaxes(d_hs, 0, 1)
         if m is not None:
             d_out = jnp.where(m, d_out, 0)  # out_t = m ? h_t : 0
+        if isinstance(cell, GRU):
+            return _gru_backward(cell, params, xs, carry0, m, saved, d_out, d_final)
         if isinstance(cell, LSTM):
             c_prev = _previous(saved.c, carry0.c)
             d_last = tuple(d_final)
@@ -159,7 +221,7 @@ def bptt(cell, params, xs, carry0, d_hs, d_final_carry=None, *, mask=None):
     equations, and returns the cotangent of every input of ``unroll``.
 
     Args:
-        cell: an ``Elman``, ``LSTM`` or ``Feedforward``.
+        cell: an ``Elman``, ``LSTM``, ``GRU`` or ``Feedforward``.
         params: the cell's parameters (``cell.init``).
         xs: [B, T, D] inputs.
         carry0: initial carry, or None for zeros.

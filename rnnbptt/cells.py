@@ -1,4 +1,4 @@
-"""Cell descriptions: Elman, LSTM and Feedforward (the zero-recurrence Elman).
+"""Cell descriptions: Elman, LSTM, GRU and Feedforward (the zero-recurrence Elman).
 
 A cell is an immutable, hashable description (sizes and activation); its parameters
 are a plain NamedTuple created by ``cell.init(key)``. Cells are usable as static
@@ -7,7 +7,10 @@ arguments of ``jax.jit``. The fused affine map of every cell is
     pre_t = x_t W_ih + h_{t-1} W_hh + b        x_t: [B, D], h: [B, H], pre: [B, G*H]
 
 with G = 1 for Elman/Feedforward and G = 4 for the LSTM, whose gate blocks are
-ordered input, forget, candidate (g), output as in PyTorch.
+ordered input, forget, candidate (g), output as in PyTorch. The GRU (G = 3:
+reset, update, candidate, as in PyTorch) keeps the input and recurrent products
+apart, because its reset gate multiplies the recurrent part of the candidate
+(see ``GRU``).
 
 Default initialisation (all cells), chosen for gradients that neither vanish nor
 explode at the start of BPTT:
@@ -18,9 +21,9 @@ explode at the start of BPTT:
 * ``w_hh``: each [H, H] gate block orthogonal (Saxe et al. 2014): all singular
   values are 1, so the linear part of the recurrence preserves the norm of the
   backpropagated error over time.
-* ``b``: zeros, except the LSTM forget-gate block, set to ``forget_bias`` (default
-  1.0, Gers et al. 2000; Jozefowicz et al. 2015), which keeps the memory cell open
-  early in training.
+* ``b`` (the GRU's ``b_ih`` and ``b_hh``): zeros, except the LSTM forget-gate
+  block, set to ``forget_bias`` (default 1.0, Gers et al. 2000; Jozefowicz et al.
+  2015), which keeps the memory cell open early in training.
 """
 
 from __future__ import annotations
@@ -83,6 +86,13 @@ class LSTMParams(NamedTuple):
     w_ih: Array  # [D, 4H]  gate blocks: input, forget, candidate (g), output
     w_hh: Array  # [H, 4H]
     b: Array  # [4H]
+
+
+class GRUParams(NamedTuple):
+    w_ih: Array  # [D, 3H]  gate blocks: reset (r), update (z), candidate (n)
+    w_hh: Array  # [H, 3H]
+    b_ih: Array  # [3H]
+    b_hh: Array  # [3H]
 
 
 class LSTMCarry(NamedTuple):
@@ -283,4 +293,81 @@ class LSTM:
         return LSTMCarry(h, c), h
 
 
-Cell = Elman | Feedforward | LSTM
+@dataclasses.dataclass(frozen=True)
+class GRU:
+    """Gated recurrent unit (Cho et al. 2014), in either of its two conventions.
+
+    With the input and recurrent parts ``a = x_t W_ih + b_ih`` and
+    ``u = h_{t-1} W_hh + b_hh``, each split into (r, z, n) blocks of H::
+
+        r = σ(a_r + u_r)                  reset gate
+        z = σ(a_z + u_z)                  update gate
+        n = tanh(a_n + r * u_n)           reset_after=True (default)
+        n = tanh(a_n + (r * h_{t-1}) W_hn + b_hn)   reset_after=False
+        h_t = (1 - z) * n + z * h_{t-1}
+
+    ``reset_after=True`` is PyTorch's, Flax's and Keras' default: the parameters
+    map ``torch.nn.GRU`` exactly, ``w_ih = weight_ih_l0.T``, ``w_hh =
+    weight_hh_l0.T``, ``b_ih = bias_ih_l0``, ``b_hh = bias_hh_l0``.
+    ``reset_after=False`` is Cho et al.'s original (Keras' ``reset_after=False``,
+    ONNX's default): the reset gate acts before the recurrent product, and both
+    biases simply add to the pre-activations (Keras' single bias is ``b_ih``,
+    with ``b_hh`` zero). Either way ``z`` weighs the old state, as in PyTorch and
+    Keras (Haiku's update gate means ``1 - z``).
+
+    Args:
+        input_size: D, features per step.
+        hidden_size: H, units in ``h``.
+        reset_after: where the reset gate acts (see above; default True).
+    """
+
+    input_size: int
+    hidden_size: int
+    reset_after: bool = True
+
+    gates = 3
+    recurrent = True
+
+    def __post_init__(self):
+        _set_sizes(self, "input_size", "hidden_size")
+        if not isinstance(self.reset_after, bool):
+            raise TypeError(
+                f"GRU: `reset_after` must be True or False, got {self.reset_after!r}"
+            )
+
+    def init(self, key: Array, dtype=None) -> GRUParams:
+        """Parameters as described in the module docstring (LeCun-uniform
+        ``w_ih``, each of the three [H, H] blocks of ``w_hh`` orthogonal, zero
+        biases)."""
+        dtype = _default_dtype(dtype)
+        key = prng_key("GRU.init", "key", key)
+        k_ih, k_hh = jax.random.split(key)
+        D, H = self.input_size, self.hidden_size
+        return GRUParams(
+            w_ih=lecun_uniform(k_ih, (D, 3 * H), 1.0, dtype),
+            w_hh=_orthogonal_blocks(k_hh, H, 3, dtype),
+            b_ih=jnp.zeros((3 * H,), dtype),
+            b_hh=jnp.zeros((3 * H,), dtype),
+        )
+
+    def initial_carry(self, batch_size: int, dtype=None) -> Array:
+        """Zero hidden state ``h`` of shape [batch_size, H]."""
+        batch_size = _batch_size("GRU", batch_size)
+        return jnp.zeros((batch_size, self.hidden_size), _default_dtype(dtype))
+
+    def step(self, params, carry, x: Array):
+        """One step, from raw input ``x: [B, D]``; returns ``(carry, h)``."""
+        a_r, a_z, a_n = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
+        w_hr, w_hz, w_hn = jnp.split(params.w_hh, 3, axis=-1)
+        b_hr, b_hz, b_hn = jnp.split(params.b_hh, 3)
+        r = jax.nn.sigmoid(a_r + carry @ w_hr + b_hr)
+        z = jax.nn.sigmoid(a_z + carry @ w_hz + b_hz)
+        if self.reset_after:
+            n = jnp.tanh(a_n + r * (carry @ w_hn + b_hn))
+        else:
+            n = jnp.tanh(a_n + (r * carry) @ w_hn + b_hn)
+        h = (1 - z) * n + z * carry
+        return h, h
+
+
+Cell = Elman | Feedforward | LSTM | GRU

@@ -12,7 +12,9 @@ is an affine function of a tanh, ``σ(x) = (1 + tanh(x/2)) / 2``, so with the
 pre-activations scaled by ``GATE_SCALE`` (0.5 for i, f, o and 1 for g; powers of
 two, so the scaling is exact) every gate is ``gate = a*t + b`` of the same
 ``t = tanh(scaled pre-activation)``. The hand-written backward uses the same
-form: ``d gate / d pre = GATE_SLOPE * (1 - t²)``.
+form: ``d gate / d pre = GATE_SLOPE * (1 - t²)``. The GRU's reset and update
+gates come the same way from one ``tanh``; its candidate needs the reset gate
+first, so it has a ``tanh`` of its own (``gru_weights``).
 
 Masking: where ``mask[b, t]`` is False the step is skipped: the carry passes
 through unchanged and the output is zero, so the step contributes nothing to any
@@ -28,7 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .cells import ACTIVATIONS, LSTM, LSTMCarry
+from .cells import ACTIVATIONS, GRU, LSTM, LSTMCarry
 
 Array = jax.Array
 
@@ -43,13 +45,18 @@ class Saved(NamedTuple):
 
     ``h``/``c`` are the carries after each step (equal to the previous carry at a
     masked step); ``t`` is the LSTM's ``tanh`` of the scaled pre-activations
-    [T, B, 4H], from which ``lstm_gates`` gives (i, f, g, o). Fields a cell does
-    not have are None. For Feedforward, ``h`` is batch-major [B, T, H].
+    [T, B, 4H], from which ``lstm_gates`` gives (i, f, g, o), or the GRU's of its
+    reset and update gates [T, B, 2H] (``gru_gates``); ``n`` is the GRU's
+    candidate and ``u_n`` (``reset_after=True``) its recurrent part
+    ``h_{t-1} W_hn + b_hn``, each [T, B, H]. Fields a cell does not have are
+    None. For Feedforward, ``h`` is batch-major [B, T, H].
     """
 
     h: Array | None
     c: Array | None = None
     t: Array | None = None
+    n: Array | None = None
+    u_n: Array | None = None
 
 
 def per_gate(values, hidden_size: int, dtype) -> Array:
@@ -120,6 +127,62 @@ def _lstm_scan(cell, params, xs_t, carry0, m, save):
     return final, Saved(h=h_seq, c=c_seq, t=t_seq)
 
 
+def gru_gates(t: Array, hidden_size: int):
+    """(r, z) from ``t = tanh(pre / 2)`` [..., 2H] of the reset and update gates."""
+    gates = 0.5 * t + 0.5
+    return gates[..., :hidden_size], gates[..., hidden_size:]
+
+
+def gru_weights(cell, params):
+    """``(w, b)``: one product ``[x_t, h_{t-1}] @ w + b`` gives every part of a
+    GRU step that does not wait for the reset gate.
+
+    Its columns are the reset and update pre-activations halved (for
+    ``gru_gates``; powers of two, so exact), then the candidate's input part
+    ``a_n``, then (``reset_after=True``) its recurrent part ``u_n``; the zero
+    blocks keep ``x`` out of ``u_n`` and ``h`` out of ``a_n``. With
+    ``reset_after=False`` the recurrent candidate weights ``w_hh[:, 2H:]``
+    multiply ``r * h`` in a product of their own.
+    """
+    H = cell.hidden_size
+    D = params.w_ih.shape[0]
+    zeros = lambda rows: jnp.zeros((rows, H), params.w_ih.dtype)  # noqa: E731
+    w_x = [params.w_ih[:, : 2 * H] * 0.5, params.w_ih[:, 2 * H :]]
+    w_h = [params.w_hh[:, : 2 * H] * 0.5, zeros(H)]
+    b = [(params.b_ih[: 2 * H] + params.b_hh[: 2 * H]) * 0.5]
+    if cell.reset_after:
+        w_x.append(zeros(D))
+        w_h.append(params.w_hh[:, 2 * H :])
+        b += [params.b_ih[2 * H :], params.b_hh[2 * H :]]
+    else:
+        b.append(params.b_ih[2 * H :] + params.b_hh[2 * H :])
+    w = jnp.concatenate([jnp.concatenate(w_x, 1), jnp.concatenate(w_h, 1)])
+    return w, jnp.concatenate(b)
+
+
+def _gru_scan(cell, params, xs_t, h0, m, save):
+    H = cell.hidden_size
+    w, b = gru_weights(cell, params)
+    w_hn = params.w_hh[:, 2 * H :]
+
+    def step(h_prev, inputs):
+        x_t, m_t = inputs
+        pre = jnp.concatenate([x_t, h_prev], 1) @ w + b
+        t = jnp.tanh(pre[:, : 2 * H])
+        r, z = gru_gates(t, H)
+        if cell.reset_after:
+            u_n = pre[:, 3 * H :]
+            n = jnp.tanh(pre[:, 2 * H : 3 * H] + r * u_n)
+        else:
+            u_n = None
+            n = jnp.tanh(pre[:, 2 * H :] + (r * h_prev) @ w_hn)
+        h = _keep(m_t, (1 - z) * n + z * h_prev, h_prev)
+        return h, ((h, t, n, u_n) if save else (h, None, None, None))
+
+    h_final, (h_seq, t_seq, n_seq, u_seq) = jax.lax.scan(step, h0, (xs_t, m))
+    return h_final, Saved(h=h_seq, t=t_seq, n=n_seq, u_n=u_seq)
+
+
 def forward(cell, params, xs: Array, carry0, mask: Array | None, *, save: bool):
     """Runs the cell over all steps.
 
@@ -146,6 +209,8 @@ def forward(cell, params, xs: Array, carry0, mask: Array | None, *, save: bool):
     m = time_major_mask(mask)
     if isinstance(cell, LSTM):
         final, saved = _lstm_scan(cell, params, xs_t, carry0, m, save)
+    elif isinstance(cell, GRU):
+        final, saved = _gru_scan(cell, params, xs_t, carry0, m, save)
     else:
         final, saved = _elman_scan(cell, params, xs_t, carry0, m)
     h_seq = saved.h if m is None else jnp.where(m, saved.h, 0)

@@ -154,10 +154,10 @@ def unroll(
     """Runs ``cell`` over the sequences ``xs`` with one ``jax.lax.scan``.
 
     Args:
-        cell: an ``Elman``, ``LSTM`` or ``Feedforward``.
+        cell: an ``Elman``, ``LSTM``, ``GRU`` or ``Feedforward``.
         params: the cell's parameters (``cell.init``).
         xs: [B, T, D] inputs, batch-major.
-        carry0: initial carry (``h`` [B, H] for Elman, ``LSTMCarry(h, c)`` for
+        carry0: initial carry (``h`` [B, H] for Elman and GRU, ``LSTMCarry(h, c)`` for
             LSTM, ``()`` for Feedforward), or None for zeros.
         mask: [B, T] bool, True at valid steps. A masked step leaves the carry
             unchanged, outputs zeros and contributes nothing to any gradient.

@@ -68,9 +68,11 @@ CELLS = {
     "elman-tanh": rnnbptt.Elman(3, 4),
     "elman-relu": rnnbptt.Elman(3, 4, activation="relu"),
     "lstm": rnnbptt.LSTM(3, 4),
+    "gru": rnnbptt.GRU(3, 4),
+    "gru-reset-before": rnnbptt.GRU(3, 4, reset_after=False),
     "feedforward": rnnbptt.Feedforward(3, 4),
 }
-RECURRENT = ["elman-tanh", "elman-relu", "lstm"]
+RECURRENT = ["elman-tanh", "elman-relu", "lstm", "gru", "gru-reset-before"]
 
 
 def right_padded_mask(lengths, steps):

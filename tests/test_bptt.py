@@ -64,6 +64,8 @@ def problems(draw):
         "elman-tanh": rnnbptt.Elman(d, h),
         "elman-relu": rnnbptt.Elman(d, h, activation="relu"),
         "lstm": rnnbptt.LSTM(d, h),
+        "gru": rnnbptt.GRU(d, h),
+        "gru-reset-before": rnnbptt.GRU(d, h, reset_after=False),
     }[kind]
     seed = draw(st.integers(0, 2**16))
     lengths = draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))

@@ -27,6 +27,10 @@ def test_cells_are_hashable_static_descriptions():
     [
         (rnnbptt.Elman(3, 5), {"w_ih": (3, 5), "w_hh": (5, 5), "b": (5,)}),
         (rnnbptt.LSTM(3, 5), {"w_ih": (3, 20), "w_hh": (5, 20), "b": (20,)}),
+        (
+            rnnbptt.GRU(3, 5),
+            {"w_ih": (3, 15), "w_hh": (5, 15), "b_ih": (15,), "b_hh": (15,)},
+        ),
         (rnnbptt.Feedforward(3, 5), {"w_ih": (3, 5), "b": (5,)}),
     ],
 )
@@ -77,7 +81,10 @@ def test_initial_carry(cell):
     if isinstance(cell, rnnbptt.LSTM):
         assert isinstance(carry, rnnbptt.LSTMCarry)
     leaves = jax.tree.leaves(carry)
-    assert len(leaves) == {"LSTM": 2, "Elman": 1, "Feedforward": 0}[type(cell).__name__]
+    assert (
+        len(leaves)
+        == {"LSTM": 2, "Elman": 1, "GRU": 1, "Feedforward": 0}[type(cell).__name__]
+    )
     for leaf in leaves:
         assert leaf.shape == (5, 4) and leaf.dtype == jnp.float32
         assert not np.any(leaf)
@@ -162,3 +169,49 @@ def test_lstm_maps_torch_lstm_exactly():
     np.testing.assert_allclose(hs, out.detach().numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(h, hT[0].detach().numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(c, cT[0].detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_gru_maps_torch_gru_exactly():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    D, H, B, T = 3, 5, 2, 7
+    ref = torch.nn.GRU(D, H, batch_first=True).double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    h0 = torch.randn(1, B, H, dtype=torch.float64)
+    out, hT = ref(x, h0)
+    weight = lambda name: jnp.asarray(getattr(ref, name).detach().numpy())  # noqa: E731
+    params = rnnbptt.GRUParams(
+        w_ih=weight("weight_ih_l0").T,
+        w_hh=weight("weight_hh_l0").T,
+        b_ih=weight("bias_ih_l0"),
+        b_hh=weight("bias_hh_l0"),
+    )
+    h, hs = rnnbptt.unroll(
+        rnnbptt.GRU(D, H), params, jnp.asarray(x.numpy()), jnp.asarray(h0[0].numpy())
+    )
+    np.testing.assert_allclose(hs, out.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h, hT[0].detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_init_is_as_documented(reset_after):
+    H = 16
+    p = rnnbptt.GRU(8, H, reset_after=reset_after).init(jax.random.key(1))
+    for block in range(3):  # every gate block of w_hh is orthogonal
+        w = np.asarray(p.w_hh[:, block * H : (block + 1) * H])
+        np.testing.assert_allclose(w.T @ w, np.eye(H), atol=1e-12)
+    np.testing.assert_array_equal(p.b_ih, np.zeros(3 * H))
+    np.testing.assert_array_equal(p.b_hh, np.zeros(3 * H))
+    limit = np.sqrt(3.0 / 8)
+    assert limit >= np.abs(p.w_ih).max() > 0.8 * limit
+
+
+def test_gru_conventions_differ_and_refuse_a_non_bool():
+    cell, before = rnnbptt.GRU(3, 4), rnnbptt.GRU(3, 4, reset_after=False)
+    assert cell != before and hash(cell) != hash(before)
+    p = cell.init(jax.random.key(0))
+    p = p._replace(b_hh=p.b_hh + 0.5)  # the reset gate then matters for u_n
+    x, h = jnp.ones((2, 3)), 0.5 * jnp.ones((2, 4))
+    assert not np.allclose(cell.step(p, h, x)[0], before.step(p, h, x)[0])
+    with pytest.raises(TypeError, match="GRU: `reset_after` must be True or False"):
+        rnnbptt.GRU(3, 4, reset_after="yes")

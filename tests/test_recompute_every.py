@@ -34,13 +34,24 @@ STEPS = 7  # not a multiple of 3: the last chunk is padded with masked steps
         ("elman-relu", "autodiff", False),
         ("lstm", "manual", False),
         ("lstm", "autodiff", True),
+        ("gru", "manual", True),
+        ("gru", "autodiff", False),
+        ("gru-reset-before", "manual", False),
+        ("gru-reset-before", "autodiff", True),
         ("feedforward", "manual", True),
         ("feedforward", "autodiff", False),
     ],
 )
 def test_checkpointed_unroll_matches_full_bptt(name, backward, masked):
     cell = CELLS[name]
-    assert set(CELLS) == {"elman-tanh", "elman-relu", "lstm", "feedforward"}
+    assert set(CELLS) == {
+        "elman-tanh",
+        "elman-relu",
+        "lstm",
+        "gru",
+        "gru-reset-before",
+        "feedforward",
+    }
     params, xs, carry0 = make_problem(cell, steps=STEPS)
     mask = np.arange(STEPS)[None] < np.array([STEPS, 2, 5])[:, None] if masked else None
     want = value_and_grads(cell, params, xs, carry0, mask, "autodiff", None)
@@ -67,7 +78,7 @@ def _residual_bytes(cell, backward, every, steps=10_000, batch=16):
 
 
 @pytest.mark.parametrize("backward", ["manual", "autodiff"])
-@pytest.mark.parametrize("name", ["lstm", "elman-tanh"])
+@pytest.mark.parametrize("name", ["lstm", "elman-tanh", "gru"])
 def test_checkpointing_keeps_under_a_quarter_of_the_residuals(name, backward):
     cell = type(CELLS[name])(8, 128)
     full = _residual_bytes(cell, backward, None)
