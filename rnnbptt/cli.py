@@ -47,7 +47,7 @@ import jax
 import pandas as pd
 
 from . import draws, experiment
-from .cells import LSTM, Elman, Feedforward
+from .cells import GRU, LSTM, Elman, Feedforward
 from .experiment import OneLineErrors, positive_int_option, require_backend
 from .forecast import command as forecast_command
 from .gradcheck import compare_gradients, format_table
@@ -63,6 +63,8 @@ def demo_cells(input_size: int, hidden_size: int) -> dict:
         "elman-tanh": Elman(input_size, hidden_size),
         "elman-relu": Elman(input_size, hidden_size, activation="relu"),
         "lstm": LSTM(input_size, hidden_size),
+        "gru": GRU(input_size, hidden_size),
+        "gru-reset-before": GRU(input_size, hidden_size, reset_after=False),
         "feedforward": Feedforward(input_size, hidden_size),
     }
 

@@ -32,13 +32,13 @@ from ._checks import (
     check_shape,
 )
 from ._scalars import boolean, positive_int, prng_key, real_number
-from .cells import LSTM, Elman, Feedforward, lecun_uniform
+from .cells import GRU, LSTM, Elman, Feedforward, lecun_uniform
 from .data_checks import check_mask_pattern
 from .unroll import unroll
 
 Array = jax.Array
 HEADS = ("many_to_many", "many_to_one")
-KINDS = {"elman": Elman, "lstm": LSTM, "feedforward": Feedforward}
+KINDS = {"elman": Elman, "lstm": LSTM, "gru": GRU, "feedforward": Feedforward}
 
 
 class DenseParams(NamedTuple):
@@ -95,7 +95,11 @@ def first_valid(hs: Array, mask: Array | None) -> Array:
 
 def _check_applies(kind: str, **options) -> None:
     """``SequenceModel.build``'s cell options, refused where they do not apply."""
-    applies = {"activation": ("elman", "feedforward"), "forget_bias": ("lstm",)}
+    applies = {
+        "activation": ("elman", "feedforward"),
+        "forget_bias": ("lstm",),
+        "reset_after": ("gru",),
+    }
     for name, value in options.items():
         if value is not None and kind not in applies[name]:
             kinds = " and ".join(applies[name])
@@ -155,10 +159,10 @@ class SequenceModel:
 
     def __post_init__(self):
         cells = tuple(self.cells) if isinstance(self.cells, list | tuple) else None
-        if not cells or not all(isinstance(c, Elman | LSTM) for c in cells):
+        if not cells or not all(isinstance(c, Elman | LSTM | GRU) for c in cells):
             raise TypeError(
-                "SequenceModel: `cells` must be a non-empty tuple of Elman, LSTM or "
-                f"Feedforward cells, got {self.cells!r}"
+                "SequenceModel: `cells` must be a non-empty tuple of Elman, LSTM, GRU "
+                f"or Feedforward cells, got {self.cells!r}"
             )
         object.__setattr__(self, "cells", cells)
         width = 2 if self.bidirectional else 1
@@ -199,18 +203,21 @@ class SequenceModel:
         *,
         activation: str | None = None,
         forget_bias: float | None = None,
+        reset_after: bool | None = None,
         **kwargs,
     ) -> SequenceModel:
         """A model of ``len(hidden_sizes)`` layers of one kind of cell.
 
         Args:
-            kind: ``"elman"``, ``"lstm"`` or ``"feedforward"``.
+            kind: ``"elman"``, ``"lstm"``, ``"gru"`` or ``"feedforward"``.
             input_size: D, features per step.
             hidden_sizes: hidden units per layer, e.g. ``[64, 64]``.
             output_size: K.
             activation: for Elman and Feedforward layers (default ``"tanh"``);
                 refused for LSTM layers, whose gates have fixed activations.
             forget_bias: for LSTM layers (default 1.0); refused for the others.
+            reset_after: for GRU layers (default True, PyTorch's convention; see
+                ``GRU``); refused for the others.
             **kwargs: ``head``, ``bidirectional``, ``dropout``.
         """
         if kind not in KINDS:
@@ -218,7 +225,8 @@ class SequenceModel:
                 f"SequenceModel.build: `kind` must be one of {sorted(KINDS)}, "
                 f"got {kind!r}"
             )
-        _check_applies(kind, activation=activation, forget_bias=forget_bias)
+        options = dict(activation=activation, forget_bias=forget_bias)
+        _check_applies(kind, **options, reset_after=reset_after)
         width = 2 if kwargs.get("bidirectional") else 1
         if isinstance(hidden_sizes, str) or not hasattr(hidden_sizes, "__iter__"):
             raise TypeError(
@@ -234,6 +242,9 @@ class SequenceModel:
             if kind == "lstm":
                 bias = 1.0 if forget_bias is None else forget_bias
                 cells.append(LSTM(d, hidden, forget_bias=bias))
+            elif kind == "gru":
+                after = True if reset_after is None else reset_after
+                cells.append(GRU(d, hidden, reset_after=after))
             else:
                 act = "tanh" if activation is None else activation
                 cells.append(KINDS[kind](d, hidden, activation=act))

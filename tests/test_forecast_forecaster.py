@@ -185,7 +185,7 @@ def test_bad_input_is_refused_clearly(fitted, tmp_path):
     with pytest.raises(ValueError, match="call `fit` first"):
         Forecaster(H, **SMALL).predict()
     with pytest.raises(ValueError, match="`cell` must be one of"):
-        Forecaster(H, **SMALL, cell="gru")
+        Forecaster(H, **SMALL, cell="rnn")
     with pytest.raises(ValueError, match="multiple of `step_size`"):
         Forecaster(H, **{**SMALL, "input_size": 25}, step_size=2)
     other = tmp_path / "other.ckpt"

@@ -40,9 +40,12 @@ def _numpy_forward(model, params, xs, mask=None):
     return h @ np.asarray(params.readout.w) + np.asarray(params.readout.b)
 
 
-@pytest.mark.parametrize("kind", ["elman", "lstm"])
-def test_stacked_many_to_many_equals_numpy_loops(kind):
-    model, params, xs = _problem(kind, sizes=(5, 4))
+@pytest.mark.parametrize(
+    "kind, options",
+    [("elman", {}), ("lstm", {}), ("gru", {}), ("gru", {"reset_after": False})],
+)
+def test_stacked_many_to_many_equals_numpy_loops(kind, options):
+    model, params, xs = _problem(kind, sizes=(5, 4), **options)
     mask = right_padded_mask(LENGTHS, 7)
     got = _apply(model, params, xs, mask)
     np.testing.assert_allclose(got, _numpy_forward(model, params, xs, mask), rtol=1e-12)
@@ -181,9 +184,11 @@ def test_stateful_stream_in_two_calls_equals_one_call(kind):
     assert not np.allclose(reset, second)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_engines_agree_through_the_model(bidirectional):
-    model, params, xs = _problem(bidirectional=bidirectional, dropout=0.3)
+@pytest.mark.parametrize(
+    "kind, bidirectional", [("lstm", False), ("lstm", True), ("gru", True)]
+)
+def test_engines_agree_through_the_model(kind, bidirectional):
+    model, params, xs = _problem(kind, bidirectional=bidirectional, dropout=0.3)
     mask = right_padded_mask(LENGTHS, 7)
     key = jax.random.key(9)
 
@@ -238,7 +243,7 @@ def test_dropout_only_with_a_key():
             ValueError,
             "dropout",
         ),
-        (lambda: rnnbptt.SequenceModel.build("gru", 3, [4], 1), ValueError, "kind"),
+        (lambda: rnnbptt.SequenceModel.build("rnn", 3, [4], 1), ValueError, "kind"),
         (
             lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1, bidirectional="no"),
             TypeError,
@@ -265,6 +270,16 @@ def test_dropout_only_with_a_key():
             lambda: rnnbptt.SequenceModel.build("elman", 3, [4], 1, forget_bias="x"),
             ValueError,
             "`forget_bias` applies to lstm layers, not 'elman'",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1, reset_after=False),
+            ValueError,
+            "`reset_after` applies to gru layers, not 'lstm'",
+        ),
+        (
+            lambda: rnnbptt.SequenceModel.build("gru", 3, [4], 1, reset_after=1),
+            TypeError,
+            "GRU: `reset_after` must be True or False, got 1",
         ),
         (
             lambda: rnnbptt.SequenceModel.build("lstm", 3, [4], 1).init(0),

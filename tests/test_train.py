@@ -22,7 +22,7 @@ def sine_task(n=192, steps=24, seed=0):
     return series[:, :-1, None], series[:, 1:, None]
 
 
-@pytest.mark.parametrize("kind", ["elman", "lstm"])
+@pytest.mark.parametrize("kind", ["elman", "lstm", "gru"])
 def test_both_engines_learn_and_agree(kind):
     xs, ys = sine_task()
     model = rnnbptt.SequenceModel.build(kind, 1, [16], 1)
@@ -139,6 +139,7 @@ def truncated_gradient(model, params, xs, ys, mask, k1, k2):
         ("lstm", "autodiff", 2, 7),
         ("lstm", "manual", 3, 4),
         ("lstm", "autodiff", 4, 10),
+        ("gru", "manual", 3, 4),
     ],
 )
 def test_tbptt_gradient_equals_direct_truncated_objective(kind, backward, k1, k2):

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--h", type=positive_int_option, help="steps to forecast")
     model.add_argument("--input-size", type=positive_int_option)
     model.add_argument("--level", type=float, nargs="+", default=[80.0, 95.0])
-    model.add_argument("--cell", default="lstm", choices=["lstm", "elman"])
+    model.add_argument("--cell", default="lstm", choices=["lstm", "gru", "elman"])
     model.add_argument("--n-models", type=positive_int_option, default=3)
     model.add_argument("--epochs", type=positive_int_option, default=100)
     model.add_argument("--seed", type=int, default=0)

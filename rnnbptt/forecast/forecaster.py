@@ -63,7 +63,7 @@ class Forecaster:
     Args:
         h: steps forecast, all at once (a direct multi-step head).
         input_size: past steps each window reads.
-        cell: ``"lstm"``, ``"elman"`` or ``"feedforward"``.
+        cell: ``"lstm"``, ``"gru"``, ``"elman"`` or ``"feedforward"``.
         hidden_sizes: the encoder's hidden units per layer.
         levels: interval levels in percent; ``predict`` gives ``lo-L``/``hi-L``.
         n_models: networks trained side by side from independent seeds (one

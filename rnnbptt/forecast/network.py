@@ -39,7 +39,7 @@ class Network:
     """The architecture; hashable, so jitted functions take it as a static argument.
 
     Args:
-        cell: ``"lstm"``, ``"elman"`` or ``"feedforward"``.
+        cell: ``"lstm"``, ``"gru"``, ``"elman"`` or ``"feedforward"``.
         past_features: features per recurrent step: ``step_size`` times (1 for
             the value, plus the features of each step).
         future_features: G, known features per forecast step (0 for none).
