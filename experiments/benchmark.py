@@ -4,27 +4,28 @@ Times one gradient evaluation in float32 (forward over the whole sequence, then
 backward to every parameter; loss 0.5 * sum(hs**2) over all outputs, no input
 gradient) for three sizes (T steps, B batch, D inputs, H hidden): small T=50
 B=32 D=8 H=64, medium T=100 B=64 D=32 H=256, long T=1000 B=16 D=8 H=128. Side by
-side in one process: rnnbptt's LSTM and Elman with each gradient engine,
-``torch.nn.LSTM`` and ``torch.nn.RNN`` (``--torch-threads``, default every core,
-as XLA uses: 2 here), and Flax's ``nn.RNN`` with ``OptimizedLSTMCell`` and
-``SimpleCell`` (torch and flax are optional: ``pip install -e '.[bench]'``; a
-missing one is skipped with a note). When JAX runs on a GPU, torch runs on
-CUDA too (``--torch-device``) and TF32 is off on both sides, so every column is
-float32 on the same hardware.
-Every implementation is warmed up, then the repetitions are interleaved
-(one call of each in turn) and the median is reported, with its ratio to the
-PyTorch cell of the same kind, the achieved GFLOP/s of the matrix products
-(2*T*B*G*H*(2D + 3H) multiply-adds x 2, G = 4 gates for the LSTM, 1 for Elman;
-the element-wise work is not counted) and the percentage of a float32 GEMM peak
-measured in the same run (the best of XLA and, when present, torch). For
-rnnbptt it also reports the compile time and the compiled program's scratch
-memory (``memory_analysis().temp_size_in_bytes``).
+side in one process: rnnbptt's LSTM, GRU and Elman with each gradient engine,
+``torch.nn.LSTM``, ``torch.nn.GRU`` and ``torch.nn.RNN`` (``--torch-threads``,
+default every core, as XLA uses: 2 here), and Flax's ``nn.RNN`` with
+``OptimizedLSTMCell``, ``GRUCell`` and ``SimpleCell`` (torch and flax are
+optional: ``pip install -e '.[bench]'``; a missing one is skipped with a note).
+When JAX runs on a GPU, torch runs on CUDA too (``--torch-device``) and TF32 is
+off on both sides, so every column is float32 on the same hardware. Every
+implementation is warmed up, then the repetitions are interleaved (one call of
+each in turn) and the median is reported, with its ratio to the PyTorch cell of
+the same kind, the achieved GFLOP/s of the matrix products (2*T*B*G*H*(2D + 3H)
+multiply-adds x 2, G = 4 gates for the LSTM, 3 for the GRU, 1 for Elman; the
+element-wise work is not counted) and the percentage of a float32 GEMM peak
+measured in the same run (the best of XLA and, when present, torch). For rnnbptt
+it also reports the compile time and the compiled program's scratch memory
+(``memory_analysis().temp_size_in_bytes``).
 
-Two more tables: checkpointing through time at T = 10000 (B=16 D=8 H=128, both
-cells and engines, ``recompute_every=100`` against storing every step: time
-and the bytes of residuals the VJP keeps, ``rnnbptt.residual_bytes``), and the
-compile time of the medium gradient at T = 100, 1000 and 10000. summary.json
-checks the targets of the performance issue and records the machine.
+Two more tables: checkpointing through time at T = 10000 (B=16 D=8 H=128, the
+LSTM and Elman with both engines, ``recompute_every=100`` against storing every
+step: time and the bytes of residuals the VJP keeps,
+``rnnbptt.residual_bytes``), and the compile time of the medium gradient at T =
+100, 1000 and 10000. summary.json checks the targets of the performance issue
+and records the machine.
 
 Command:  rnnbptt bench     (also: rnnbptt experiment benchmark, or
           python experiments/benchmark.py)
@@ -85,11 +86,15 @@ QUICK = {
     "compile_repeats": 1,
     "gemm": 256,
 }
-GATES = {"lstm": 4, "elman": 1}
+GATES = {"lstm": 4, "gru": 3, "elman": 1}
+CHECKPOINTED = ("lstm", "elman")  # the cells of the checkpointing and compile tables
 TARGETS = {
     "lstm_vs_torch": 1.0,  # rnnbptt LSTM (default engine) / torch.nn.LSTM
+    "gru_vs_torch": 1.0,  # rnnbptt GRU / torch.nn.GRU
     "elman_vs_torch": 0.5,  # rnnbptt Elman / torch.nn.RNN
+    "gru_vs_flax": 1.0,  # rnnbptt GRU / Flax's GRUCell, at every size
     "lstm_speedup": 1.3,  # autodiff / manual, LSTM at long
+    "gru_speedup": 1.3,  # autodiff / manual, GRU at long
     "elman_speedup": 1.5,  # autodiff / manual, Elman
     "checkpoint_residuals": 0.25,  # kept / full residual bytes at T = 10000
     "checkpoint_time": 1.5,  # checkpointed / full time
@@ -131,10 +136,16 @@ def _ready(fn, *args):
     return lambda: jax.block_until_ready(fn(*args))
 
 
+def rnnbptt_cell(kind, inputs, hidden):
+    return {"lstm": rnnbptt.LSTM, "gru": rnnbptt.GRU, "elman": rnnbptt.Elman}[kind](
+        inputs, hidden
+    )
+
+
 def rnnbptt_gradient(kind, size, backward, recompute_every=None):
     """(call, compile seconds, scratch bytes) of one rnnbptt gradient."""
     T, B, D, H = size
-    cell = rnnbptt.LSTM(D, H) if kind == "lstm" else rnnbptt.Elman(D, H)
+    cell = rnnbptt_cell(kind, D, H)
     params = cell.init(jax.random.key(0), jnp.float32)
     xs = draws.normal(jax.random.key(1), (B, T, D), jnp.float32)
 
@@ -156,7 +167,9 @@ def flax_gradient(kind, size):
     import flax.linen as nn
 
     T, B, D, H = size
-    cell = nn.OptimizedLSTMCell(H) if kind == "lstm" else nn.SimpleCell(H)
+    cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "elman": nn.SimpleCell}[
+        kind
+    ](H)
     model = nn.RNN(cell)
     xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float32)
     params = model.init(jax.random.key(0), xs)
@@ -176,7 +189,7 @@ def torch_gradient(kind, size, device="cpu"):
 
     T, B, D, H = size
     torch.manual_seed(0)
-    cell = torch.nn.LSTM if kind == "lstm" else torch.nn.RNN
+    cell = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[kind]
     module = cell(D, H, batch_first=True).to(device)
     xs = torch.randn(B, T, D, device=device)
     ready = _torch_ready(device)
@@ -282,8 +295,8 @@ def time_checkpointing(spec, every, repeats) -> pd.DataFrame:
     size = (spec["steps"], spec["batch"], spec["input"], spec["hidden"])
     T, B, D, H = size
     rows = []
-    for kind in GATES:
-        cell = rnnbptt.LSTM(D, H) if kind == "lstm" else rnnbptt.Elman(D, H)
+    for kind in CHECKPOINTED:
+        cell = rnnbptt_cell(kind, D, H)
         params = jax.eval_shape(lambda c=cell: c.init(jax.random.key(0), jnp.float32))
         xs = jax.ShapeDtypeStruct((B, T, D), jnp.float32)
         calls, info = {}, {}
@@ -327,7 +340,7 @@ def compile_times(steps_list, quick, repeats) -> pd.DataFrame:
     _, B, D, H = TINY if quick else SIZES["medium"]
     rows = []
     for steps in steps_list:
-        for kind in GATES:
+        for kind in CHECKPOINTED:
             for backward in ("manual", "autodiff"):
                 seconds = [
                     rnnbptt_gradient(kind, (steps, B, D, H), backward)[1]
@@ -367,16 +380,19 @@ def targets(
     default = f"rnnbptt {rnnbptt.unroll.__kwdefaults__['backward']}"
     for size in dict.fromkeys(timing["size"]):
         graded = size in ("medium", "long")  # the sizes the targets name
-        for kind, target in (("lstm", "lstm_vs_torch"), ("elman", "elman_vs_torch")):
+        for kind in GATES:
             value = ms(size, kind, default) / ms(size, kind, "torch.nn")
-            limit = TARGETS[target] if graded and torch_graded else None
+            limit = TARGETS[f"{kind}_vs_torch"] if graded and torch_graded else None
             checks[f"{kind} {size}: {default} / torch.nn"] = (value, limit)
-        for kind, target in (("lstm", "lstm_speedup"), ("elman", "elman_speedup")):
+        value = ms(size, "gru", default) / ms(size, "gru", "flax nn.RNN")
+        limit = TARGETS["gru_vs_flax"] if size in SIZES else None
+        checks[f"gru {size}: {default} / flax nn.RNN"] = (value, limit)
+        for kind in GATES:
             value = ms(size, kind, "rnnbptt autodiff") / ms(
                 size, kind, "rnnbptt manual"
             )
-            graded_here = size == "long" if kind == "lstm" else graded
-            limit = -TARGETS[target] if graded_here else None
+            graded_here = graded if kind == "elman" else size == "long"
+            limit = -TARGETS[f"{kind}_speedup"] if graded_here else None
             checks[f"{kind} {size}: autodiff / manual"] = (value, limit)
     for row in checkpointing.itertuples():
         where = f"{row.cell} {row.engine} T={row.T}"

@@ -59,21 +59,22 @@ CLASSES = 10
 SPLIT = (0.6, 0.2, 0.2)  # train, validation, test fractions of every class
 ENGINE_TOL = {"float32": 1e-5, "float64": 1e-10}  # max relative difference
 GRAD_BATCH = 64  # test images in the engine comparison
-MODELS = ("feedforward", "elman", "lstm")
+MODELS = ("feedforward", "elman", "lstm")  # the default run
+CHOICES = (*MODELS, "gru")
 FULL = {
     "subset": None,  # all of the split
-    "hidden": {"feedforward": 128, "elman": 64, "lstm": 64},
+    "hidden": {"feedforward": 128, "elman": 64, "lstm": 64, "gru": 64},
     "epochs": 100,
     "patience": 10,
     "batch": 32,
     "learning_rate": 3e-3,
-    "compare_engines": MODELS,
+    "compare_engines": CHOICES,
 }
 QUICK = {
     # the first (train, validation, test) images of each part: whole batches only,
     # so that each of fit's jitted steps compiles once
     "subset": (256, 64, 128),
-    "hidden": {"feedforward": 32, "elman": 32, "lstm": 32},
+    "hidden": {"feedforward": 32, "elman": 32, "lstm": 32, "gru": 32},
     "epochs": 8,
     "patience": None,
     "batch": 32,
@@ -157,7 +158,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--models",
         nargs="+",
-        choices=MODELS,
+        choices=CHOICES,
         default=list(MODELS),
         help="models to train",
     )

@@ -69,6 +69,7 @@ def make_cells(input_size: int, hidden_size: int) -> dict:
         "elman-tanh": rnnbptt.Elman(input_size, hidden_size, activation="tanh"),
         "elman-relu": rnnbptt.Elman(input_size, hidden_size, activation="relu"),
         "lstm": rnnbptt.LSTM(input_size, hidden_size),
+        "gru": rnnbptt.GRU(input_size, hidden_size),
     }
 
 
@@ -105,7 +106,7 @@ def hidden_gradients(cell, params, xs, carry0, probe):
     (for the LSTM: with the memory cell c_t held fixed).
 
     Args:
-        cell: an ``Elman`` or ``LSTM``.
+        cell: an ``Elman``, ``LSTM`` or ``GRU``.
         params: the cell's parameters.
         xs: [B, T, D] inputs.
         carry0: the initial carry.

@@ -44,7 +44,7 @@ def test_writes_tables_summary_and_plot(quick_run):
 def test_every_engine_and_each_installed_framework_is_timed(metrics, summary):
     want = {"rnnbptt manual", "rnnbptt autodiff"}
     want |= {impl for module, impl in OPTIONAL.items() if INSTALLED[module]}
-    for cell in ("lstm", "elman"):
+    for cell in ("lstm", "gru", "elman"):
         got = set(metrics.loc[metrics["cell"] == cell, "implementation"])
         assert got == want
     assert (metrics["ms"] > 0).all()
@@ -57,7 +57,7 @@ def test_every_engine_and_each_installed_framework_is_timed(metrics, summary):
 
 def test_throughput_columns_follow_from_the_times(metrics, summary):
     # 2*T*B*G*H*(2D + 3H) floating-point operations per gradient, G gates
-    gates = metrics["cell"].map({"lstm": 4, "elman": 1})
+    gates = metrics["cell"].map({"lstm": 4, "gru": 3, "elman": 1})
     flops = (
         2.0
         * metrics["T"]
@@ -109,11 +109,12 @@ def test_targets_are_graded_only_where_the_run_matches_the_issue():
     timing = pd.DataFrame(
         [
             {"size": "medium", "cell": cell, "implementation": impl, "ms": ms}
-            for cell in ("lstm", "elman")
+            for cell in ("lstm", "gru", "elman")
             for impl, ms in (
                 ("rnnbptt manual", 10.0),
                 ("rnnbptt autodiff", 20.0),
                 ("torch.nn", 40.0),
+                ("flax nn.RNN", 5.0),
             )
         ]
     )
@@ -136,6 +137,9 @@ def test_targets_are_graded_only_where_the_run_matches_the_issue():
     )
     graded = bench.targets(timing, checkpointing, compiling)
     assert graded["lstm medium: rnnbptt manual / torch.nn"]["met"] is True
+    assert graded["gru medium: rnnbptt manual / torch.nn"]["met"] is True
+    assert graded["gru medium: rnnbptt manual / flax nn.RNN"]["met"] is False
+    assert graded["gru medium: autodiff / manual"]["met"] is None  # long only
     assert graded["elman medium: autodiff / manual"]["met"] is True
     assert graded["lstm manual T=10000: checkpointed / full time"]["met"] is True
     assert graded["lstm manual: compile seconds at T=100"]["met"] is True

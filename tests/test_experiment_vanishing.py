@@ -41,7 +41,7 @@ def test_quick_run_writes_its_files(quick_run):
         assert (folder / name).is_file(), name
     metrics = pd.read_csv(folder / "metrics.csv")
     assert list(metrics.columns) == ["cell", "radius", "distance", "grad_norm"]
-    assert set(metrics["cell"]) == {"elman-tanh", "elman-relu", "lstm"}
+    assert set(metrics["cell"]) == {"elman-tanh", "elman-relu", "lstm", "gru"}
     assert np.isfinite(metrics["grad_norm"]).all() and (metrics["grad_norm"] > 0).all()
     # the probe has unit norm, so at distance 0 the gradient is the probe itself
     at_loss = metrics.loc[metrics["distance"] == 0, "grad_norm"]
@@ -91,7 +91,7 @@ def test_clipping_caps_explosion_but_keeps_vanished_parts(quick_run):
     assert (tanh_small["far_grad_norm_clipped"] < 1e-6).all()
 
 
-@pytest.mark.parametrize("kind", ["elman-tanh", "elman-relu", "lstm"])
+@pytest.mark.parametrize("kind", ["elman-tanh", "elman-relu", "lstm", "gru"])
 def test_delta_gradients_match_hand_written_bptt(vanishing, kind):
     """dL/dh_t from the zero perturbations equals rnnbptt.bptt's d_carry0 run from
     h_t (float64): at the initial state h_{-1} and in the middle of the sequence."""
