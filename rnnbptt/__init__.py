@@ -1,6 +1,6 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
-from . import data, distributed, fitting, losses, optimizers, parallel, runs
+from . import data, distributed, fitting, interop, losses, optimizers, parallel, runs
 from .bptt import bptt
 from .cells import (
     GRU,
@@ -51,6 +51,7 @@ __all__ = [
     "distributed",
     "fit",
     "fitting",
+    "interop",
     "load_checkpoint",
     "losses",
     "make_eval_step",

@@ -87,7 +87,7 @@ def check_target_shape(fn, model, loss, ys, n, steps, name="training") -> None:
     """Checks the shape and dtype of targets ``ys`` (an array or a tracer: static
     facts only) against ``n`` sequences of ``steps`` steps, the model's head and
     output size, and the loss."""
-    per_step = model.head == "many_to_many"
+    per_step = model.per_step
     lead = (n, steps) if per_step else (n,)
     lead_text = "[N, T" if per_step else "[N"
     if ys.shape[: len(lead)] != lead:
@@ -96,7 +96,7 @@ def check_target_shape(fn, model, loss, ys, n, steps, name="training") -> None:
             f"xs {(n, steps)}), got shape {ys.shape}; inputs and targets must have the "
             "same number of sequences" + (" and steps" if per_step else "")
         )
-    K = model.output_size
+    K = model.out_features
     if loss in CLASSIFICATION:
         if ys.shape != lead:
             raise ValueError(
@@ -110,8 +110,9 @@ def check_target_shape(fn, model, loss, ys, n, steps, name="training") -> None:
         return
     if not callable(loss) and ys.shape != (*lead, K):
         raise ValueError(
-            f"{fn}: {name} `ys` must have shape {(*lead, K)} (the model's "
-            f"output_size is {K}), got {ys.shape}"
+            f"{fn}: {name} `ys` must have shape {(*lead, K)} ("
+            + ("the model's output_size is" if model.head else "its last layer outputs")
+            + f" {K}), got {ys.shape}"
         )
     if not (np.issubdtype(ys.dtype, np.number) or ys.dtype == bool):
         raise TypeError(f"{fn}: {name} `ys` must be numeric, got dtype {ys.dtype}")
@@ -120,14 +121,14 @@ def check_target_shape(fn, model, loss, ys, n, steps, name="training") -> None:
 def _check_targets(fn, model, ys, mask, loss, name, n, steps) -> np.ndarray:
     ys = np.asarray(ys)
     check_target_shape(fn, model, loss, ys, n, steps, name)
-    per_step = model.head == "many_to_many"
+    per_step = model.per_step
     valid = (
         mask
         if mask is not None and per_step
         else np.ones(ys.shape[: 1 + per_step], bool)
     )
     if loss in CLASSIFICATION:
-        K = model.output_size
+        K = model.out_features
         bad = valid & ((ys < 0) | (ys >= K))
         if bad.any():
             raise ValueError(

@@ -37,7 +37,7 @@ from .data_checks import check_mask_pattern
 from .unroll import unroll
 
 Array = jax.Array
-HEADS = ("many_to_many", "many_to_one")
+HEADS = ("many_to_many", "many_to_one", None)
 KINDS = {"elman": Elman, "lstm": LSTM, "gru": GRU, "feedforward": Feedforward}
 
 
@@ -53,7 +53,7 @@ class BidirectionalParams(NamedTuple):
 
 class ModelParams(NamedTuple):
     layers: tuple  # one entry per layer: cell params, or BidirectionalParams
-    readout: DenseParams
+    readout: DenseParams | None  # None for head=None
 
 
 def _reverse_index(mask: Array | None, steps: int, batch: int) -> Array:
@@ -135,8 +135,11 @@ class SequenceModel:
     Args:
         cells: the layers' cells, first to last; layer l+1's ``input_size`` must be
             layer l's ``hidden_size`` (twice that when bidirectional).
-        output_size: K, outputs per step (or per sequence).
-        head: ``"many_to_many"`` or ``"many_to_one"``.
+        output_size: K, outputs per step (or per sequence); None with
+            ``head=None``.
+        head: ``"many_to_many"``, ``"many_to_one"``, or None: no readout, the
+            outputs are the last layer's states [B, T, H] (2H when bidirectional),
+            like ``torch.nn.LSTM``'s ``output`` (see ``rnnbptt.interop``).
         bidirectional: run every layer forwards and backwards in time and
             concatenate the two (the backward direction reads each sequence's
             valid steps in reverse, whatever the mask's pattern).
@@ -152,8 +155,8 @@ class SequenceModel:
     """
 
     cells: tuple
-    output_size: int
-    head: str = "many_to_many"
+    output_size: int | None
+    head: str | None = "many_to_many"
     bidirectional: bool = False
     dropout: float = 0.0
 
@@ -172,12 +175,20 @@ class SequenceModel:
                     f"SequenceModel: layer {i + 1} has input_size {above.input_size} "
                     f"but layer {i} outputs {width * below.hidden_size} features"
                 )
-        size = positive_int("SequenceModel", "output_size", self.output_size)
-        object.__setattr__(self, "output_size", size)
         if self.head not in HEADS:
             raise ValueError(
                 f"SequenceModel: `head` must be one of {HEADS}, got {self.head!r}"
             )
+        if self.head is None:
+            if self.output_size is not None:
+                raise ValueError(
+                    "SequenceModel: a model without a readout (head=None) outputs "
+                    "its last layer's states; `output_size` must be None, got "
+                    f"{self.output_size!r}"
+                )
+        else:
+            size = positive_int("SequenceModel", "output_size", self.output_size)
+            object.__setattr__(self, "output_size", size)
         if not isinstance(self.bidirectional, bool | np.bool_):
             raise TypeError(
                 "SequenceModel: `bidirectional` must be True or False, got "
@@ -254,8 +265,25 @@ class SequenceModel:
     def input_size(self) -> int:
         return self.cells[0].input_size
 
+    @property
+    def width(self) -> int:
+        """Features the last layer outputs: H, or 2H when bidirectional."""
+        return (2 if self.bidirectional else 1) * self.cells[-1].hidden_size
+
+    @property
+    def out_features(self) -> int:
+        """K, outputs per step or sequence: ``output_size``, or the last layer's
+        ``width`` for a model without a readout (``head=None``)."""
+        return self.width if self.head is None else self.output_size
+
+    @property
+    def per_step(self) -> bool:
+        """An output at every step (every head but many-to-one)."""
+        return self.head != "many_to_one"
+
     def init(self, key: Array, dtype=None) -> ModelParams:
-        """Each cell's own initialisation; LeCun-uniform readout, zero bias."""
+        """Each cell's own initialisation; LeCun-uniform readout, zero bias (no
+        readout, None, for ``head=None``)."""
         key = prng_key("SequenceModel.init", "key", key)
         keys = jax.random.split(key, len(self.cells) + 1)
         layers = []
@@ -267,9 +295,10 @@ class SequenceModel:
                 )
             else:
                 layers.append(cell.init(k, dtype))
-        width = (2 if self.bidirectional else 1) * self.cells[-1].hidden_size
+        if self.head is None:
+            return ModelParams(tuple(layers), None)
         dtype = jax.tree.leaves(layers[0])[0].dtype
-        w = lecun_uniform(keys[-1], (width, self.output_size), 1.0, dtype)
+        w = lecun_uniform(keys[-1], (self.width, self.output_size), 1.0, dtype)
         return ModelParams(
             tuple(layers), DenseParams(w, jnp.zeros(self.output_size, dtype))
         )
@@ -338,8 +367,9 @@ class SequenceModel:
             checkpoint_every: the former name of ``recompute_every`` (deprecated).
 
         Returns:
-            Outputs [B, T, K] (many-to-many) or [B, K] (many-to-one); with
-            ``return_carry``, ``(outputs, final_carries)``.
+            Outputs [B, T, K] (many-to-many), [B, K] (many-to-one) or the last
+            layer's states [B, T, width] (``head=None``, zero at masked steps);
+            with ``return_carry``, ``(outputs, final_carries)``.
         """
         check_backward("SequenceModel.apply", backward)
         return_carry = boolean("SequenceModel.apply", "return_carry", return_carry)
@@ -394,14 +424,20 @@ class SequenceModel:
                 )
             else:
                 h = last_valid(h, mask)
-        out = h @ params.readout.w + params.readout.b
+        out = h if self.head is None else h @ params.readout.w + params.readout.b
         return (out, tuple(finals)) if return_carry else out
 
     def _check_readout(self, readout) -> None:
         """The readout's shapes (the layers' own are checked by ``unroll``)."""
         fn = "SequenceModel.apply"
-        width = (2 if self.bidirectional else 1) * self.cells[-1].hidden_size
-        expected = DenseParams((width, self.output_size), (self.output_size,))
+        if self.head is None:
+            if readout is not None:
+                raise TypeError(
+                    f"{fn}: a model without a readout (head=None) takes "
+                    f"`params.readout` None, got {type(readout).__name__}"
+                )
+            return
+        expected = DenseParams((self.width, self.output_size), (self.output_size,))
         if not isinstance(readout, DenseParams):
             raise TypeError(
                 f"{fn}: `params.readout` must be DenseParams(w, b), got "

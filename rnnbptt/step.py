@@ -67,7 +67,7 @@ def loss_mask(model, mask) -> Array | None:
     loss, its gradient and the valid count. Where they can, it is refused
     (``fit``, and ``SequenceModel.apply`` outside ``jit``).
     """
-    if mask is None or model.head == "many_to_many":
+    if mask is None or model.per_step:
         return mask
     return jnp.any(mask, axis=1)
 
@@ -110,9 +110,7 @@ def valid_count(model, xs, mask) -> Array:
     one per sequence, or one per valid step; read from the inputs, so that a
     loss of one's own may take targets of any form."""
     if mask is None:
-        return jnp.asarray(
-            xs.shape[0] * (xs.shape[1] if model.head == "many_to_many" else 1)
-        )
+        return jnp.asarray(xs.shape[0] * (xs.shape[1] if model.per_step else 1))
     return jnp.sum(loss_mask(model, mask))
 
 

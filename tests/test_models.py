@@ -342,3 +342,23 @@ def test_reset_carry_needs_one_flag_per_stream(reset, error, text):
     model = rnnbptt.SequenceModel.build("lstm", 3, [4], 1)
     with pytest.raises(error, match=re.escape(text)):
         model.reset_carry(model.initial_carry(4), reset)
+
+
+def test_a_model_without_readout_outputs_its_last_layers_states():
+    model = rnnbptt.SequenceModel.build("gru", 3, [5, 4], None, head=None)
+    params = init_params(model, 0)
+    assert params.readout is None and model.out_features == 4 and model.per_step
+    xs = normal(np.random.default_rng(1), (4, 7, 3), np.float64)
+    mask = right_padded_mask(LENGTHS, 7)
+    h = np.asarray(xs)
+    for cell, p in zip(model.cells, params.layers, strict=True):
+        _, h = loop(cell, p, h, cell.initial_carry(4, jnp.float64), mask)
+    np.testing.assert_allclose(_apply(model, params, xs, mask), h, rtol=1e-12)
+    with pytest.raises(ValueError, match="`output_size` must be None, got 2"):
+        rnnbptt.SequenceModel.build("gru", 3, [4], 2, head=None)
+    readout = rnnbptt.DenseParams(jnp.zeros((4, 1)), jnp.zeros(1))
+    with pytest.raises(TypeError, match=r"takes `params\.readout` None"):
+        model.apply(params._replace(readout=readout), xs)
+    wrong = r"its last layer outputs 4\), got \(4, 7, 2\)"
+    with pytest.raises(ValueError, match=wrong):
+        rnnbptt.fit(model, params, xs, np.zeros((4, 7, 2)), progress=False)

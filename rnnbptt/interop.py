@@ -1,0 +1,268 @@
+"""Weights to and from PyTorch, exactly.
+
+``from_torch(module)`` turns a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (any
+``num_layers``, ``bidirectional``, ``bias`` and ``batch_first``) into
+``(model, params)``: a ``SequenceModel`` without a readout (``head=None``) whose
+``model.apply(params, xs)`` is torch's ``output`` for batch-major ``xs`` [B, T,
+D] (with ``batch_first=False``, torch's [T, B, D] is ``xs.swapaxes(0, 1)``).
+``to_torch(model, params)`` builds the torch module back::
+
+    model, params = rnnbptt.interop.from_torch(torch_lstm)
+    ...                                   # train, evaluate, save with rnnbptt
+    torch_lstm = rnnbptt.interop.to_torch(model, params)
+
+The mapping: ``w_ih = weight_ih_l{k}.T`` and ``w_hh = weight_hh_l{k}.T`` (the
+gate blocks in torch's order: i, f, g, o for the LSTM; r, z, n for the GRU),
+the ``_reverse`` tensors for the backward direction. The GRU keeps torch's two
+biases, so its parameters come back bitwise either way. The LSTM and Elman
+cells have one bias, ``b = bias_ih + bias_hh`` (one rounding), which goes back
+as ``bias_ih = b`` and ``bias_hh = 0``: rnnbptt -> torch -> rnnbptt is bitwise
+for every cell, and torch -> rnnbptt -> torch for the weights, and for the
+biases where ``bias_hh`` was zero. Torch is optional (``pip install
+'rnnbptt[torch]'``) and imported only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import check_params
+from .cells import GRU, LSTM, Elman, ElmanParams, Feedforward, GRUParams, LSTMParams
+from .models import BidirectionalParams, ModelParams, SequenceModel
+
+# torch module name -> rnnbptt cell
+_KINDS = {"RNN": Elman, "LSTM": LSTM, "GRU": GRU}
+
+
+def _torch(fn: str):
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"{fn} needs PyTorch, an optional dependency: pip install "
+            "'rnnbptt[torch]' (or pip install torch)"
+        ) from error
+    return torch
+
+
+def _kind(fn: str, torch, module) -> str:
+    for name in _KINDS:
+        if type(module) is getattr(torch.nn, name):
+            return name
+    raise TypeError(
+        f"{fn}: `module` must be a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU, "
+        f"got {type(module).__module__}.{type(module).__name__}"
+    )
+
+
+def _check_supported(fn: str, kind: str, module) -> None:
+    if getattr(module, "proj_size", 0):
+        raise ValueError(
+            f"{fn}: an LSTM with proj_size={module.proj_size} (projected hidden "
+            "states) is not supported: rnnbptt's LSTM has no projection"
+        )
+    if module.dropout and module.training:
+        raise ValueError(
+            f"{fn}: the module applies dropout={module.dropout} between its layers "
+            "in training mode, with torch's random masks, which cannot be carried "
+            "over; call module.eval() first (the model then keeps the rate as its "
+            "`dropout`, active only where `apply` gets a key)"
+        )
+
+
+def _cell(kind: str, module, input_size: int):
+    H = module.hidden_size
+    if kind == "RNN":
+        return Elman(input_size, H, activation=module.nonlinearity)
+    return _KINDS[kind](input_size, H)
+
+
+def _array(tensor) -> jnp.ndarray:
+    return jnp.asarray(tensor.detach().cpu().numpy())
+
+
+def _layer_params(kind: str, cell, module, suffix: str):
+    """One direction of one layer: the cell's params from torch's tensors."""
+    w_ih = _array(getattr(module, f"weight_ih{suffix}")).T
+    w_hh = _array(getattr(module, f"weight_hh{suffix}")).T
+    G = w_ih.shape[1]
+    if module.bias:
+        b_ih = _array(getattr(module, f"bias_ih{suffix}"))
+        b_hh = _array(getattr(module, f"bias_hh{suffix}"))
+    else:
+        b_ih = b_hh = jnp.zeros((G,), w_ih.dtype)
+    if kind == "GRU":
+        return GRUParams(w_ih, w_hh, b_ih, b_hh)
+    params_type = LSTMParams if kind == "LSTM" else ElmanParams
+    return params_type(w_ih, w_hh, b_ih + b_hh)
+
+
+def from_torch(module) -> tuple[SequenceModel, ModelParams]:
+    """``(model, params)`` computing what the torch ``module`` computes.
+
+    Args:
+        module: a ``torch.nn.RNN`` (tanh or relu), ``LSTM`` (no ``proj_size``) or
+            ``GRU``; in eval mode if it has dropout between layers.
+
+    Returns:
+        A ``SequenceModel`` with ``head=None`` (its outputs are torch's
+        ``output``) and its ``ModelParams``, in the module's dtype.
+    """
+    fn = "rnnbptt.interop.from_torch"
+    torch = _torch(fn)
+    kind = _kind(fn, torch, module)
+    _check_supported(fn, kind, module)
+    width = 2 if module.bidirectional else 1
+    cells, layers = [], []
+    for k in range(module.num_layers):
+        d = module.input_size if k == 0 else width * module.hidden_size
+        cell = _cell(kind, module, d)
+        forward = _layer_params(kind, cell, module, f"_l{k}")
+        if module.bidirectional:
+            backward = _layer_params(kind, cell, module, f"_l{k}_reverse")
+            layers.append(BidirectionalParams(forward, backward))
+        else:
+            layers.append(forward)
+        cells.append(cell)
+    model = SequenceModel(
+        tuple(cells),
+        None,
+        head=None,
+        bidirectional=bool(module.bidirectional),
+        dropout=float(module.dropout),
+    )
+    return model, ModelParams(tuple(layers), None)
+
+
+def _torch_kind(fn: str, model) -> tuple[str, dict]:
+    """The torch module name and constructor options of ``model``'s layers."""
+    if not isinstance(model, SequenceModel):
+        raise TypeError(
+            f"{fn}: `model` must be a SequenceModel, got {type(model).__name__}"
+        )
+    if model.head is not None:
+        raise ValueError(
+            f"{fn}: torch's recurrent modules have no readout, and this model has "
+            f"head={model.head!r}; convert its layers (SequenceModel(model.cells, "
+            "None, head=None, bidirectional=...) with params._replace(readout=None)) "
+            "and copy params.readout into a torch.nn.Linear (weight = w.T, bias = b)"
+        )
+    first = model.cells[0]
+    if isinstance(first, Feedforward) or type(first) not in (Elman, LSTM, GRU):
+        raise ValueError(
+            f"{fn}: torch has no recurrent module for {type(first).__name__} layers"
+        )
+    for cell in model.cells:
+        same = type(cell) is type(first) and cell.hidden_size == first.hidden_size
+        if not same or getattr(cell, "activation", None) != getattr(
+            first, "activation", None
+        ):
+            raise ValueError(
+                f"{fn}: a torch module's layers are all one kind and size; this "
+                f"model has {[c for c in model.cells]}"
+            )
+    if isinstance(first, Elman) and first.activation not in ("tanh", "relu"):
+        raise ValueError(
+            f"{fn}: torch.nn.RNN computes tanh or relu, not {first.activation!r}"
+        )
+    if isinstance(first, GRU) and not first.reset_after:
+        raise ValueError(
+            f"{fn}: torch.nn.GRU applies the reset gate after the recurrent "
+            "product (reset_after=True); this GRU has reset_after=False"
+        )
+    kind = {Elman: "RNN", LSTM: "LSTM", GRU: "GRU"}[type(first)]
+    options = {"nonlinearity": first.activation} if kind == "RNN" else {}
+    return kind, options
+
+
+def _torch_tensors(kind: str, params, suffix: str) -> dict[str, np.ndarray]:
+    """torch's tensors of one direction of one layer."""
+    w_ih, w_hh = np.asarray(params.w_ih), np.asarray(params.w_hh)
+    if kind == "GRU":
+        b_ih, b_hh = np.asarray(params.b_ih), np.asarray(params.b_hh)
+    else:
+        b_ih = np.asarray(params.b)
+        b_hh = np.zeros_like(b_ih)
+    return {
+        f"weight_ih{suffix}": w_ih.T,
+        f"weight_hh{suffix}": w_hh.T,
+        f"bias_ih{suffix}": b_ih,
+        f"bias_hh{suffix}": b_hh,
+    }
+
+
+def _drop_zero_biases(fn: str, tensors: dict) -> None:
+    for name in [name for name in tensors if name.startswith("bias")]:
+        if np.any(tensors.pop(name)):
+            raise ValueError(
+                f"{fn}: bias=False makes a module without biases, but this model's "
+                f"{name.replace('_ih', '').replace('_hh', '')} is not zero"
+            )
+
+
+def _check_layers(fn: str, model, params) -> np.dtype:
+    """Every layer's params against its cell; returns their common dtype."""
+    if not isinstance(params, ModelParams) or len(params.layers) != len(model.cells):
+        raise TypeError(
+            f"{fn}: `params` must be the ModelParams of this model "
+            f"({len(model.cells)} layers), got {type(params).__name__}"
+        )
+    model._check_readout(params.readout)
+    dtypes = set()
+    for cell, layer in zip(model.cells, params.layers, strict=True):
+        directions = layer if model.bidirectional else (layer,)
+        for p in directions:
+            dtypes.add(check_params(fn, cell, p)[1])
+    dtype = np.dtype(dtypes.pop())
+    if dtypes or dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{fn}: torch takes float32 or float64 parameters of one dtype, got "
+            f"{sorted(str(d) for d in {dtype, *dtypes})}"
+        )
+    return dtype
+
+
+def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> Any:
+    """The torch module (``RNN``, ``LSTM`` or ``GRU``) of ``model`` with ``params``.
+
+    Args:
+        model: a ``SequenceModel`` with ``head=None`` whose layers are all one
+            kind and hidden size (as from ``from_torch``).
+        params: its ``ModelParams``, float32 or float64.
+        batch_first: the module's ``batch_first`` (rnnbptt is batch-major).
+        bias: the module's ``bias``; False needs every bias of ``params`` zero.
+
+    Returns:
+        The module, in eval mode, in the parameters' dtype.
+    """
+    fn = "rnnbptt.interop.to_torch"
+    torch = _torch(fn)
+    kind, options = _torch_kind(fn, model)
+    dtype = _check_layers(fn, model, params)
+    first = model.cells[0]
+    module = getattr(torch.nn, kind)(
+        first.input_size,
+        first.hidden_size,
+        num_layers=len(model.cells),
+        bidirectional=model.bidirectional,
+        batch_first=batch_first,
+        dropout=model.dropout if len(model.cells) > 1 else 0.0,
+        bias=bias,
+        dtype=getattr(torch, dtype.name),
+        **options,
+    )
+    tensors = {}
+    for k, layer in enumerate(params.layers):
+        if model.bidirectional:
+            tensors |= _torch_tensors(kind, layer.forward, f"_l{k}")
+            tensors |= _torch_tensors(kind, layer.backward, f"_l{k}_reverse")
+        else:
+            tensors |= _torch_tensors(kind, layer, f"_l{k}")
+    if not bias:
+        _drop_zero_biases(fn, tensors)
+    state = {name: torch.tensor(array) for name, array in tensors.items()}
+    module.load_state_dict(state, strict=True)
+    return module.eval()
