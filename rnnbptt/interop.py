@@ -1,4 +1,4 @@
-"""Weights to and from PyTorch, exactly.
+"""Weights to and from PyTorch and Keras, exactly.
 
 ``from_torch(module)`` turns a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (any
 ``num_layers``, ``bidirectional``, ``bias`` and ``batch_first``) into
@@ -20,6 +20,12 @@ as ``bias_ih = b`` and ``bias_hh = 0``: rnnbptt -> torch -> rnnbptt is bitwise
 for every cell, and torch -> rnnbptt -> torch for the weights, and for the
 biases where ``bias_hh`` was zero. Torch is optional (``pip install
 'rnnbptt[torch]'``) and imported only here.
+
+Keras 3: ``from_keras(layer)`` and ``to_keras(model, params)`` for one
+``SimpleRNN``, ``LSTM`` or ``GRU`` layer (either ``reset_after``), and, without
+Keras installed, ``from_keras_weights(cell, weights)`` and
+``to_keras_weights(cell, params)`` for the ``get_weights()`` lists themselves
+(Keras orders the GRU's gate blocks z, r, h; the mapping reorders them).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_params
+from ._checks import check_params, params_type
 from .cells import GRU, LSTM, Elman, ElmanParams, Feedforward, GRUParams, LSTMParams
 from .models import BidirectionalParams, ModelParams, SequenceModel
 
@@ -266,3 +272,163 @@ def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> A
     state = {name: torch.tensor(array) for name, array in tensors.items()}
     module.load_state_dict(state, strict=True)
     return module.eval()
+
+
+# --- Keras 3 ------------------------------------------------------------------
+
+# Keras layer -> rnnbptt cell. Keras orders the GRU's gate blocks (z, r, h),
+# torch and rnnbptt (r, z, n); the LSTM's are (i, f, c, o) in all three.
+_KERAS = {"SimpleRNN": Elman, "LSTM": LSTM, "GRU": GRU}
+
+
+def _swap_gru_blocks(w: np.ndarray, hidden: int) -> np.ndarray:
+    """(z, r, n) <-> (r, z, n) along the last axis (its own inverse)."""
+    H = hidden
+    return np.concatenate([w[..., H : 2 * H], w[..., :H], w[..., 2 * H :]], -1)
+
+
+def _keras_shapes(cell) -> list[tuple[int, ...]]:
+    """Keras' ``get_weights()`` shapes of ``cell``: kernel, recurrent kernel, bias."""
+    D, H, GH = cell.input_size, cell.hidden_size, cell.gates * cell.hidden_size
+    bias = (2, GH) if isinstance(cell, GRU) and cell.reset_after else (GH,)
+    return [(D, GH), (H, GH), bias]
+
+
+def from_keras_weights(cell, weights) -> Any:
+    """The params of ``cell`` from a Keras ``SimpleRNN``, ``LSTM`` or ``GRU``
+    layer's ``get_weights()``: ``[kernel, recurrent_kernel, bias]`` (without
+    ``bias`` for ``use_bias=False``). A GRU's ``reset_after`` must be the
+    layer's (its bias is [2, 3H] with reset_after=True, [3H] without)."""
+    fn = "rnnbptt.interop.from_keras_weights"
+    if type(cell) not in (Elman, LSTM, GRU):
+        raise TypeError(
+            f"{fn}: `cell` must be an Elman, LSTM or GRU, got {type(cell).__name__}"
+        )
+    shapes = _keras_shapes(cell)
+    got = [np.shape(w) for w in weights] if isinstance(weights, list | tuple) else None
+    if got is None or len(got) not in (2, 3) or got != shapes[: len(got)]:
+        raise ValueError(
+            f"{fn}: Keras stores {cell} as [kernel, recurrent_kernel, bias] of shapes "
+            f"{shapes} (no bias with use_bias=False), got "
+            + (f"shapes {got}" if got is not None else type(weights).__name__)
+        )
+    kernel, recurrent = (np.asarray(w) for w in weights[:2])
+    if len(weights) == 3:
+        bias = np.asarray(weights[2])
+    else:
+        bias = np.zeros(shapes[2], kernel.dtype)
+    if not isinstance(cell, GRU):
+        arrays = (jnp.asarray(a) for a in (kernel, recurrent, bias))
+        return params_type(cell)(*arrays)
+    if cell.reset_after:
+        b_ih, b_hh = bias
+    else:  # one bias: both of rnnbptt's add to the same pre-activations
+        b_ih, b_hh = bias, np.zeros_like(bias)
+    swap = lambda w: jnp.asarray(_swap_gru_blocks(w, cell.hidden_size))  # noqa: E731
+    return GRUParams(swap(kernel), swap(recurrent), swap(b_ih), swap(b_hh))
+
+
+def to_keras_weights(cell, params) -> list[np.ndarray]:
+    """``[kernel, recurrent_kernel, bias]`` for a Keras layer's ``set_weights``
+    (``from_keras_weights`` inverted; bitwise, except that a GRU with
+    ``reset_after=False`` has one Keras bias, ``b_ih + b_hh``)."""
+    fn = "rnnbptt.interop.to_keras_weights"
+    if type(cell) not in (Elman, LSTM, GRU):
+        raise TypeError(
+            f"{fn}: `cell` must be an Elman, LSTM or GRU, got {type(cell).__name__}"
+        )
+    params, _ = check_params(fn, cell, params)
+    arrays = {k: np.asarray(v) for k, v in params._asdict().items()}
+    if not isinstance(cell, GRU):
+        return [arrays["w_ih"], arrays["w_hh"], arrays["b"]]
+    swap = lambda w: _swap_gru_blocks(w, cell.hidden_size)  # noqa: E731
+    if cell.reset_after:
+        bias = np.stack([swap(arrays["b_ih"]), swap(arrays["b_hh"])])
+    else:
+        bias = swap(arrays["b_ih"] + arrays["b_hh"])
+    return [swap(arrays["w_ih"]), swap(arrays["w_hh"]), bias]
+
+
+def _keras_cell(fn: str, layer):
+    """The rnnbptt cell of a Keras recurrent layer, from its configuration."""
+    kind = type(layer).__name__
+    if kind not in _KERAS or not type(layer).__module__.startswith("keras"):
+        raise TypeError(
+            f"{fn}: `layer` must be a Keras SimpleRNN, LSTM or GRU layer, got "
+            f"{type(layer).__module__}.{kind}"
+        )
+    config = layer.get_config()
+    activations = ("tanh", "relu") if kind == "SimpleRNN" else ("tanh",)
+    if config["activation"] not in activations:
+        raise ValueError(
+            f"{fn}: rnnbptt's {kind} computes activation {' or '.join(activations)}, "
+            f"this layer {config['activation']!r}"
+        )
+    if config.get("recurrent_activation", "sigmoid") != "sigmoid":
+        raise ValueError(
+            f"{fn}: rnnbptt's gates are sigmoids, this layer's recurrent_activation "
+            f"is {config['recurrent_activation']!r}"
+        )
+    if config.get("go_backwards"):
+        raise ValueError(f"{fn}: a layer with go_backwards=True is not supported")
+    kernel = layer.get_weights()[0] if layer.built else None
+    if kernel is None:
+        raise ValueError(f"{fn}: the layer is not built yet (call it on an input)")
+    D, H = kernel.shape[0], config["units"]
+    if kind == "SimpleRNN":
+        return Elman(D, H, activation=config["activation"])
+    if kind == "GRU":
+        return GRU(D, H, reset_after=bool(config["reset_after"]))
+    return LSTM(D, H)
+
+
+def from_keras(layer) -> tuple[SequenceModel, ModelParams]:
+    """``(model, params)`` of a built Keras 3 ``SimpleRNN``, ``LSTM`` or ``GRU``
+    layer: a one-layer ``SequenceModel`` with ``head=None``, whose outputs are
+    the layer's with ``return_sequences=True``."""
+    fn = "rnnbptt.interop.from_keras"
+    cell = _keras_cell(fn, layer)
+    params = from_keras_weights(cell, layer.get_weights())
+    model = SequenceModel((cell,), None, head=None)
+    return model, ModelParams((params,), None)
+
+
+def to_keras(model, params) -> Any:
+    """The Keras 3 layer (``return_sequences=True``, built, with the weights) of
+    a one-layer, one-direction ``model`` with ``head=None``."""
+    fn = "rnnbptt.interop.to_keras"
+    try:
+        import keras
+    except ImportError as error:
+        raise ImportError(
+            f"{fn} needs Keras 3, an optional dependency: pip install 'rnnbptt[keras]'"
+        ) from error
+    if (
+        not isinstance(model, SequenceModel)
+        or model.head is not None
+        or model.bidirectional
+        or len(model.cells) != 1
+    ):
+        raise ValueError(
+            f"{fn}: `model` must be a SequenceModel of one layer, one direction and "
+            "head=None (one Keras layer), got "
+            + (
+                repr(model)
+                if isinstance(model, SequenceModel)
+                else type(model).__name__
+            )
+        )
+    _check_layers(fn, model, params)
+    cell = model.cells[0]
+    kind = {Elman: "SimpleRNN", LSTM: "LSTM", GRU: "GRU"}.get(type(cell))
+    if kind is None:
+        raise ValueError(f"{fn}: Keras has no layer for {type(cell).__name__}")
+    options = {"activation": cell.activation} if kind == "SimpleRNN" else {}
+    if kind == "GRU":
+        options["reset_after"] = cell.reset_after
+    layer = getattr(keras.layers, kind)(
+        cell.hidden_size, return_sequences=True, **options
+    )
+    layer.build((None, None, cell.input_size))
+    layer.set_weights(to_keras_weights(cell, params.layers[0]))
+    return layer

@@ -1,6 +1,8 @@
 """rnnbptt.interop: torch.nn.RNN, LSTM and GRU weights in and out, exactly."""
 
 import functools
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -200,3 +202,130 @@ def _mixed():
     cells = (rnnbptt.LSTM(2, 3), rnnbptt.GRU(3, 3))
     model = rnnbptt.SequenceModel(cells, None, head=None)
     return model, model.init(jax.random.key(0), jnp.float32)
+
+
+@needs_torch
+def test_the_readme_example_runs_and_matches_torch():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (code,) = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+        if "interop.from_torch" in b
+    ]
+    names = {}
+    exec(compile(code, "README.md", "exec"), names)
+    want = names["lstm"](names["xs"])[0].detach().numpy()
+    np.testing.assert_allclose(names["hs"], want, rtol=0, atol=1e-6)
+    assert type(names["back"]) is torch.nn.LSTM
+    for name, tensor in names["back"].named_parameters():
+        if "weight" in name:
+            original = dict(names["lstm"].named_parameters())[name]
+            np.testing.assert_array_equal(tensor.detach(), original.detach())
+
+
+# --- Keras ----------------------------------------------------------------------
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _keras_loop(kind, weights, xs, activation="tanh", reset_after=True):
+    """Keras 3's cell equations as written in its source (keras/src/layers/rnn),
+    over Keras' own weight layout (the GRU's blocks z, r, h), in NumPy."""
+    W, U, b = weights
+    H = U.shape[0]
+    h = np.zeros((xs.shape[0], H))
+    c = np.zeros_like(h)
+    act = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}[activation]
+    outputs = []
+    for t in range(xs.shape[1]):
+        x = xs[:, t]
+        if kind == "SimpleRNN":
+            h = act(x @ W + h @ U + b)
+        elif kind == "LSTM":
+            z = x @ W + h @ U + b
+            i, f = _sigmoid(z[:, :H]), _sigmoid(z[:, H : 2 * H])
+            c = f * c + i * np.tanh(z[:, 2 * H : 3 * H])
+            h = _sigmoid(z[:, 3 * H :]) * np.tanh(c)
+        else:
+            b_in, b_rec = (b[0], b[1]) if reset_after else (b, np.zeros_like(b))
+            x_z, x_r, x_h = np.split(x @ W + b_in, 3, axis=1)
+            inner = h @ U + b_rec
+            z = _sigmoid(x_z + inner[:, :H])
+            r = _sigmoid(x_r + inner[:, H : 2 * H])
+            if reset_after:
+                hh = np.tanh(x_h + r * inner[:, 2 * H :])
+            else:
+                hh = np.tanh(x_h + (r * h) @ U[:, 2 * H :])
+            h = z * h + (1 - z) * hh
+        outputs.append(h)
+    return np.stack(outputs, 1)
+
+
+KERAS_CELLS = {
+    "simple-tanh": ("SimpleRNN", rnnbptt.Elman(D, H), {}),
+    "simple-relu": ("SimpleRNN", rnnbptt.Elman(D, H, "relu"), {"activation": "relu"}),
+    "lstm": ("LSTM", rnnbptt.LSTM(D, H), {}),
+    "gru": ("GRU", rnnbptt.GRU(D, H), {}),
+    "gru-reset-before": (
+        "GRU",
+        rnnbptt.GRU(D, H, reset_after=False),
+        {"reset_after": False},
+    ),
+}
+
+
+def _keras_weights(cell, seed=0):
+    rng = np.random.default_rng(seed)
+    GH = cell.gates * H
+    bias = (2, GH) if isinstance(cell, rnnbptt.GRU) and cell.reset_after else (GH,)
+    return [0.4 * rng.standard_normal(s) for s in [(D, GH), (H, GH), bias]]
+
+
+@pytest.mark.parametrize("name", list(KERAS_CELLS))
+def test_keras_weights_compute_what_keras_computes(name):
+    kind, cell, options = KERAS_CELLS[name]
+    weights = _keras_weights(cell)
+    xs = np.random.default_rng(1).standard_normal((B, T, D))
+    params = rnnbptt.interop.from_keras_weights(cell, weights)
+    _, hs = rnnbptt.unroll(cell, params, jnp.asarray(xs))
+    np.testing.assert_allclose(
+        hs, _keras_loop(kind, weights, xs, **options), atol=1e-13
+    )
+    back = rnnbptt.interop.to_keras_weights(cell, params)  # bitwise
+    jax.tree.map(np.testing.assert_array_equal, back, weights)
+
+
+def test_keras_weights_of_the_wrong_shape_or_cell_are_refused():
+    gru = rnnbptt.GRU(D, H)
+    weights = _keras_weights(rnnbptt.GRU(D, H, reset_after=False))  # bias [3H]
+    with pytest.raises(ValueError, match=r"\[\(4, 15\), \(5, 15\), \(2, 15\)\].*got"):
+        rnnbptt.interop.from_keras_weights(gru, weights)
+    with pytest.raises(ValueError, match="got shapes \\[\\(4, 15\\)\\]"):
+        rnnbptt.interop.from_keras_weights(gru, weights[:1])
+    with pytest.raises(TypeError, match="must be GRUParams"):
+        rnnbptt.interop.to_keras_weights(
+            gru, rnnbptt.LSTM(D, H).init(jax.random.key(0))
+        )
+    with pytest.raises(TypeError, match="an Elman, LSTM or GRU, got Feedforward"):
+        rnnbptt.interop.from_keras_weights(rnnbptt.Feedforward(D, H), weights)
+    no_bias = rnnbptt.interop.from_keras_weights(
+        rnnbptt.LSTM(D, H), _keras_weights(rnnbptt.LSTM(D, H))[:2]
+    )
+    np.testing.assert_array_equal(no_bias.b, np.zeros(4 * H))
+
+
+@pytest.mark.parametrize("name", list(KERAS_CELLS))
+def test_keras_layers_in_and_out(name):
+    keras = pytest.importorskip("keras")
+    kind, cell, options = KERAS_CELLS[name]
+    layer = getattr(keras.layers, kind)(H, return_sequences=True, **options)
+    xs = np.random.default_rng(2).standard_normal((B, T, D)).astype(np.float32)
+    layer.build((None, None, D))
+    layer.set_weights([w.astype(np.float32) for w in _keras_weights(cell, 3)])
+    want = np.asarray(layer(xs))
+    model, params = rnnbptt.interop.from_keras(layer)
+    np.testing.assert_allclose(model.apply(params, xs), want, rtol=0, atol=1e-6)
+    back = rnnbptt.interop.to_keras(model, params)
+    jax.tree.map(np.testing.assert_array_equal, back.get_weights(), layer.get_weights())
