@@ -174,8 +174,9 @@ def _grads(cell, backward, params, xs, carry0, mask, probes):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_engines_agree_with_float64_finite_differences(cell, masked):
+def test_engines_agree_with_float64_finite_differences(any_cell, masked):
     """Central differences of an independent NumPy forward (tests/reference.py)."""
+    cell = any_cell
     params, xs, carry0 = make_problem(cell, seed=7)
     mask = right_padded_mask([6, 2, 4], 6) if masked else None
     probe, carry_probe = _probes(cell, 8, 3, 6)
