@@ -70,12 +70,15 @@ def demo_cells(input_size: int, hidden_size: int) -> dict:
 
 
 def gradcheck_table(
-    steps, batch, input_size, hidden_size, dtypes, seed
+    steps, batch, input_size, hidden_size, dtypes, seed, cells=None
 ) -> pd.DataFrame:
-    """One ``compare_gradients`` table per cell and dtype, stacked, with a verdict."""
+    """One ``compare_gradients`` table per cell (``cells``: names of
+    ``demo_cells``, default all) and dtype, stacked, with a verdict."""
     tables = []
+    demo = demo_cells(input_size, hidden_size)
     for dtype in dtypes:
-        for name, cell in demo_cells(input_size, hidden_size).items():
+        for name in cells or demo:
+            cell = demo[name]
             k_p, k_x, k_m = jax.random.split(jax.random.key(seed), 3)
             params = cell.init(k_p, dtype)
             xs = draws.normal(k_x, (batch, steps, input_size), dtype)
@@ -99,9 +102,8 @@ def gradcheck_table(
 def _gradcheck(args) -> int:
     jax.config.update("jax_enable_x64", True)  # float64 runs beside float32
     require_backend("rnnbptt gradcheck")
-    table = gradcheck_table(
-        args.steps, args.batch, args.input_size, args.hidden_size, args.dtype, args.seed
-    )
+    sizes = (args.steps, args.batch, args.input_size, args.hidden_size)
+    table = gradcheck_table(*sizes, args.dtype, args.seed, args.cell)
     print(
         f"Manual BPTT vs autodiff vs float64 central differences "
         f"(T={args.steps}, B={args.batch}, D={args.input_size}, H={args.hidden_size}, "
@@ -186,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", nargs="+", choices=sorted(ENGINE_TOL), default=["float32", "float64"]
     )
     grad.add_argument("--seed", type=int, default=0)
+    grad.add_argument(
+        "--cell", nargs="+", choices=list(demo_cells(1, 1)), help="default: all"
+    )
     grad.set_defaults(run=_gradcheck)
     devices = commands.add_parser(
         "devices", help="the backend, processes and devices JAX sees"
