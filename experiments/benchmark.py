@@ -31,7 +31,7 @@ Command:  rnnbptt bench     (also: rnnbptt experiment benchmark, or
           python experiments/benchmark.py)
 Expected: see the README's Performance section for the latest table and the
           machine it ran on, and experiments/PERFORMANCE.md for what was tried.
-          About 2-3 minutes on 2 cores.
+          About 3-3.5 minutes on 2 cores (190-196 s with the GRU, 2026-12-03).
 Quick:    --quick times one tiny size with 3 repetitions, checkpointing at
           T = 200 and the compile time at the tiny size's T = 20 only, for the
           tests (about 15 s, mostly compiling).
