@@ -31,7 +31,7 @@ def fitted(csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
     argv = ["forecast", "--data", str(csv), "--date-column", "day"]
     argv += ["--value-column", "sales", "--id-column", "shop", "--backtest", "2"]
-    assert cli.main([*argv, *SMALL, "--out", str(out)]) == 0
+    assert cli.main([*argv, *SMALL, "--val-size", "8", "--out", str(out)]) == 0
     return argv, out
 
 
@@ -54,6 +54,7 @@ def test_the_model_file_is_the_model(fitted):
     _, out = fitted
     model = Forecaster.load(out / "model.ckpt")
     assert model.config.h == 6 and model.config.input_size == 12
+    assert model.config.val_size == 8  # --val-size reaches the Forecaster
     forecast = pd.read_csv(out / "forecast.csv")
     np.testing.assert_array_equal(
         model.predict()["forecast"].to_numpy(), forecast["forecast"].to_numpy()

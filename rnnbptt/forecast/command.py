@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--cell", default="lstm", choices=["lstm", "gru", "elman"])
     model.add_argument("--n-models", type=positive_int_option, default=3)
     model.add_argument("--epochs", type=positive_int_option, default=100)
+    model.add_argument(
+        "--val-size",
+        type=positive_int_option,
+        help="last steps of each series held out for early stopping and the "
+        "intervals' calibration (default: h)",
+    )
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--load", help="a model file from an earlier run: no training")
     out = parser.add_argument_group("output")
@@ -200,6 +206,7 @@ def _fitted(args, df: pd.DataFrame) -> Forecaster:
         n_models=args.n_models,
         epochs=args.epochs,
         seed=args.seed,
+        val_size=args.val_size,
     )
     print(
         f"fitting {args.cell} on {len(panel.ids)} series ({panel.freq}, season "
