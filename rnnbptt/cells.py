@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import draws
 from ._scalars import finite_number, positive_int, prng_key, real_number
@@ -330,10 +331,11 @@ class GRU:
 
     def __post_init__(self):
         _set_sizes(self, "input_size", "hidden_size")
-        if not isinstance(self.reset_after, bool):
+        if not isinstance(self.reset_after, bool | np.bool_):
             raise TypeError(
                 f"GRU: `reset_after` must be True or False, got {self.reset_after!r}"
             )
+        object.__setattr__(self, "reset_after", bool(self.reset_after))
 
     def init(self, key: Array, dtype=None) -> GRUParams:
         """Parameters as described in the module docstring (LeCun-uniform

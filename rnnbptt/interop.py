@@ -32,11 +32,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_params, params_type
-from .cells import GRU, LSTM, Elman, ElmanParams, Feedforward, GRUParams, LSTMParams
+from .cells import (
+    ACTIVATIONS,
+    GRU,
+    LSTM,
+    Elman,
+    ElmanParams,
+    Feedforward,
+    GRUParams,
+    LSTMParams,
+)
 from .models import BidirectionalParams, ModelParams, SequenceModel
 
 # torch module name -> rnnbptt cell
@@ -70,7 +80,7 @@ def _check_supported(fn: str, kind: str, module) -> None:
             f"{fn}: an LSTM with proj_size={module.proj_size} (projected hidden "
             "states) is not supported: rnnbptt's LSTM has no projection"
         )
-    if module.dropout and module.training:
+    if module.dropout and module.training and module.num_layers > 1:
         raise ValueError(
             f"{fn}: the module applies dropout={module.dropout} between its layers "
             "in training mode, with torch's random masks, which cannot be carried "
@@ -86,8 +96,31 @@ def _cell(kind: str, module, input_size: int):
     return _KINDS[kind](input_size, H)
 
 
+# torch dtypes NumPy has no type for, and the JAX dtype they become (exactly,
+# through float32)
+_LOW_PRECISION = {"bfloat16": jnp.bfloat16}
+
+
 def _array(tensor) -> jnp.ndarray:
-    return jnp.asarray(tensor.detach().cpu().numpy())
+    tensor = tensor.detach().cpu()
+    name = str(tensor.dtype).removeprefix("torch.")
+    if name in _LOW_PRECISION:
+        return jnp.asarray(tensor.float().numpy()).astype(_LOW_PRECISION[name])
+    return jnp.asarray(tensor.numpy())
+
+
+def _check_dtype(fn: str, module) -> None:
+    """A float64 module needs JAX's float64 (off by default), or it would be
+    rounded to float32 without a word."""
+    dtype = next(module.parameters()).dtype
+    if str(dtype) == "torch.float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{fn}: the module is float64 but JAX computes in float32 unless "
+            "jax.config.update('jax_enable_x64', True) is set first; set it, or "
+            "convert the module with module.float()"
+        )
+    if not dtype.is_floating_point:
+        raise TypeError(f"{fn}: the module's parameters must be floating, got {dtype}")
 
 
 def _layer_params(kind: str, cell, module, suffix: str):
@@ -121,6 +154,7 @@ def from_torch(module) -> tuple[SequenceModel, ModelParams]:
     torch = _torch(fn)
     kind = _kind(fn, torch, module)
     _check_supported(fn, kind, module)
+    _check_dtype(fn, module)
     width = 2 if module.bidirectional else 1
     cells, layers = [], []
     for k in range(module.num_layers):
@@ -138,7 +172,7 @@ def from_torch(module) -> tuple[SequenceModel, ModelParams]:
         None,
         head=None,
         bidirectional=bool(module.bidirectional),
-        dropout=float(module.dropout),
+        dropout=float(module.dropout) if module.num_layers > 1 else 0.0,
     )
     return model, ModelParams(tuple(layers), None)
 
@@ -163,8 +197,9 @@ def _torch_kind(fn: str, model) -> tuple[str, dict]:
         )
     for cell in model.cells:
         same = type(cell) is type(first) and cell.hidden_size == first.hidden_size
-        if not same or getattr(cell, "activation", None) != getattr(
-            first, "activation", None
+        options = ("activation", "reset_after")
+        if not same or any(
+            getattr(cell, o, None) != getattr(first, o, None) for o in options
         ):
             raise ValueError(
                 f"{fn}: a torch module's layers are all one kind and size; this "
@@ -209,7 +244,7 @@ def _drop_zero_biases(fn: str, tensors: dict) -> None:
             )
 
 
-def _check_layers(fn: str, model, params) -> np.dtype:
+def _check_layers(fn: str, model, params) -> jnp.dtype:
     """Every layer's params against its cell; returns their common dtype."""
     if not isinstance(params, ModelParams) or len(params.layers) != len(model.cells):
         raise TypeError(
@@ -218,17 +253,21 @@ def _check_layers(fn: str, model, params) -> np.dtype:
         )
     model._check_readout(params.readout)
     dtypes = set()
-    for cell, layer in zip(model.cells, params.layers, strict=True):
+    for k, (cell, layer) in enumerate(zip(model.cells, params.layers, strict=True)):
+        if model.bidirectional and not isinstance(layer, BidirectionalParams):
+            raise TypeError(
+                f"{fn}: `params.layers[{k}]` of a bidirectional model must be "
+                f"BidirectionalParams(forward, backward), got {type(layer).__name__}"
+            )
         directions = layer if model.bidirectional else (layer,)
         for p in directions:
             dtypes.add(check_params(fn, cell, p)[1])
-    dtype = np.dtype(dtypes.pop())
-    if dtypes or dtype not in (np.float32, np.float64):
+    if len(dtypes) > 1:
         raise TypeError(
-            f"{fn}: torch takes float32 or float64 parameters of one dtype, got "
-            f"{sorted(str(d) for d in {dtype, *dtypes})}"
+            f"{fn}: the parameters must share one dtype, got "
+            f"{sorted(str(d) for d in dtypes)}"
         )
-    return dtype
+    return jnp.dtype(dtypes.pop())
 
 
 def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> Any:
@@ -269,13 +308,19 @@ def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> A
             tensors |= _torch_tensors(kind, layer, f"_l{k}")
     if not bias:
         _drop_zero_biases(fn, tensors)
-    state = {name: torch.tensor(array) for name, array in tensors.items()}
+    # through float32 for the dtypes NumPy lacks (bfloat16): exact
+    wide = lambda a: a if a.dtype == np.float64 else np.asarray(a, np.float32)  # noqa: E731
+    torch_dtype = getattr(torch, dtype.name)
+    state = {name: torch.tensor(wide(a)).to(torch_dtype) for name, a in tensors.items()}
     module.load_state_dict(state, strict=True)
     return module.eval()
 
 
 # --- Keras 3 ------------------------------------------------------------------
 
+# Keras' names of rnnbptt's activations, where they differ
+_FROM_KERAS = {"linear": "identity"}
+_TO_KERAS = {"identity": "linear"}
 # Keras layer -> rnnbptt cell. Keras orders the GRU's gate blocks (z, r, h),
 # torch and rnnbptt (r, z, n); the LSTM's are (i, f, c, o) in all three.
 _KERAS = {"SimpleRNN": Elman, "LSTM": LSTM, "GRU": GRU}
@@ -319,13 +364,15 @@ def from_keras_weights(cell, weights) -> Any:
         bias = np.zeros(shapes[2], kernel.dtype)
     if not isinstance(cell, GRU):
         arrays = (jnp.asarray(a) for a in (kernel, recurrent, bias))
-        return params_type(cell)(*arrays)
-    if cell.reset_after:
-        b_ih, b_hh = bias
-    else:  # one bias: both of rnnbptt's add to the same pre-activations
-        b_ih, b_hh = bias, np.zeros_like(bias)
-    swap = lambda w: jnp.asarray(_swap_gru_blocks(w, cell.hidden_size))  # noqa: E731
-    return GRUParams(swap(kernel), swap(recurrent), swap(b_ih), swap(b_hh))
+        params = params_type(cell)(*arrays)
+    else:
+        if cell.reset_after:
+            b_ih, b_hh = bias
+        else:  # one bias: both of rnnbptt's add to the same pre-activations
+            b_ih, b_hh = bias, np.zeros_like(bias)
+        swap = lambda w: jnp.asarray(_swap_gru_blocks(w, cell.hidden_size))  # noqa: E731
+        params = GRUParams(swap(kernel), swap(recurrent), swap(b_ih), swap(b_hh))
+    return check_params(fn, cell, params)[0]  # floating, one dtype
 
 
 def to_keras_weights(cell, params) -> list[np.ndarray]:
@@ -358,11 +405,17 @@ def _keras_cell(fn: str, layer):
             f"{type(layer).__module__}.{kind}"
         )
     config = layer.get_config()
-    activations = ("tanh", "relu") if kind == "SimpleRNN" else ("tanh",)
-    if config["activation"] not in activations:
+    activation = _FROM_KERAS.get(config["activation"], config["activation"])
+    activations = tuple(ACTIVATIONS) if kind == "SimpleRNN" else ("tanh",)
+    if activation not in activations:
         raise ValueError(
             f"{fn}: rnnbptt's {kind} computes activation {' or '.join(activations)}, "
             f"this layer {config['activation']!r}"
+        )
+    if config.get("recurrent_dropout"):
+        raise ValueError(
+            f"{fn}: recurrent_dropout={config['recurrent_dropout']} drops parts of "
+            "the state inside the recurrence, which rnnbptt's cells do not do"
         )
     if config.get("recurrent_activation", "sigmoid") != "sigmoid":
         raise ValueError(
@@ -376,7 +429,7 @@ def _keras_cell(fn: str, layer):
         raise ValueError(f"{fn}: the layer is not built yet (call it on an input)")
     D, H = kernel.shape[0], config["units"]
     if kind == "SimpleRNN":
-        return Elman(D, H, activation=config["activation"])
+        return Elman(D, H, activation=activation)
     if kind == "GRU":
         return GRU(D, H, reset_after=bool(config["reset_after"]))
     return LSTM(D, H)
@@ -385,7 +438,9 @@ def _keras_cell(fn: str, layer):
 def from_keras(layer) -> tuple[SequenceModel, ModelParams]:
     """``(model, params)`` of a built Keras 3 ``SimpleRNN``, ``LSTM`` or ``GRU``
     layer: a one-layer ``SequenceModel`` with ``head=None``, whose outputs are
-    the layer's with ``return_sequences=True``."""
+    the layer's with ``return_sequences=True`` (at a masked step rnnbptt outputs
+    zero, where Keras repeats the last state). ``dropout`` acts only in Keras'
+    training and is not carried over; ``recurrent_dropout`` is refused."""
     fn = "rnnbptt.interop.from_keras"
     cell = _keras_cell(fn, layer)
     params = from_keras_weights(cell, layer.get_weights())
@@ -393,9 +448,10 @@ def from_keras(layer) -> tuple[SequenceModel, ModelParams]:
     return model, ModelParams((params,), None)
 
 
-def to_keras(model, params) -> Any:
-    """The Keras 3 layer (``return_sequences=True``, built, with the weights) of
-    a one-layer, one-direction ``model`` with ``head=None``."""
+def to_keras(model, params, *, use_bias: bool = True) -> Any:
+    """The Keras 3 layer (``return_sequences=True``, built, with the weights, in
+    the parameters' dtype) of a one-layer, one-direction ``model`` with
+    ``head=None``; ``use_bias=False`` needs every bias of ``params`` zero."""
     fn = "rnnbptt.interop.to_keras"
     try:
         import keras
@@ -418,17 +474,29 @@ def to_keras(model, params) -> Any:
                 else type(model).__name__
             )
         )
-    _check_layers(fn, model, params)
+    dtype = _check_layers(fn, model, params)
     cell = model.cells[0]
     kind = {Elman: "SimpleRNN", LSTM: "LSTM", GRU: "GRU"}.get(type(cell))
     if kind is None:
         raise ValueError(f"{fn}: Keras has no layer for {type(cell).__name__}")
-    options = {"activation": cell.activation} if kind == "SimpleRNN" else {}
+    options = {}
+    if kind == "SimpleRNN":
+        options["activation"] = _TO_KERAS.get(cell.activation, cell.activation)
     if kind == "GRU":
         options["reset_after"] = cell.reset_after
+    weights = to_keras_weights(cell, params.layers[0])
+    if not use_bias and np.any(weights.pop()):  # (the bias dropped either way)
+        raise ValueError(
+            f"{fn}: use_bias=False makes a layer without a bias, but this "
+            "model's biases are not zero"
+        )
     layer = getattr(keras.layers, kind)(
-        cell.hidden_size, return_sequences=True, **options
+        cell.hidden_size,
+        return_sequences=True,
+        use_bias=use_bias,
+        dtype=dtype.name,
+        **options,
     )
     layer.build((None, None, cell.input_size))
-    layer.set_weights(to_keras_weights(cell, params.layers[0]))
+    layer.set_weights(weights)
     return layer

@@ -451,6 +451,11 @@ class SequenceModel:
 
     @staticmethod
     def _bidirectional(cell, p: BidirectionalParams, xs, mask, run):
+        if not isinstance(p, BidirectionalParams):
+            raise TypeError(
+                "SequenceModel.apply: each layer of a bidirectional model takes "
+                f"BidirectionalParams(forward, backward), got {type(p).__name__}"
+            )
         B, T, _ = xs.shape
         rev = _reverse_index(mask, T, B)
         f_final, hs_f = unroll(cell, p.forward, xs, mask=mask, **run)

@@ -127,6 +127,18 @@ def test_rnnbptt_to_torch_and_back_is_bitwise_for_every_cell():
 
 
 @needs_torch
+def test_a_bfloat16_module_goes_in_and_out_exactly():
+    module = torch.nn.GRU(D, H, num_layers=2).to(torch.bfloat16)
+    model, params = from_torch(module)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    back = to_torch(model, params, batch_first=False)
+    for name, tensor in back.named_parameters():
+        assert tensor.dtype == torch.bfloat16
+        original = dict(module.named_parameters())[name]
+        assert torch.equal(tensor, original), name
+
+
+@needs_torch
 def test_dropout_and_batch_first_carry_over():
     module = torch.nn.LSTM(D, H, num_layers=2, dropout=0.25).eval()
     model, _ = from_torch(module)
@@ -170,6 +182,13 @@ def test_dropout_and_batch_first_carry_over():
             "tanh or relu, not 'sigmoid'",
         ),
         (lambda: to_torch(*_mixed()), ValueError, "all one kind and size"),
+        (lambda: to_torch(*_mixed_grus()), ValueError, "all one kind and size"),
+        (
+            lambda: to_torch(*_bidirectional_as_tuple()),
+            TypeError,
+            r"`params.layers\[0\]` of a bidirectional model must be Bidirectional",
+        ),
+        (lambda: _float64_without_x64(), ValueError, "jax_enable_x64"),
         (
             lambda: to_torch(*_built("lstm", None, nonzero=True), bias=False),
             ValueError,
@@ -181,9 +200,9 @@ def test_dropout_and_batch_first_carry_over():
             "must be GRUParams",
         ),
         (
-            lambda: to_torch(*_built("gru", None, dtype=jnp.bfloat16)),
+            lambda: to_torch(*_two_dtypes()),
             TypeError,
-            "float32 or float64",
+            r"share one dtype, got \['float32', 'float64'\]",
         ),
     ],
 )
@@ -196,6 +215,33 @@ def _built(kind, output_size, dtype=jnp.float32, head=None, nonzero=False, **opt
     model = rnnbptt.SequenceModel.build(kind, 2, [3], output_size, head=head, **options)
     params = model.init(jax.random.key(0), dtype)
     return model, jax.tree.map(lambda a: a + 1, params) if nonzero else params
+
+
+def _two_dtypes():
+    model = rnnbptt.SequenceModel.build("gru", 2, [3, 3], None, head=None)
+    params = model.init(jax.random.key(0), jnp.float32)
+    wide = jax.tree.map(lambda a: a.astype(jnp.float64), params.layers[1])
+    return model, params._replace(layers=(params.layers[0], wide))
+
+
+def _mixed_grus():
+    cells = (rnnbptt.GRU(2, 3), rnnbptt.GRU(3, 3, reset_after=False))
+    model = rnnbptt.SequenceModel(cells, None, head=None)
+    return model, model.init(jax.random.key(0), jnp.float32)
+
+
+def _bidirectional_as_tuple():
+    model = rnnbptt.SequenceModel.build(
+        "gru", 2, [3], None, head=None, bidirectional=True
+    )
+    params = model.init(jax.random.key(0), jnp.float32)
+    return model, params._replace(layers=(tuple(params.layers[0]),))
+
+
+def _float64_without_x64():
+    module = torch.nn.GRU(2, 3).double()
+    with jax.enable_x64(False):
+        return from_torch(module)
 
 
 def _mixed():
@@ -237,7 +283,9 @@ def _keras_loop(kind, weights, xs, activation="tanh", reset_after=True):
     H = U.shape[0]
     h = np.zeros((xs.shape[0], H))
     c = np.zeros_like(h)
-    act = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}[activation]
+    act = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0), "linear": lambda z: z}[
+        activation
+    ]
     outputs = []
     for t in range(xs.shape[1]):
         x = xs[:, t]
@@ -266,6 +314,11 @@ def _keras_loop(kind, weights, xs, activation="tanh", reset_after=True):
 KERAS_CELLS = {
     "simple-tanh": ("SimpleRNN", rnnbptt.Elman(D, H), {}),
     "simple-relu": ("SimpleRNN", rnnbptt.Elman(D, H, "relu"), {"activation": "relu"}),
+    "simple-identity": (
+        "SimpleRNN",
+        rnnbptt.Elman(D, H, "identity"),
+        {"activation": "linear"},
+    ),
     "lstm": ("LSTM", rnnbptt.LSTM(D, H), {}),
     "gru": ("GRU", rnnbptt.GRU(D, H), {}),
     "gru-reset-before": (
@@ -329,3 +382,22 @@ def test_keras_layers_in_and_out(name):
     np.testing.assert_allclose(model.apply(params, xs), want, rtol=0, atol=1e-6)
     back = rnnbptt.interop.to_keras(model, params)
     jax.tree.map(np.testing.assert_array_equal, back.get_weights(), layer.get_weights())
+
+
+def test_keras_layers_keep_the_dtype_and_use_bias():
+    keras = pytest.importorskip("keras")
+    model = rnnbptt.SequenceModel.build("gru", D, [H], None, head=None)
+    params = model.init(jax.random.key(0), jnp.float64)
+    layer = rnnbptt.interop.to_keras(model, params)
+    assert {w.dtype for w in layer.get_weights()} == {np.dtype(np.float64)}
+    again = rnnbptt.interop.from_keras(layer)[1]
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+    bare = rnnbptt.interop.to_keras(model, params, use_bias=False)  # zero biases
+    assert len(bare.get_weights()) == 2 and not bare.get_config()["use_bias"]
+    params = jax.tree.map(lambda a: a + 1, params)
+    with pytest.raises(ValueError, match="use_bias=False makes a layer without"):
+        rnnbptt.interop.to_keras(model, params, use_bias=False)
+    dropping = keras.layers.GRU(H, recurrent_dropout=0.1)
+    dropping.build((None, None, D))
+    with pytest.raises(ValueError, match=r"recurrent_dropout=0\.1"):
+        rnnbptt.interop.from_keras(dropping)
