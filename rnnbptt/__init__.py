@@ -12,6 +12,7 @@ from .cells import (
     GRUParams,
     LSTMCarry,
     LSTMParams,
+    TwoBiasParams,
 )
 from .checkpoint import CheckpointError, load_checkpoint, peek_metadata, save_checkpoint
 from .compilation import Compilations, count_compilations
@@ -43,6 +44,7 @@ __all__ = [
     "LSTMParams",
     "ModelParams",
     "SequenceModel",
+    "TwoBiasParams",
     "bptt",
     "clear_cache",
     "compare_gradients",

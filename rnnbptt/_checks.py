@@ -23,6 +23,7 @@ from .cells import (
     GRUParams,
     LSTMCarry,
     LSTMParams,
+    TwoBiasParams,
 )
 
 BACKWARDS = ("autodiff", "manual")
@@ -84,13 +85,15 @@ def params_type(cell) -> type:
         return FeedforwardParams
     if isinstance(cell, GRU):
         return GRUParams
+    if cell.two_biases:
+        return TwoBiasParams
     return LSTMParams if isinstance(cell, LSTM) else ElmanParams
 
 
 def expected_param_shapes(cell) -> dict[str, tuple[int, ...]]:
     D, H, GH = cell.input_size, cell.hidden_size, cell.gates * cell.hidden_size
     shapes = {"w_ih": (D, GH), "w_hh": (H, GH), "b": (GH,)}
-    if isinstance(cell, GRU):
+    if isinstance(cell, GRU) or getattr(cell, "two_biases", False):
         del shapes["b"]
         shapes.update(b_ih=(GH,), b_hh=(GH,))
     if not cell.recurrent:

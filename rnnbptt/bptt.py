@@ -198,6 +198,8 @@ def backward(cell, params, xs, carry0, mask, saved: Saved, d_hs, d_final):
     if cell.recurrent:
         h_prev = _previous(saved.h, carry0[0] if isinstance(cell, LSTM) else carry0)
         grads["w_hh"] = _columns(h_prev) @ d_rows
+    if cell.recurrent and cell.two_biases:  # b_ih + b_hh: the same gradient each
+        grads["b_ih"] = grads["b_hh"] = grads.pop("b")
     d_params = type(params)(**grads)
     d_xs = (d_rows @ params.w_ih.T).reshape(xs_seq.shape)
     if cell.recurrent:

@@ -96,6 +96,38 @@ class GRUParams(NamedTuple):
     b_hh: Array  # [3H]
 
 
+class TwoBiasParams(NamedTuple):
+    """An Elman or LSTM cell's parameters with PyTorch's two biases
+    (``two_biases=True``): the pre-activations add ``b_ih + b_hh``."""
+
+    w_ih: Array  # [D, G*H]
+    w_hh: Array  # [H, G*H]
+    b_ih: Array  # [G*H]
+    b_hh: Array  # [G*H]
+
+
+def fused_bias(params) -> Array:
+    """The one bias the pre-activations add: ``b``, or ``b_ih + b_hh``."""
+    return params.b if hasattr(params, "b") else params.b_ih + params.b_hh
+
+
+def _two_biases(cell, params):
+    """``params`` as ``TwoBiasParams`` (``b`` in ``b_ih``, zero ``b_hh``) if the
+    cell keeps two biases."""
+    if not cell.two_biases:
+        return params
+    return TwoBiasParams(params.w_ih, params.w_hh, params.b, jnp.zeros_like(params.b))
+
+
+def _check_two_biases(cell) -> None:
+    if not isinstance(cell.two_biases, bool | np.bool_):
+        raise TypeError(
+            f"{type(cell).__name__}: `two_biases` must be True or False, got "
+            f"{cell.two_biases!r}"
+        )
+    object.__setattr__(cell, "two_biases", bool(cell.two_biases))
+
+
 class LSTMCarry(NamedTuple):
     h: Array  # [B, H]
     c: Array  # [B, H]
@@ -171,11 +203,15 @@ class Elman:
         input_size: D, features per step.
         hidden_size: H, units in the hidden state.
         activation: ``"tanh"`` (default), ``"relu"``, ``"sigmoid"`` or ``"identity"``.
+        two_biases: keep PyTorch's two bias vectors (``TwoBiasParams``, ``b_ih``
+            and ``b_hh``) instead of their sum ``b``, so that a ``torch.nn.RNN``
+            comes back bitwise (``rnnbptt.interop``); the same function.
     """
 
     input_size: int
     hidden_size: int
     activation: str = "tanh"
+    two_biases: bool = False
 
     gates = 1
     recurrent = True
@@ -183,18 +219,20 @@ class Elman:
     def __post_init__(self):
         _set_sizes(self, "input_size", "hidden_size")
         _check_activation(type(self).__name__, self.activation)
+        _check_two_biases(self)
 
-    def init(self, key: Array, dtype=None) -> ElmanParams:
+    def init(self, key: Array, dtype=None) -> ElmanParams | TwoBiasParams:
         """Parameters as described in the module docstring (orthogonal ``w_hh``)."""
         dtype = _default_dtype(dtype)
         key = prng_key(f"{type(self).__name__}.init", "key", key)
         k_ih, k_hh = jax.random.split(key)
         D, H = self.input_size, self.hidden_size
-        return ElmanParams(
+        params = ElmanParams(
             w_ih=lecun_uniform(k_ih, (D, H), _INPUT_GAIN[self.activation], dtype),
             w_hh=_orthogonal_blocks(k_hh, H, 1, dtype),
             b=jnp.zeros((H,), dtype),
         )
+        return _two_biases(self, params)
 
     def initial_carry(self, batch_size: int, dtype=None) -> Array:
         """Zero hidden state ``h`` of shape [batch_size, H]."""
@@ -203,7 +241,7 @@ class Elman:
 
     def step(self, params, carry, x: Array):
         """One step, from raw input ``x: [B, D]``; returns ``(carry, h)``."""
-        pre = x @ params.w_ih + carry @ params.w_hh + params.b
+        pre = x @ params.w_ih + carry @ params.w_hh + fused_bias(params)
         h = ACTIVATIONS[self.activation](pre)
         return h, h
 
@@ -217,6 +255,11 @@ class Feedforward(Elman):
     """
 
     recurrent = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.two_biases:
+            raise ValueError("Feedforward: `two_biases` is for recurrent cells")
 
     def init(self, key: Array, dtype=None) -> FeedforwardParams:
         p = Elman.init(self, key, dtype)
@@ -246,11 +289,15 @@ class LSTM:
         input_size: D, features per step.
         hidden_size: H, units in ``h`` and in the memory cell ``c``.
         forget_bias: initial value of the forget-gate block of ``b`` (default 1.0).
+        two_biases: keep PyTorch's ``bias_ih`` and ``bias_hh`` apart
+            (``TwoBiasParams``; the forget bias goes in ``b_ih``), so that a
+            ``torch.nn.LSTM`` comes back bitwise (``rnnbptt.interop``).
     """
 
     input_size: int
     hidden_size: int
     forget_bias: float = 1.0
+    two_biases: bool = False
 
     gates = 4
     recurrent = True
@@ -264,19 +311,21 @@ class LSTM:
         bias = finite_number("LSTM", "forget_bias", self.forget_bias)
         if type(self.forget_bias) not in (int, float):  # NumPy scalars: a float
             object.__setattr__(self, "forget_bias", bias)
+        _check_two_biases(self)
 
-    def init(self, key: Array, dtype=None) -> LSTMParams:
+    def init(self, key: Array, dtype=None) -> LSTMParams | TwoBiasParams:
         """Parameters as described in the module docstring."""
         dtype = _default_dtype(dtype)
         key = prng_key("LSTM.init", "key", key)
         k_ih, k_hh = jax.random.split(key)
         D, H = self.input_size, self.hidden_size
         b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(self.forget_bias)
-        return LSTMParams(
+        params = LSTMParams(
             w_ih=lecun_uniform(k_ih, (D, 4 * H), 1.0, dtype),
             w_hh=_orthogonal_blocks(k_hh, H, 4, dtype),
             b=b,
         )
+        return _two_biases(self, params)
 
     def initial_carry(self, batch_size: int, dtype=None) -> LSTMCarry:
         """Zero state ``LSTMCarry(h, c)``, each [batch_size, H]."""
@@ -287,7 +336,7 @@ class LSTM:
     def step(self, params, carry, x: Array):
         """One step, from raw input ``x: [B, D]``; returns ``(carry, h)``."""
         h, c = carry
-        pre = x @ params.w_ih + h @ params.w_hh + params.b
+        pre = x @ params.w_ih + h @ params.w_hh + fused_bias(params)
         i, f, g, o = jnp.split(pre, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)

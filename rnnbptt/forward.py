@@ -30,7 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .cells import ACTIVATIONS, GRU, LSTM, LSTMCarry
+from .cells import ACTIVATIONS, GRU, LSTM, LSTMCarry, fused_bias
 
 Array = jax.Array
 
@@ -92,9 +92,10 @@ def _keep(m_t: Array | None, new: Array, old: Array) -> Array:
 def stacked_weights(params, scale=None):
     """``[W_ih; W_hh]`` [D+H, G*H] and ``b``, times ``scale`` [G*H] if given."""
     w = jnp.concatenate([params.w_ih, params.w_hh])
+    b = fused_bias(params)
     if scale is None:
-        return w, params.b
-    return w * scale, params.b * scale
+        return w, b
+    return w * scale, b * scale
 
 
 def _elman_scan(cell, params, xs_t, h0, m):

@@ -13,13 +13,11 @@ D] (with ``batch_first=False``, torch's [T, B, D] is ``xs.swapaxes(0, 1)``).
 
 The mapping: ``w_ih = weight_ih_l{k}.T`` and ``w_hh = weight_hh_l{k}.T`` (the
 gate blocks in torch's order: i, f, g, o for the LSTM; r, z, n for the GRU),
-the ``_reverse`` tensors for the backward direction. The GRU keeps torch's two
-biases, so its parameters come back bitwise either way. The LSTM and Elman
-cells have one bias, ``b = bias_ih + bias_hh`` (one rounding), which goes back
-as ``bias_ih = b`` and ``bias_hh = 0``: rnnbptt -> torch -> rnnbptt is bitwise
-for every cell, and torch -> rnnbptt -> torch for the weights, and for the
-biases where ``bias_hh`` was zero. Torch is optional (``pip install
-'rnnbptt[torch]'``) and imported only here.
+the ``_reverse`` tensors for the backward direction. The cells keep torch's two
+biases (the GRU always; Elman and LSTM cells with ``two_biases=True``, as
+``from_torch`` makes them), so the parameters come back bitwise either way; a
+cell with one bias ``b`` goes to torch as ``bias_ih = b``, ``bias_hh = 0``.
+Torch is optional (``pip install 'rnnbptt[torch]'``) and imported only here.
 
 Keras 3: ``from_keras(layer)`` and ``to_keras(model, params)`` for one
 ``SimpleRNN``, ``LSTM`` or ``GRU`` layer (either ``reset_after``), and, without
@@ -42,10 +40,10 @@ from .cells import (
     GRU,
     LSTM,
     Elman,
-    ElmanParams,
     Feedforward,
     GRUParams,
-    LSTMParams,
+    TwoBiasParams,
+    fused_bias,
 )
 from .models import BidirectionalParams, ModelParams, SequenceModel
 
@@ -92,8 +90,10 @@ def _check_supported(fn: str, kind: str, module) -> None:
 def _cell(kind: str, module, input_size: int):
     H = module.hidden_size
     if kind == "RNN":
-        return Elman(input_size, H, activation=module.nonlinearity)
-    return _KINDS[kind](input_size, H)
+        return Elman(input_size, H, activation=module.nonlinearity, two_biases=True)
+    if kind == "LSTM":
+        return LSTM(input_size, H, two_biases=True)
+    return GRU(input_size, H)
 
 
 # torch dtypes NumPy has no type for, and the JAX dtype they become (exactly,
@@ -135,8 +135,7 @@ def _layer_params(kind: str, cell, module, suffix: str):
         b_ih = b_hh = jnp.zeros((G,), w_ih.dtype)
     if kind == "GRU":
         return GRUParams(w_ih, w_hh, b_ih, b_hh)
-    params_type = LSTMParams if kind == "LSTM" else ElmanParams
-    return params_type(w_ih, w_hh, b_ih + b_hh)
+    return TwoBiasParams(w_ih, w_hh, b_ih, b_hh)
 
 
 def from_torch(module) -> tuple[SequenceModel, ModelParams]:
@@ -222,7 +221,7 @@ def _torch_kind(fn: str, model) -> tuple[str, dict]:
 def _torch_tensors(kind: str, params, suffix: str) -> dict[str, np.ndarray]:
     """torch's tensors of one direction of one layer."""
     w_ih, w_hh = np.asarray(params.w_ih), np.asarray(params.w_hh)
-    if kind == "GRU":
+    if hasattr(params, "b_hh"):  # the GRU, and cells with two_biases
         b_ih, b_hh = np.asarray(params.b_ih), np.asarray(params.b_hh)
     else:
         b_ih = np.asarray(params.b)
@@ -387,7 +386,7 @@ def to_keras_weights(cell, params) -> list[np.ndarray]:
     params, _ = check_params(fn, cell, params)
     arrays = {k: np.asarray(v) for k, v in params._asdict().items()}
     if not isinstance(cell, GRU):
-        return [arrays["w_ih"], arrays["w_hh"], arrays["b"]]
+        return [arrays["w_ih"], arrays["w_hh"], np.asarray(fused_bias(params))]
     swap = lambda w: _swap_gru_blocks(w, cell.hidden_size)  # noqa: E731
     if cell.reset_after:
         bias = np.stack([swap(arrays["b_ih"]), swap(arrays["b_hh"])])

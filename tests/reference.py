@@ -38,6 +38,8 @@ def _gru_step(reset_after, p, x, h, H):
 def loop(cell, params, xs, carry0, mask=None):
     """Returns (final carry as a tuple of arrays, hs [B, T, H]) by a Python loop."""
     p = {k: np.asarray(v, np.float64) for k, v in params._asdict().items()}
+    if "b_hh" in p and not isinstance(cell, rnnbptt.GRU):  # two_biases: summed
+        p["b"] = p["b_ih"] + p["b_hh"]
     xs = np.asarray(xs, np.float64)
     B, T, _ = xs.shape
     H = cell.hidden_size

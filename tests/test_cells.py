@@ -215,3 +215,23 @@ def test_gru_conventions_differ_and_refuse_a_non_bool():
     assert not np.allclose(cell.step(p, h, x)[0], before.step(p, h, x)[0])
     with pytest.raises(TypeError, match="GRU: `reset_after` must be True or False"):
         rnnbptt.GRU(3, 4, reset_after="yes")
+
+
+def test_two_biases_keep_torchs_layout_and_compute_the_same():
+    one, two = rnnbptt.LSTM(3, 4, forget_bias=1.5), rnnbptt.LSTM(3, 4, two_biases=True)
+    p = two.init(jax.random.key(0))
+    assert isinstance(p, rnnbptt.TwoBiasParams)
+    np.testing.assert_array_equal(p.b_ih[4:8], 1.0)  # the forget bias, in b_ih
+    np.testing.assert_array_equal(p.b_hh, np.zeros(16))
+    split = p._replace(b_ih=p.b_ih - 0.25, b_hh=p.b_hh + 0.25)  # exact in binary
+    fused = rnnbptt.LSTMParams(p.w_ih, p.w_hh, p.b_ih)
+    x, carry = jnp.ones((2, 3)), one.initial_carry(2)
+    np.testing.assert_array_equal(
+        two.step(split, carry, x)[1], one.step(fused, carry, x)[1]
+    )
+    with pytest.raises(ValueError, match="Feedforward: `two_biases` is for recurrent"):
+        rnnbptt.Feedforward(3, 4, two_biases=True)
+    with pytest.raises(TypeError, match="Elman: `two_biases` must be True or False"):
+        rnnbptt.Elman(3, 4, two_biases="yes")
+    with pytest.raises(TypeError, match="must be TwoBiasParams"):
+        rnnbptt.unroll(two, fused, jnp.ones((2, 5, 3)))

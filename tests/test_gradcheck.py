@@ -32,13 +32,24 @@ LEAVES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CELLS))
+TWO_BIASES = {
+    "lstm-two-biases": rnnbptt.LSTM(3, 4, two_biases=True),
+    "elman-two-biases": rnnbptt.Elman(3, 4, activation="relu", two_biases=True),
+}
+LEAVES_TWO_BIASES = ["params.w_ih", "params.w_hh", "params.b_ih", "params.b_hh", "xs"]
+
+
+@pytest.mark.parametrize("name", [*CELLS, *TWO_BIASES])
 def test_table_rows_and_float64_agreement(name):
-    cell = CELLS[name]
+    cell = CELLS.get(name) or TWO_BIASES[name]
     params, xs, carry0 = make_problem(cell, seed=2)
     mask = right_padded_mask([6, 3, 5], 6)
     table = rnnbptt.compare_gradients(cell, params, xs, carry0, mask=mask)
-    assert list(table.index) == LEAVES[name.removesuffix("-reset-before")]
+    if name in TWO_BIASES:
+        carry = ["carry0.h", "carry0.c"] if "lstm" in name else ["carry0"]
+        assert list(table.index) == LEAVES_TWO_BIASES + carry
+    else:
+        assert list(table.index) == LEAVES[name.removesuffix("-reset-before")]
     assert (table["manual_autodiff_rel"] <= 1e-10).all()
     assert (table["manual_fd_rel"] <= 1e-6).all()
     assert (table["autodiff_fd_rel"] <= 1e-6).all()

@@ -82,14 +82,10 @@ def test_outputs_and_gradients_equal_torchs(name):
     grads, got = _apply_and_grad(model, params, xs, probe)
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-    # rnnbptt's gradients in torch's layout: the weights' and the input biases'
-    # directly; a cell with one bias b = bias_ih + bias_hh has d bias_hh = d b
+    # rnnbptt's gradients in torch's layout (the cells keep torch's two biases)
     mapped = dict(to_torch(model, grads).named_parameters())
     for tensor_name, want_grad in torch_grads.items():
-        source = tensor_name
-        if "bias_hh" in tensor_name and "GRU" not in type(module).__name__:
-            source = tensor_name.replace("bias_hh", "bias_ih")
-        got_grad = mapped[source].detach().numpy()
+        got_grad = mapped[tensor_name].detach().numpy()
         scale = np.max(np.abs(want_grad))
         assert np.max(np.abs(got_grad - want_grad)) <= 1e-5 * max(scale, 1), tensor_name
 
@@ -97,12 +93,7 @@ def test_outputs_and_gradients_equal_torchs(name):
 @needs_torch
 @pytest.mark.parametrize("name", list(MODULES))
 def test_round_trips_are_bitwise(name):
-    module = _module(name, seed=1).double()
-    if "GRU" not in type(module).__name__:  # one bias: bias_hh comes back as zero
-        with torch.no_grad():
-            for tensor_name, p in module.named_parameters():
-                if "bias_hh" in tensor_name:
-                    p.zero_()
+    module = _module(name, seed=1).double()  # non-zero bias_hh everywhere
     model, params = from_torch(module)
     back = to_torch(model, params, batch_first=module.batch_first, bias=module.bias)
     assert type(back) is type(module)
@@ -117,13 +108,29 @@ def test_round_trips_are_bitwise(name):
 
 @needs_torch
 def test_rnnbptt_to_torch_and_back_is_bitwise_for_every_cell():
+    cells = {
+        "elman": lambda d, two: rnnbptt.Elman(d, H, "relu", two_biases=two),
+        "lstm": lambda d, two: rnnbptt.LSTM(d, H, two_biases=two),
+    }
     for kind in ("elman", "lstm", "gru"):
-        model = rnnbptt.SequenceModel.build(kind, D, [H, H], None, head=None)
-        params = model.init(jax.random.key(0), jnp.float32)
-        params = jax.tree.map(lambda a: a + 0.25, params)  # non-zero biases
-        again = from_torch(to_torch(model, params))
-        assert again[0] == model
-        jax.tree.map(np.testing.assert_array_equal, again[1], params)
+        for two in (True, False):
+            layers = [
+                rnnbptt.GRU(d, H) if kind == "gru" else cells[kind](d, two)
+                for d in (D, H)
+            ]
+            model = rnnbptt.SequenceModel(tuple(layers), None, head=None)
+            params = model.init(jax.random.key(0), jnp.float32)
+            params = jax.tree.map(lambda a: a + 0.25, params)  # non-zero biases
+            again_model, again = from_torch(to_torch(model, params))
+            for layer, back in zip(params.layers, again.layers, strict=True):
+                np.testing.assert_array_equal(back.w_ih, layer.w_ih)
+                np.testing.assert_array_equal(back.w_hh, layer.w_hh)
+                if kind != "gru" and not two:  # b goes to torch as bias_ih
+                    np.testing.assert_array_equal(back.b_ih, layer.b)
+                    np.testing.assert_array_equal(back.b_hh, 0 * layer.b)
+                else:
+                    assert again_model == model
+                    jax.tree.map(np.testing.assert_array_equal, back, layer)
 
 
 @needs_torch
