@@ -362,8 +362,10 @@ def from_keras_weights(cell, weights) -> Any:
     else:
         bias = np.zeros(shapes[2], kernel.dtype)
     if not isinstance(cell, GRU):
-        arrays = (jnp.asarray(a) for a in (kernel, recurrent, bias))
-        params = params_type(cell)(*arrays)
+        arrays = [kernel, recurrent, bias]
+        if cell.two_biases:  # Keras' one bias in b_ih
+            arrays.append(np.zeros_like(bias))
+        params = params_type(cell)(*(jnp.asarray(a) for a in arrays))
     else:
         if cell.reset_after:
             b_ih, b_hh = bias

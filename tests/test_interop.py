@@ -357,6 +357,17 @@ def test_keras_weights_compute_what_keras_computes(name):
     jax.tree.map(np.testing.assert_array_equal, back, weights)
 
 
+def test_keras_weights_fill_both_biases_of_a_two_bias_cell():
+    one, two = rnnbptt.LSTM(D, H), rnnbptt.LSTM(D, H, two_biases=True)
+    weights = _keras_weights(one)
+    params = rnnbptt.interop.from_keras_weights(two, weights)
+    assert isinstance(params, rnnbptt.TwoBiasParams)
+    np.testing.assert_array_equal(params.b_ih, weights[2])
+    np.testing.assert_array_equal(params.b_hh, np.zeros(4 * H))
+    back = rnnbptt.interop.to_keras_weights(two, params)  # b_ih + 0: bitwise
+    jax.tree.map(np.testing.assert_array_equal, back, weights)
+
+
 def test_keras_weights_of_the_wrong_shape_or_cell_are_refused():
     gru = rnnbptt.GRU(D, H)
     weights = _keras_weights(rnnbptt.GRU(D, H, reset_after=False))  # bias [3H]
