@@ -119,13 +119,15 @@ def _two_biases(cell, params):
     return TwoBiasParams(params.w_ih, params.w_hh, params.b, jnp.zeros_like(params.b))
 
 
-def _check_two_biases(cell) -> None:
-    if not isinstance(cell.two_biases, bool | np.bool_):
+def _set_flag(cell, name: str) -> None:
+    """Checks the cell's boolean field ``name`` (NumPy's booleans too, not the
+    ints 0 and 1) and stores it as a plain bool."""
+    value = getattr(cell, name)
+    if not isinstance(value, bool | np.bool_):
         raise TypeError(
-            f"{type(cell).__name__}: `two_biases` must be True or False, got "
-            f"{cell.two_biases!r}"
+            f"{type(cell).__name__}: `{name}` must be True or False, got {value!r}"
         )
-    object.__setattr__(cell, "two_biases", bool(cell.two_biases))
+    object.__setattr__(cell, name, bool(value))
 
 
 class LSTMCarry(NamedTuple):
@@ -219,7 +221,7 @@ class Elman:
     def __post_init__(self):
         _set_sizes(self, "input_size", "hidden_size")
         _check_activation(type(self).__name__, self.activation)
-        _check_two_biases(self)
+        _set_flag(self, "two_biases")
 
     def init(self, key: Array, dtype=None) -> ElmanParams | TwoBiasParams:
         """Parameters as described in the module docstring (orthogonal ``w_hh``)."""
@@ -311,7 +313,7 @@ class LSTM:
         bias = finite_number("LSTM", "forget_bias", self.forget_bias)
         if type(self.forget_bias) not in (int, float):  # NumPy scalars: a float
             object.__setattr__(self, "forget_bias", bias)
-        _check_two_biases(self)
+        _set_flag(self, "two_biases")
 
     def init(self, key: Array, dtype=None) -> LSTMParams | TwoBiasParams:
         """Parameters as described in the module docstring."""
@@ -380,11 +382,7 @@ class GRU:
 
     def __post_init__(self):
         _set_sizes(self, "input_size", "hidden_size")
-        if not isinstance(self.reset_after, bool | np.bool_):
-            raise TypeError(
-                f"GRU: `reset_after` must be True or False, got {self.reset_after!r}"
-            )
-        object.__setattr__(self, "reset_after", bool(self.reset_after))
+        _set_flag(self, "reset_after")
 
     def init(self, key: Array, dtype=None) -> GRUParams:
         """Parameters as described in the module docstring (LeCun-uniform

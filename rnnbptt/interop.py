@@ -40,15 +40,15 @@ from .cells import (
     GRU,
     LSTM,
     Elman,
-    Feedforward,
     GRUParams,
     TwoBiasParams,
     fused_bias,
 )
-from .models import BidirectionalParams, ModelParams, SequenceModel
+from .models import BidirectionalParams, ModelParams, SequenceModel, directions
 
-# torch module name -> rnnbptt cell
-_KINDS = {"RNN": Elman, "LSTM": LSTM, "GRU": GRU}
+# rnnbptt cell -> its torch module and its Keras layer
+_TORCH_NAMES = {Elman: "RNN", LSTM: "LSTM", GRU: "GRU"}
+_KERAS_NAMES = {Elman: "SimpleRNN", LSTM: "LSTM", GRU: "GRU"}
 
 
 def _torch(fn: str):
@@ -63,7 +63,7 @@ def _torch(fn: str):
 
 
 def _kind(fn: str, torch, module) -> str:
-    for name in _KINDS:
+    for name in _TORCH_NAMES.values():
         if type(module) is getattr(torch.nn, name):
             return name
     raise TypeError(
@@ -72,7 +72,7 @@ def _kind(fn: str, torch, module) -> str:
     )
 
 
-def _check_supported(fn: str, kind: str, module) -> None:
+def _check_supported(fn: str, module) -> None:
     if getattr(module, "proj_size", 0):
         raise ValueError(
             f"{fn}: an LSTM with proj_size={module.proj_size} (projected hidden "
@@ -123,7 +123,7 @@ def _check_dtype(fn: str, module) -> None:
         raise TypeError(f"{fn}: the module's parameters must be floating, got {dtype}")
 
 
-def _layer_params(kind: str, cell, module, suffix: str):
+def _layer_params(kind: str, module, suffix: str):
     """One direction of one layer: the cell's params from torch's tensors."""
     w_ih = _array(getattr(module, f"weight_ih{suffix}")).T
     w_hh = _array(getattr(module, f"weight_hh{suffix}")).T
@@ -152,20 +152,19 @@ def from_torch(module) -> tuple[SequenceModel, ModelParams]:
     fn = "rnnbptt.interop.from_torch"
     torch = _torch(fn)
     kind = _kind(fn, torch, module)
-    _check_supported(fn, kind, module)
+    _check_supported(fn, module)
     _check_dtype(fn, module)
     width = 2 if module.bidirectional else 1
     cells, layers = [], []
     for k in range(module.num_layers):
         d = module.input_size if k == 0 else width * module.hidden_size
-        cell = _cell(kind, module, d)
-        forward = _layer_params(kind, cell, module, f"_l{k}")
+        forward = _layer_params(kind, module, f"_l{k}")
         if module.bidirectional:
-            backward = _layer_params(kind, cell, module, f"_l{k}_reverse")
+            backward = _layer_params(kind, module, f"_l{k}_reverse")
             layers.append(BidirectionalParams(forward, backward))
         else:
             layers.append(forward)
-        cells.append(cell)
+        cells.append(_cell(kind, module, d))
     model = SequenceModel(
         tuple(cells),
         None,
@@ -190,7 +189,7 @@ def _torch_kind(fn: str, model) -> tuple[str, dict]:
             "and copy params.readout into a torch.nn.Linear (weight = w.T, bias = b)"
         )
     first = model.cells[0]
-    if isinstance(first, Feedforward) or type(first) not in (Elman, LSTM, GRU):
+    if type(first) not in _TORCH_NAMES:  # Feedforward too
         raise ValueError(
             f"{fn}: torch has no recurrent module for {type(first).__name__} layers"
         )
@@ -202,7 +201,7 @@ def _torch_kind(fn: str, model) -> tuple[str, dict]:
         ):
             raise ValueError(
                 f"{fn}: a torch module's layers are all one kind and size; this "
-                f"model has {[c for c in model.cells]}"
+                f"model has {list(model.cells)}"
             )
     if isinstance(first, Elman) and first.activation not in ("tanh", "relu"):
         raise ValueError(
@@ -213,12 +212,12 @@ def _torch_kind(fn: str, model) -> tuple[str, dict]:
             f"{fn}: torch.nn.GRU applies the reset gate after the recurrent "
             "product (reset_after=True); this GRU has reset_after=False"
         )
-    kind = {Elman: "RNN", LSTM: "LSTM", GRU: "GRU"}[type(first)]
+    kind = _TORCH_NAMES[type(first)]
     options = {"nonlinearity": first.activation} if kind == "RNN" else {}
     return kind, options
 
 
-def _torch_tensors(kind: str, params, suffix: str) -> dict[str, np.ndarray]:
+def _torch_tensors(params, suffix: str) -> dict[str, np.ndarray]:
     """torch's tensors of one direction of one layer."""
     w_ih, w_hh = np.asarray(params.w_ih), np.asarray(params.w_hh)
     if hasattr(params, "b_hh"):  # the GRU, and cells with two_biases
@@ -253,13 +252,7 @@ def _check_layers(fn: str, model, params) -> jnp.dtype:
     model._check_readout(params.readout)
     dtypes = set()
     for k, (cell, layer) in enumerate(zip(model.cells, params.layers, strict=True)):
-        if model.bidirectional and not isinstance(layer, BidirectionalParams):
-            raise TypeError(
-                f"{fn}: `params.layers[{k}]` of a bidirectional model must be "
-                f"BidirectionalParams(forward, backward), got {type(layer).__name__}"
-            )
-        directions = layer if model.bidirectional else (layer,)
-        for p in directions:
+        for p in directions(fn, model, k, layer):
             dtypes.add(check_params(fn, cell, p)[1])
     if len(dtypes) > 1:
         raise TypeError(
@@ -275,7 +268,7 @@ def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> A
     Args:
         model: a ``SequenceModel`` with ``head=None`` whose layers are all one
             kind and hidden size (as from ``from_torch``).
-        params: its ``ModelParams``, float32 or float64.
+        params: its ``ModelParams``, in one floating dtype.
         batch_first: the module's ``batch_first`` (rnnbptt is batch-major).
         bias: the module's ``bias``; False needs every bias of ``params`` zero.
 
@@ -285,7 +278,7 @@ def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> A
     fn = "rnnbptt.interop.to_torch"
     torch = _torch(fn)
     kind, options = _torch_kind(fn, model)
-    dtype = _check_layers(fn, model, params)
+    dtype = getattr(torch, _check_layers(fn, model, params).name)
     first = model.cells[0]
     module = getattr(torch.nn, kind)(
         first.input_size,
@@ -295,22 +288,19 @@ def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> A
         batch_first=batch_first,
         dropout=model.dropout if len(model.cells) > 1 else 0.0,
         bias=bias,
-        dtype=getattr(torch, dtype.name),
+        dtype=dtype,
         **options,
     )
     tensors = {}
     for k, layer in enumerate(params.layers):
-        if model.bidirectional:
-            tensors |= _torch_tensors(kind, layer.forward, f"_l{k}")
-            tensors |= _torch_tensors(kind, layer.backward, f"_l{k}_reverse")
-        else:
-            tensors |= _torch_tensors(kind, layer, f"_l{k}")
+        parts = directions(fn, model, k, layer)  # torch's suffix for each:
+        for suffix, p in zip(("", "_reverse")[: len(parts)], parts, strict=True):
+            tensors |= _torch_tensors(p, f"_l{k}{suffix}")
     if not bias:
         _drop_zero_biases(fn, tensors)
     # through float32 for the dtypes NumPy lacks (bfloat16): exact
     wide = lambda a: a if a.dtype == np.float64 else np.asarray(a, np.float32)  # noqa: E731
-    torch_dtype = getattr(torch, dtype.name)
-    state = {name: torch.tensor(wide(a)).to(torch_dtype) for name, a in tensors.items()}
+    state = {name: torch.tensor(wide(a)).to(dtype) for name, a in tensors.items()}
     module.load_state_dict(state, strict=True)
     return module.eval()
 
@@ -320,9 +310,8 @@ def to_torch(model, params, *, batch_first: bool = True, bias: bool = True) -> A
 # Keras' names of rnnbptt's activations, where they differ
 _FROM_KERAS = {"linear": "identity"}
 _TO_KERAS = {"identity": "linear"}
-# Keras layer -> rnnbptt cell. Keras orders the GRU's gate blocks (z, r, h),
-# torch and rnnbptt (r, z, n); the LSTM's are (i, f, c, o) in all three.
-_KERAS = {"SimpleRNN": Elman, "LSTM": LSTM, "GRU": GRU}
+# Keras orders the GRU's gate blocks (z, r, h), torch and rnnbptt (r, z, n);
+# the LSTM's are (i, f, c, o) in all three.
 
 
 def _swap_gru_blocks(w: np.ndarray, hidden: int) -> np.ndarray:
@@ -338,16 +327,20 @@ def _keras_shapes(cell) -> list[tuple[int, ...]]:
     return [(D, GH), (H, GH), bias]
 
 
+def _check_keras_cell(fn: str, cell) -> None:
+    if type(cell) not in _KERAS_NAMES:  # Feedforward too
+        raise TypeError(
+            f"{fn}: `cell` must be an Elman, LSTM or GRU, got {type(cell).__name__}"
+        )
+
+
 def from_keras_weights(cell, weights) -> Any:
     """The params of ``cell`` from a Keras ``SimpleRNN``, ``LSTM`` or ``GRU``
     layer's ``get_weights()``: ``[kernel, recurrent_kernel, bias]`` (without
     ``bias`` for ``use_bias=False``). A GRU's ``reset_after`` must be the
     layer's (its bias is [2, 3H] with reset_after=True, [3H] without)."""
     fn = "rnnbptt.interop.from_keras_weights"
-    if type(cell) not in (Elman, LSTM, GRU):
-        raise TypeError(
-            f"{fn}: `cell` must be an Elman, LSTM or GRU, got {type(cell).__name__}"
-        )
+    _check_keras_cell(fn, cell)
     shapes = _keras_shapes(cell)
     got = [np.shape(w) for w in weights] if isinstance(weights, list | tuple) else None
     if got is None or len(got) not in (2, 3) or got != shapes[: len(got)]:
@@ -381,10 +374,7 @@ def to_keras_weights(cell, params) -> list[np.ndarray]:
     (``from_keras_weights`` inverted; bitwise, except that a GRU with
     ``reset_after=False`` has one Keras bias, ``b_ih + b_hh``)."""
     fn = "rnnbptt.interop.to_keras_weights"
-    if type(cell) not in (Elman, LSTM, GRU):
-        raise TypeError(
-            f"{fn}: `cell` must be an Elman, LSTM or GRU, got {type(cell).__name__}"
-        )
+    _check_keras_cell(fn, cell)
     params, _ = check_params(fn, cell, params)
     arrays = {k: np.asarray(v) for k, v in params._asdict().items()}
     if not isinstance(cell, GRU):
@@ -400,7 +390,9 @@ def to_keras_weights(cell, params) -> list[np.ndarray]:
 def _keras_cell(fn: str, layer):
     """The rnnbptt cell of a Keras recurrent layer, from its configuration."""
     kind = type(layer).__name__
-    if kind not in _KERAS or not type(layer).__module__.startswith("keras"):
+    if kind not in _KERAS_NAMES.values() or not type(layer).__module__.startswith(
+        "keras"
+    ):
         raise TypeError(
             f"{fn}: `layer` must be a Keras SimpleRNN, LSTM or GRU layer, got "
             f"{type(layer).__module__}.{kind}"
@@ -477,7 +469,7 @@ def to_keras(model, params, *, use_bias: bool = True) -> Any:
         )
     dtype = _check_layers(fn, model, params)
     cell = model.cells[0]
-    kind = {Elman: "SimpleRNN", LSTM: "LSTM", GRU: "GRU"}.get(type(cell))
+    kind = _KERAS_NAMES.get(type(cell))
     if kind is None:
         raise ValueError(f"{fn}: Keras has no layer for {type(cell).__name__}")
     options = {}

@@ -109,6 +109,20 @@ def _check_applies(kind: str, **options) -> None:
             )
 
 
+def directions(fn: str, model, k: int, layer) -> tuple:
+    """Layer ``k``'s params per direction: ``(layer,)``, or ``(forward,
+    backward)`` of a bidirectional model (a TypeError for anything but
+    ``BidirectionalParams`` there)."""
+    if not model.bidirectional:
+        return (layer,)
+    if not isinstance(layer, BidirectionalParams):
+        raise TypeError(
+            f"{fn}: `params.layers[{k}]` of a bidirectional model must be "
+            f"BidirectionalParams(forward, backward), got {type(layer).__name__}"
+        )
+    return tuple(layer)
+
+
 def _check_one_dtype(params) -> None:
     """Every parameter in one floating dtype (the dtype of the computation)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -236,8 +250,12 @@ class SequenceModel:
                 f"SequenceModel.build: `kind` must be one of {sorted(KINDS)}, "
                 f"got {kind!r}"
             )
-        options = dict(activation=activation, forget_bias=forget_bias)
-        _check_applies(kind, **options, reset_after=reset_after)
+        _check_applies(
+            kind,
+            activation=activation,
+            forget_bias=forget_bias,
+            reset_after=reset_after,
+        )
         width = 2 if kwargs.get("bidirectional") else 1
         if isinstance(hidden_sizes, str) or not hasattr(hidden_sizes, "__iter__"):
             raise TypeError(
@@ -411,6 +429,7 @@ class SequenceModel:
             if i > 0 and self.dropout > 0 and key is not None:
                 h = _dropout(jax.random.fold_in(key, i), self.dropout, h)
             if self.bidirectional:
+                directions("SequenceModel.apply", self, i, p)  # the structure
                 final, h = self._bidirectional(cell, p, h, mask, run)
             else:
                 final, h = unroll(cell, p, h, c0, mask=mask, **run)
@@ -451,11 +470,6 @@ class SequenceModel:
 
     @staticmethod
     def _bidirectional(cell, p: BidirectionalParams, xs, mask, run):
-        if not isinstance(p, BidirectionalParams):
-            raise TypeError(
-                "SequenceModel.apply: each layer of a bidirectional model takes "
-                f"BidirectionalParams(forward, backward), got {type(p).__name__}"
-            )
         B, T, _ = xs.shape
         rev = _reverse_index(mask, T, B)
         f_final, hs_f = unroll(cell, p.forward, xs, mask=mask, **run)

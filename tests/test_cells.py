@@ -1,5 +1,7 @@
 """Cells: construction, initialisation, single steps, and the PyTorch mapping."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,6 +150,11 @@ def test_activation_derivative_matches_autodiff(activation):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
+def _torch_array(module, name):
+    """The torch module's tensor ``name`` as a JAX array."""
+    return jnp.asarray(getattr(module, name).detach().numpy())
+
+
 def test_lstm_maps_torch_lstm_exactly():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -157,10 +164,11 @@ def test_lstm_maps_torch_lstm_exactly():
     h0 = torch.randn(1, B, H, dtype=torch.float64)
     c0 = torch.randn(1, B, H, dtype=torch.float64)
     out, (hT, cT) = ref(x, (h0, c0))
+    weight = functools.partial(_torch_array, ref)
     params = rnnbptt.LSTMParams(
-        w_ih=jnp.asarray(ref.weight_ih_l0.detach().numpy().T),
-        w_hh=jnp.asarray(ref.weight_hh_l0.detach().numpy().T),
-        b=jnp.asarray((ref.bias_ih_l0 + ref.bias_hh_l0).detach().numpy()),
+        w_ih=weight("weight_ih_l0").T,
+        w_hh=weight("weight_hh_l0").T,
+        b=weight("bias_ih_l0") + weight("bias_hh_l0"),
     )
     carry0 = rnnbptt.LSTMCarry(jnp.asarray(h0[0].numpy()), jnp.asarray(c0[0].numpy()))
     (h, c), hs = rnnbptt.unroll(
@@ -179,7 +187,7 @@ def test_gru_maps_torch_gru_exactly():
     x = torch.randn(B, T, D, dtype=torch.float64)
     h0 = torch.randn(1, B, H, dtype=torch.float64)
     out, hT = ref(x, h0)
-    weight = lambda name: jnp.asarray(getattr(ref, name).detach().numpy())  # noqa: E731
+    weight = functools.partial(_torch_array, ref)
     params = rnnbptt.GRUParams(
         w_ih=weight("weight_ih_l0").T,
         w_hh=weight("weight_hh_l0").T,

@@ -362,3 +362,10 @@ def test_a_model_without_readout_outputs_its_last_layers_states():
     wrong = r"its last layer outputs 4\), got \(4, 7, 2\)"
     with pytest.raises(ValueError, match=wrong):
         rnnbptt.fit(model, params, xs, np.zeros((4, 7, 2)), progress=False)
+
+
+def test_bidirectional_layers_must_be_bidirectional_params():
+    model, params, xs = _problem(bidirectional=True)
+    flat = params._replace(layers=(tuple(params.layers[0]), params.layers[1]))
+    with pytest.raises(TypeError, match=r"`params\.layers\[0\]` of a bidirectional"):
+        model.apply(flat, xs)
