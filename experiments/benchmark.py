@@ -52,6 +52,7 @@ import rnnbptt
 import rnnbptt.runs
 from rnnbptt import draws
 from rnnbptt.experiment import positive_int_option
+from rnnbptt.models import KINDS
 
 # cpu_line is imported for its tests in tests/test_experiment_benchmark.py
 from rnnbptt.runs import cpu_line, gemm_peak, machine_line  # noqa: F401
@@ -136,16 +137,10 @@ def _ready(fn, *args):
     return lambda: jax.block_until_ready(fn(*args))
 
 
-def rnnbptt_cell(kind, inputs, hidden):
-    return {"lstm": rnnbptt.LSTM, "gru": rnnbptt.GRU, "elman": rnnbptt.Elman}[kind](
-        inputs, hidden
-    )
-
-
 def rnnbptt_gradient(kind, size, backward, recompute_every=None):
     """(call, compile seconds, scratch bytes) of one rnnbptt gradient."""
     T, B, D, H = size
-    cell = rnnbptt_cell(kind, D, H)
+    cell = KINDS[kind](D, H)
     params = cell.init(jax.random.key(0), jnp.float32)
     xs = draws.normal(jax.random.key(1), (B, T, D), jnp.float32)
 
@@ -296,7 +291,7 @@ def time_checkpointing(spec, every, repeats) -> pd.DataFrame:
     T, B, D, H = size
     rows = []
     for kind in CHECKPOINTED:
-        cell = rnnbptt_cell(kind, D, H)
+        cell = KINDS[kind](D, H)
         params = jax.eval_shape(lambda c=cell: c.init(jax.random.key(0), jnp.float32))
         xs = jax.ShapeDtypeStruct((B, T, D), jnp.float32)
         calls, info = {}, {}
