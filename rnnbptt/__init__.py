@@ -1,6 +1,16 @@
 """rnnbptt: recurrent networks trained by backpropagation through time."""
 
-from . import data, distributed, fitting, interop, losses, optimizers, parallel, runs
+from . import (
+    data,
+    distributed,
+    fitting,
+    interop,
+    losses,
+    optimizers,
+    parallel,
+    runs,
+    settling,
+)
 from .bptt import bptt
 from .cells import (
     GRU,
@@ -10,6 +20,7 @@ from .cells import (
     Feedforward,
     FeedforwardParams,
     GRUParams,
+    Hopfield,
     LSTMCarry,
     LSTMParams,
     TwoBiasParams,
@@ -20,6 +31,7 @@ from .fit_config import FitConfig
 from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
+from .settling import SettleInfo, compare_settle, settle
 from .tbptt import TBPTT
 from .train import clear_cache, make_eval_step, make_train_step
 from .unroll import unroll
@@ -40,14 +52,17 @@ __all__ = [
     "FitResult",
     "GRUParams",
     "GradientTable",
+    "Hopfield",
     "LSTMCarry",
     "LSTMParams",
     "ModelParams",
     "SequenceModel",
+    "SettleInfo",
     "TwoBiasParams",
     "bptt",
     "clear_cache",
     "compare_gradients",
+    "compare_settle",
     "count_compilations",
     "data",
     "distributed",
@@ -64,6 +79,8 @@ __all__ = [
     "residual_bytes",
     "runs",
     "save_checkpoint",
+    "settle",
+    "settling",
     "unroll",
 ]
 __version__ = "0.1.0"

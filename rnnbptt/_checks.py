@@ -21,6 +21,7 @@ from .cells import (
     Feedforward,
     FeedforwardParams,
     GRUParams,
+    Hopfield,
     LSTMCarry,
     LSTMParams,
     TwoBiasParams,
@@ -37,6 +38,12 @@ def check_cell(fn: str, cell: Any) -> None:
         raise TypeError(
             f"{fn}: `cell` must be an rnnbptt cell (Elman, LSTM, GRU or Feedforward), "
             f"got {type(cell).__name__}"
+        )
+    if isinstance(cell, Hopfield):
+        raise TypeError(
+            f"{fn}: a Hopfield cell runs until its state settles, with rnnbptt.settle "
+            "(its recurrent weights are symmetric(w_hh), which the time-unrolled "
+            "engines do not apply)"
         )
 
 

@@ -277,6 +277,50 @@ class Feedforward(Elman):
         return (), h
 
 
+def symmetric(w: Array) -> Array:
+    """``(w + w.T) / 2`` with a zero diagonal: the weights of a Hopfield network
+    (no unit feeds itself). A linear projection, its own adjoint, so the
+    gradient with respect to ``w`` is ``symmetric`` of the gradient with respect
+    to the result."""
+    return jnp.fill_diagonal((w + w.T) / 2, 0, inplace=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hopfield(Elman):
+    """A continuous Hopfield network with clamped inputs, for ``rnnbptt.settle``.
+
+    ``h_t = act(x W_ih + h_{t-1} symmetric(W_hh) + b)``: the state ``h`` holds
+    every unit that is not an input (hidden and output units alike, in the order
+    the user chooses); the inputs ``x`` are clamped and feed the state through
+    ``W_ih`` (the weights from the state back to the inputs never act, so only
+    this block is kept). The recurrent weights are symmetric with no
+    self-connections, ``symmetric(W_hh)``, whatever ``W_hh`` holds, so that the
+    network has an energy and settles (Hopfield 1984). Sigmoid units by default.
+
+    ``init`` draws ``W_hh`` as ``symmetric`` of an orthogonal matrix (spectral
+    norm at most 1; with the sigmoid's slope at most 1/4 the update starts out a
+    contraction).
+    """
+
+    activation: str = "sigmoid"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.two_biases:
+            raise ValueError("Hopfield: `two_biases` is not supported")
+
+    def init(self, key: Array, dtype=None) -> ElmanParams:
+        params = Elman.init(self, key, dtype)
+        return params._replace(w_hh=symmetric(params.w_hh))
+
+    def step(self, params, carry, x: Array):
+        return Elman.step(self, self.elman_params(params), carry, x)
+
+    def elman_params(self, params) -> ElmanParams:
+        """The parameters of the Elman cell this network runs as."""
+        return params._replace(w_hh=symmetric(params.w_hh))
+
+
 @dataclasses.dataclass(frozen=True)
 class LSTM:
     """Long short-term memory cell (Hochreiter and Schmidhuber 1997, with forget gate).
@@ -419,4 +463,4 @@ class GRU:
         return h, h
 
 
-Cell = Elman | Feedforward | LSTM | GRU
+Cell = Elman | Feedforward | LSTM | GRU | Hopfield

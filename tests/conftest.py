@@ -31,6 +31,7 @@ SLOWEST_FIRST = (
     "test_recompute_every.py",
     "test_distributed.py",
     "test_fit.py",
+    "test_settle.py",
     "test_forecast_forecaster.py",
     "test_forecast_command.py",
     "test_experiment_gradients.py",
