@@ -31,7 +31,7 @@ from .fit_config import FitConfig
 from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
-from .settling import SettleInfo, compare_settle, settle
+from .settling import SettleInfo, compare_settle, settle, settle_residual_bytes
 from .tbptt import TBPTT
 from .train import clear_cache, make_eval_step, make_train_step
 from .unroll import unroll
@@ -80,6 +80,7 @@ __all__ = [
     "runs",
     "save_checkpoint",
     "settle",
+    "settle_residual_bytes",
     "settling",
     "unroll",
 ]

@@ -6,7 +6,8 @@ J^T) z = g`` and return ``(df/dw)^T z`` and ``(df/dx)^T z``, where every
 product with ``J^T``, ``(df/dw)^T`` and ``(df/dx)^T`` is the hand-written
 backward of one step (``bptt.backward`` on a one-step ``forward`` saved at
 ``h*``; no ``jax.vjp``), so they keep one step's residuals. ``"cg"`` also needs
-``J v``: forward mode through the same one step (``jax.linearize``).
+``J v``: forward mode through the same one step (``jax.jvp``, recomputed at each
+product, so it keeps nothing more).
 
 Index convention: ``"neumann"`` with ``K = backward_steps`` terms is
 ``z = sum_{k=0}^{K-1} (J^T)^k g`` (``K - 1`` products); at an exact fixed point
@@ -162,11 +163,35 @@ def truncated(cell, params, x, carry0, steps, g, keep: int, max_steps: int):
     return d_params, jnp.sum(d_xs, axis=1), d_carry0
 
 
+def saved_steps(cfg) -> int:
+    """Forward steps whose residuals the backward of ``cfg.backward`` keeps:
+    every step of ``max_steps`` for ``"bptt"``, ``backward_steps`` of them for
+    ``"tbptt"``, one (the step at ``h*``) for the fixed-point engines."""
+    if cfg.backward == "bptt":
+        return cfg.max_steps
+    if cfg.backward == "tbptt":
+        return min(cfg.backward_steps, cfg.max_steps)
+    return 1
+
+
+def residual_bytes(cell, cfg, params, x, carry0) -> int:
+    """Bytes of the residuals the backward keeps (shapes only, nothing runs):
+    the saved forward steps (``saved_steps``). The arguments may be
+    ShapeDtypeStructs."""
+
+    def kept(params, x, carry0):
+        xs = jnp.zeros((x.shape[0], saved_steps(cfg), x.shape[1]), x.dtype)
+        return forward(cell, params, xs, carry0, None, save=True)[2]
+
+    shapes = jax.eval_shape(kept, params, x, carry0)
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
+
+
 def gradients(cell, cfg, params, x, carry0, h_star, steps, d_h_star):
     """``(d_params, d_x, d_carry0)`` by the engine ``cfg.backward``."""
     g = flat(d_h_star)
     if cfg.backward in ("bptt", "tbptt"):
-        keep = cfg.max_steps if cfg.backward == "bptt" else cfg.backward_steps
+        keep = saved_steps(cfg)
         return truncated(cell, params, x, carry0, steps, g, keep, cfg.max_steps)
     vjp = linearised(cell, params, x, h_star)
 
@@ -178,10 +203,13 @@ def gradients(cell, cfg, params, x, carry0, h_star, steps, d_h_star):
     elif cfg.backward == "rbp":
         z = almeida_pineda(jt, g, cfg.tol, cfg.max_steps)
     elif cfg.backward == "cg":
-        h_flat = flat(h_star)
-        _, j = jax.linearize(
-            lambda h: flat(step(cell, params, x, unflat(h_star, h))), h_flat
-        )
+
+        def j(v):  # forward mode through one step, recomputed: nothing kept
+            def one_step(h):
+                return flat(step(cell, params, x, unflat(h_star, h)))
+
+            return jax.jvp(one_step, (flat(h_star),), (v,))[1]
+
         z = conjugate_gradients(jt, j, g, cfg.backward_steps)
     else:
         z = implicit(jt, g)

@@ -113,9 +113,7 @@ _attach.defvjp(_attach_fwd, _attach_bwd)
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _settle(cell, cfg, params, x, carry0):
-    if isinstance(cell, Hopfield):  # autodiff carries the gradient through this
-        params = cell.elman_params(params)
-        cell = Elman(cell.input_size, cell.hidden_size, cell.activation)
+    cell, params = _as_run(cell, params)  # autodiff differentiates a Hopfield's
     h_star, info = _forward(cell, *jax.lax.stop_gradient((params, x, carry0)), cfg)
     return _attach(cell, cfg, params, x, carry0, h_star, info.steps), info
 
@@ -175,6 +173,39 @@ def settle(
     h_star, info = _settle(cell, cfg, params, x, carry0)
     _report(fn, info, cfg, unsettled)
     return h_star, info
+
+
+def settle_residual_bytes(
+    cell,
+    params,
+    x,
+    carry0=None,
+    *,
+    max_steps: int = 100,
+    backward: str = "rbp",
+    backward_steps: int = 20,
+) -> int:
+    """Bytes of the forward pass that ``settle``'s backward keeps, from shapes
+    alone (nothing runs, so it answers at any ``max_steps``): linear in
+    ``max_steps`` for ``"bptt"``, ``backward_steps`` steps' worth for
+    ``"tbptt"``, one step's for the fixed-point engines. Arguments as for
+    ``settle``; ``params`` and ``x`` may be ``jax.ShapeDtypeStruct``s."""
+    fn = "settle_residual_bytes"
+    cfg = _check_config(fn, backward, backward_steps, max_steps, tol=1.0)
+    cell, params = _as_run(cell, params)
+    if carry0 is None:
+        carry0 = jax.eval_shape(lambda: cell.initial_carry(x.shape[0], x.dtype))
+    return rbp.residual_bytes(cell, cfg, params, x, carry0)
+
+
+def _as_run(cell, params):
+    """The cell and parameters ``settle`` runs: a Hopfield cell as the Elman
+    cell of its symmetric weights."""
+    if isinstance(cell, Hopfield):
+        return Elman(cell.input_size, cell.hidden_size, cell.activation), (
+            cell.elman_params(params)
+        )
+    return cell, params
 
 
 def _check_config(fn, backward, backward_steps, max_steps, tol) -> _Config:

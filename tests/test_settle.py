@@ -244,3 +244,35 @@ def test_compare_settle_table():
     assert table.loc[("rbp", "carry0.c"), "rel"] == 1.0  # zero, by design
     with pytest.raises(ValueError, match="engines"):
         compare_settle(cell, params, x, engines=("bptt", "adjoint"))
+
+
+def _scratch(cell, params, x, engine, max_steps):
+    def loss(params):
+        h, _ = rnnbptt.settle(
+            cell, params, x, tol=1e-30, max_steps=max_steps, backward=engine
+        )
+        return jnp.sum(h)
+
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_residual_bytes_count_the_steps_the_backward_keeps():
+    cell = rnnbptt.Elman(3, 16)  # the hand-written Elman backward keeps h per step
+    params, x = cell.init(jax.random.key(0)), jnp.zeros((8, 3))
+    one_step = 8 * 16 * x.dtype.itemsize
+    count = functools.partial(rnnbptt.settle_residual_bytes, cell, params, x)
+    assert count(max_steps=300, backward="bptt") == 300 * one_step
+    assert count(max_steps=300, backward="tbptt", backward_steps=7) == 7 * one_step
+    assert count(max_steps=5, backward="tbptt", backward_steps=7) == 5 * one_step
+    for engine in ("rbp", "neumann", "cg", "implicit"):
+        assert count(max_steps=5000, backward=engine) == one_step
+    # the compiled programs agree: BPTT's scratch grows by the residuals of the
+    # extra steps, Neumann-RBP's does not grow
+    grow = _scratch(cell, params, x, "bptt", 400) - _scratch(
+        cell, params, x, "bptt", 100
+    )
+    assert grow >= 300 * one_step
+    assert _scratch(cell, params, x, "neumann", 400) == _scratch(
+        cell, params, x, "neumann", 100
+    )
