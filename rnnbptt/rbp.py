@@ -142,14 +142,17 @@ def implicit(jt, g: Array) -> Array:
 def truncated(cell, params, x, carry0, steps, g, keep: int, max_steps: int):
     """BPTT through each row's last ``keep`` forward steps (all of them when
     ``keep >= max_steps``): the forward pass is rerun, the first ``steps -
-    keep`` steps without residuals, the rest saved for ``bptt.backward``."""
+    keep`` steps one at a time without residuals (nothing of length
+    ``max_steps`` is built), the rest saved for ``bptt.backward``."""
     B, D = x.shape
     start = jnp.maximum(steps - keep, 0)
-    h_start = carry0
-    if keep < max_steps:
-        xs = jnp.broadcast_to(x[:, None], (B, max_steps, D))
-        skip = jnp.arange(max_steps)[None] < start[:, None]
-        h_start, _, _ = forward(cell, params, xs, carry0, skip, save=False)
+
+    def advance(k, carry):  # row by row, the steps before the kept ones
+        new = step(cell, params, x, carry)
+        live = (k < start)[:, None]
+        return jax.tree.map(lambda n, o: jnp.where(live, n, o), new, carry)
+
+    h_start = jax.lax.fori_loop(0, jnp.max(start), advance, carry0)
     length = min(keep, max_steps)
     mask = jnp.arange(length)[None] < (steps - start)[:, None]
     xs = zero_masked_inputs(jnp.broadcast_to(x[:, None], (B, length, D)), mask)

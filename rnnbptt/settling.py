@@ -307,11 +307,12 @@ def compare_settle(
     loss=None,
     key=None,
     engines=ENGINES,
+    reference: str = "bptt",
     tol: float = 1e-10,
     max_steps: int = 1000,
     backward_steps: int = 20,
 ):
-    """The gradient of every engine against ``"bptt"``'s, as a table.
+    """The gradient of every engine against the ``reference`` engine's, as a table.
 
     Args:
         cell, params, x, carry0, tol, max_steps, backward_steps: as for
@@ -320,10 +321,11 @@ def compare_settle(
             random linear probe of the settled state.
         key: PRNG key of the probe (default key 0).
         engines: the engines to compare.
+        reference: the engine they are compared with (default ``"bptt"``).
 
     Returns:
         A ``GradientTable`` indexed by (engine, leaf) with columns ``shape``,
-        ``abs`` and ``rel`` (``max|a - b| / max|b|``, ``b`` BPTT's gradient);
+        ``abs`` and ``rel`` (``max|a - b| / max|b|``, ``b`` the reference's gradient);
         ``attrs`` holds the forward steps taken and the largest residual and
         rate (``SettleInfo``).
     """
@@ -333,6 +335,10 @@ def compare_settle(
     unknown = [e for e in engines if e not in ENGINES]
     if unknown or not engines:
         raise ValueError(f"{fn}: `engines` must be some of {ENGINES}, got {engines!r}")
+    if reference not in ENGINES:
+        raise ValueError(
+            f"{fn}: `reference` must be one of {ENGINES}, got {reference!r}"
+        )
     cfg = _check_config(fn, "bptt", backward_steps, max_steps, tol)
     params, x, carry0 = _check_inputs(fn, cell, params, x, carry0)
     h_star, info = _settle(cell, cfg, params, x, carry0)
@@ -346,13 +352,13 @@ def compare_settle(
         args = (params, x, carry0)
         return _engine_gradient(cell, cfg._replace(backward=engine), loss, probe, *args)
 
-    reference = jax.tree.leaves(grads("bptt"))
+    want_leaves = jax.tree.leaves(grads(reference))
     names = [f"params.{f}" for f in params._fields] + ["x"]
     names += [f"carry0.{f}" for f in getattr(carry0, "_fields", ())] or ["carry0"]
     rows = []
     for engine in engines:
         for name, got, want in zip(
-            names, jax.tree.leaves(grads(engine)), reference, strict=True
+            names, jax.tree.leaves(grads(engine)), want_leaves, strict=True
         ):
             abs_diff, rel_diff = _diff(got, want)
             rows.append(

@@ -242,8 +242,14 @@ def test_compare_settle_table():
         weights["neumann"] > 1e-4 and abs(weights["neumann"] - weights["tbptt"]) < 1e-9
     )
     assert table.loc[("rbp", "carry0.c"), "rel"] == 1.0  # zero, by design
+    against_tbptt = compare_settle(
+        cell, params, x, tol=1e-13, engines=("neumann",), reference="tbptt"
+    )["rel"]
+    assert max(against_tbptt) < 1e-12  # the default backward_steps, 20, each
     with pytest.raises(ValueError, match="engines"):
         compare_settle(cell, params, x, engines=("bptt", "adjoint"))
+    with pytest.raises(ValueError, match="reference"):
+        compare_settle(cell, params, x, reference="adjoint")
 
 
 def _scratch(cell, params, x, engine, max_steps):
@@ -268,11 +274,12 @@ def test_residual_bytes_count_the_steps_the_backward_keeps():
     for engine in ("rbp", "neumann", "cg", "implicit"):
         assert count(max_steps=5000, backward=engine) == one_step
     # the compiled programs agree: BPTT's scratch grows by the residuals of the
-    # extra steps, Neumann-RBP's does not grow
+    # extra steps, Neumann-RBP's and TBPTT's do not grow
     grow = _scratch(cell, params, x, "bptt", 400) - _scratch(
         cell, params, x, "bptt", 100
     )
     assert grow >= 300 * one_step
-    assert _scratch(cell, params, x, "neumann", 400) == _scratch(
-        cell, params, x, "neumann", 100
-    )
+    for engine in ("neumann", "tbptt"):  # TBPTT reruns the untruncated steps
+        assert _scratch(cell, params, x, engine, 400) == _scratch(
+            cell, params, x, engine, 100
+        )
