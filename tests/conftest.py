@@ -32,6 +32,7 @@ SLOWEST_FIRST = (
     "test_distributed.py",
     "test_fit.py",
     "test_settle.py",
+    "test_experiment_recurrent_backprop.py",
     "test_forecast_forecaster.py",
     "test_forecast_command.py",
     "test_experiment_gradients.py",

@@ -32,9 +32,10 @@ def printed(tmp_path_factory):
     a fresh interpreter (default float32 config) in an empty folder."""
     (quick,) = [b for b in _blocks("python") if "compare_gradients" in b]
     (training,) = [b for b in _blocks("python") if "rnnbptt.fit(" in b]
+    (settling,) = [b for b in _blocks("python") if "rnnbptt.settle(" in b]
     folder = tmp_path_factory.mktemp("readme")
     result = subprocess.run(
-        [sys.executable, "-c", RUN_BLOCKS, quick, training],
+        [sys.executable, "-c", RUN_BLOCKS, quick, training, settling],
         capture_output=True,
         text=True,
         timeout=300,
@@ -42,8 +43,9 @@ def printed(tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr
     outputs = result.stdout.split(SEPARATOR + "\n")
-    assert len(outputs) == 3 and outputs[2] == "", result.stdout
-    return {"quick start": outputs[0], "training": outputs[1], "folder": folder}
+    assert len(outputs) == 4 and outputs[3] == "", result.stdout
+    names = ("quick start", "training", "settling")
+    return dict(zip(names, outputs, strict=False)) | {"folder": folder}
 
 
 def test_quick_start_runs_and_engines_agree(printed):
@@ -69,3 +71,21 @@ def test_training_example_runs(printed):
     rows = [line.split() for line in printed["training"].splitlines()[1:]]
     val_losses = [float(row[3]) for row in rows]
     assert min(val_losses) < 0.05  # the series has variance 0.5: it learned
+
+
+def test_settle_example_runs_and_its_engines_are_what_it_says(printed):
+    lines = printed["settling"].splitlines()
+    steps = [int(v) for v in re.findall(r"\d+", lines[0])]
+    assert len(steps) == 8 and max(steps) > 20  # more steps than Neumann's terms
+    worst = {
+        line.split()[0]: float(line.split()[1])
+        for line in lines
+        if line.split()[:1] and line.split()[0] in ENGINE_NAMES
+    }
+    assert set(worst) == set(ENGINE_NAMES) and worst["bptt"] == 0
+    assert max(worst["rbp"], worst["implicit"]) < 1e-3  # the fixed point's gradient
+    assert worst["tbptt"] > 1e-2  # 20 terms truncate a slow contraction ...
+    assert abs(worst["neumann"] - worst["tbptt"]) < 1e-4  # ... as 20 steps of BPTT
+
+
+ENGINE_NAMES = ("bptt", "tbptt", "rbp", "neumann", "cg", "implicit")
