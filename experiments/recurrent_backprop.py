@@ -41,7 +41,8 @@ Expected: agreement at the settled state (float64, 200 forward steps): RBP and
           steps at most 2.0e-13 for every K.
           Obtained (seed 0, AMD EPYC family 25 model 1 at 2445 MHz, numpy GEMM
           185 GFLOP/s, 2 cores; the README has the whole table): from the
-          default init every training row settles (8-16 updates on average) and the five methods train alike (train L1 0.081, corrupted-test
+          default init every training row settles (8-16 updates on average)
+          and the five methods train alike (train L1 0.081, corrupted-test
           L1 0.095; copying the input 0.25; gradients within 2e-6 of BPTT's),
           1.19-2.29 ms per update for TBPTT and BPTT, 0.63-0.66 for Neumann-RBP
           and RBP, 1.31 for CG-RBP; residual memory 384 kB (BPTT), 154 kB

@@ -6,6 +6,7 @@ from . import (
     fitting,
     interop,
     losses,
+    online,
     optimizers,
     parallel,
     runs,
@@ -31,6 +32,7 @@ from .fit_config import FitConfig
 from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
+from .online import online_gradient
 from .settling import SettleInfo, compare_settle, settle, settle_residual_bytes
 from .tbptt import TBPTT
 from .train import clear_cache, make_eval_step, make_train_step
@@ -73,6 +75,8 @@ __all__ = [
     "losses",
     "make_eval_step",
     "make_train_step",
+    "online",
+    "online_gradient",
     "optimizers",
     "parallel",
     "peek_metadata",
