@@ -33,6 +33,7 @@ from .fitting import FitResult, fit
 from .gradcheck import GradientTable, compare_gradients, residual_bytes
 from .models import BidirectionalParams, DenseParams, ModelParams, SequenceModel
 from .online import online_gradient
+from .online_step import OnlineState, OnlineStep, make_online_step
 from .settling import SettleInfo, compare_settle, settle, settle_residual_bytes
 from .tbptt import TBPTT
 from .train import clear_cache, make_eval_step, make_train_step
@@ -58,6 +59,8 @@ __all__ = [
     "LSTMCarry",
     "LSTMParams",
     "ModelParams",
+    "OnlineState",
+    "OnlineStep",
     "SequenceModel",
     "SettleInfo",
     "TwoBiasParams",
@@ -74,6 +77,7 @@ __all__ = [
     "load_checkpoint",
     "losses",
     "make_eval_step",
+    "make_online_step",
     "make_train_step",
     "online",
     "online_gradient",

@@ -218,15 +218,16 @@ _ENGINE_STEPS = {
 }
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key):
-    init, engine_step = _ENGINE_STEPS[engine]
-    B, T = xs.shape[:2]
-    start = (
-        carry0,
-        init(cell, params, B, xs.dtype),
-        jax.tree.map(jnp.zeros_like, _matrices(params)),
-    )
+def init_influence(cell, engine: str, params, batch: int, dtype):
+    """The engine's influence state at the start of a sequence (all zeros)."""
+    return _ENGINE_STEPS[engine][0](cell, params, batch, dtype)
+
+
+def run(cell, engine: str, params, xs, carry0, influence_state, mask, d_hs, key):
+    """The forward pass with the engine's influence carried along: ``(grads,
+    carry, influence_state)`` at the end of ``xs`` [B, T, D], ``grads`` the
+    parameters as matrices (``_matrices``). Unjitted; ``mask`` [B, T] bool."""
+    engine_step = _ENGINE_STEPS[engine][1]
 
     def body(state, inputs):
         carry, influence_state, total = state
@@ -241,8 +242,17 @@ def _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key):
         # a masked step adds nothing: its cotangent is zero
         return (carry, influence_state, jax.tree.map(jnp.add, total, grads)), None
 
+    T = xs.shape[1]
+    start = (carry0, influence_state, jax.tree.map(jnp.zeros_like, _matrices(params)))
     steps = (jnp.swapaxes(xs, 0, 1), mask.T, jnp.swapaxes(d_hs, 0, 1), jnp.arange(T))
-    (_, _, total), _ = jax.lax.scan(body, start, steps)
+    (carry, influence_state, total), _ = jax.lax.scan(body, start, steps)
+    return total, carry, influence_state
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key):
+    fresh = init_influence(cell, engine, params, xs.shape[0], xs.dtype)
+    total, _, _ = run(cell, engine, params, xs, carry0, fresh, mask, d_hs, key)
     return _as_params(params, total)
 
 
@@ -299,45 +309,62 @@ def online_gradient(
         whose mean over keys is BPTT's; for ``"snap1"`` an approximation.
     """
     from ._checks import check_unroll_args
-    from ._scalars import positive_int, prng_key
+    from ._scalars import positive_int
 
     fn = "online_gradient"
+    check_engine(fn, cell, engine)
+    params, xs, carry0, mask = check_unroll_args(fn, cell, params, xs, carry0, mask)
+    B, T, _ = xs.shape
+    d_hs = _check_cotangent(fn, d_hs, (B, T, cell.hidden_size), xs.dtype)
+    key = check_key(fn, engine, key)
+    check_size(fn, cell, params, B, engine, positive_int(fn, "max_bytes", max_bytes))
+    mask = jnp.ones((B, T), bool) if mask is None else mask
+    return _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key)
+
+
+def check_engine(fn: str, cell, engine: str) -> None:
+    """A known engine, for a recurrent cell it can serve."""
     if engine not in ENGINES:
         raise ValueError(f"{fn}: `engine` must be one of {ENGINES}, got {engine!r}")
-    params, xs, carry0, mask = check_unroll_args(fn, cell, params, xs, carry0, mask)
+    from ._checks import check_cell
+
+    check_cell(fn, cell)
     if not cell.recurrent:
         raise TypeError(
             f"{fn}: `cell` must be recurrent (Elman, LSTM or GRU), got a "
             "Feedforward cell"
         )
-    B, T, _ = xs.shape
-    d_hs = _check_cotangent(fn, d_hs, (B, T, cell.hidden_size), xs.dtype)
     if engine == "snap1" and not influence.local_units(cell):
         raise ValueError(
             f"{fn}: engine 'snap1' needs units that reach only their own hidden "
             "unit in one step; GRU(reset_after=False)'s reset gate reaches every "
             "unit (its one-step pattern is dense): use reset_after=True or 'rtrl'"
         )
-    if engine == "uoro":
-        if key is None:
-            raise ValueError(
-                f"{fn}: engine 'uoro' draws random signs: pass `key` "
-                "(jax.random.key(seed))"
-            )
-        key = prng_key(fn, "key", key)
-    else:
-        key = jax.random.key(0)  # unused
-    limit = positive_int(fn, "max_bytes", max_bytes)
-    needed = influence_bytes(cell, params, B, engine)
+
+
+def check_key(fn: str, engine: str, key):
+    """UORO's key (required), or a placeholder for the other engines."""
+    from ._scalars import prng_key
+
+    if engine != "uoro":
+        return jax.random.key(0)  # unused
+    if key is None:
+        raise ValueError(
+            f"{fn}: engine 'uoro' draws random signs: pass `key` (jax.random.key(seed))"
+        )
+    return prng_key(fn, "key", key)
+
+
+def check_size(fn: str, cell, params, batch: int, engine: str, limit: int) -> None:
+    """Refuses an influence state larger than ``limit`` bytes, before it exists."""
+    needed = influence_bytes(cell, params, batch, engine)
     if needed > limit:
         raise ValueError(
             f"{fn}: the {engine!r} influence state would take {needed / 2**30:.3g} GiB "
-            f"({needed} bytes: batch {B} x {needed // B} bytes a row) > max_bytes "
-            f"{limit}; use 'snap1' or 'uoro', a smaller batch or state, or raise "
-            "max_bytes"
+            f"({needed} bytes: batch {batch} x {needed // batch} bytes a row) > "
+            f"max_bytes {limit}; use 'snap1' or 'uoro', a smaller batch or state, "
+            "or raise max_bytes"
         )
-    mask = jnp.ones((B, T), bool) if mask is None else mask
-    return _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key)
 
 
 def _check_cotangent(fn, d_hs, shape, dtype):

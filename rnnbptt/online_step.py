@@ -1,0 +1,150 @@
+"""Training on a stream, online: ``make_online_step``.
+
+A model of one recurrent layer and a per-step readout consumes a stream a chunk
+at a time (a chunk of one step is the fully online case). Each call runs the
+chunk forward carrying the state and the engine's influence (``online.py``),
+takes the loss of the chunk's predictions, forms the gradient of the readout
+directly and that of the recurrent layer from the influence, and applies one
+optimizer update. The influence is carried from chunk to chunk, so the gradient
+sees dependencies across chunk boundaries, without truncation (for RTRL,
+exactly, as if the parameters had not changed since the stream began: the usual
+online approximation).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import online
+from ._scalars import positive_int
+from .losses import get_loss
+from .step import all_finite, apply_update
+
+Array = jax.Array
+
+
+class OnlineState(NamedTuple):
+    """What a stream carries from one chunk to the next: the recurrent layer's
+    ``carry``, the engine's ``influence`` state, and the ``key`` of UORO's
+    random signs."""
+
+    carry: Any
+    influence: Any
+    key: Array
+
+
+class OnlineStep:
+    """``step(params, opt_state, state, xs, ys, mask=None)`` returns ``(params,
+    opt_state, state, metrics)``; ``metrics`` holds ``loss`` (the chunk's mean
+    over valid targets), ``grad_norm`` and ``finite`` (False where the loss, the
+    gradient or the new parameters are not finite; the update is then not
+    applied). ``xs`` [B, C, D], ``ys`` [B, C, K] (or [B, C] integer labels for
+    ``"cross_entropy"``), ``mask`` [B, C] bool.
+
+    ``step.init(params, batch_size, key=None)`` is the state of fresh streams;
+    ``step.reset(state, done)`` restarts the streams (rows) where ``done`` [B]
+    is True.
+    """
+
+    def __init__(self, model, loss, optimizer, engine: str, max_bytes: int):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.engine, self.max_bytes = engine, max_bytes
+        self.cell = model.cells[0]
+        self._step = jax.jit(functools.partial(_online_update, self))
+
+    def init(self, params, batch_size: int, key=None) -> OnlineState:
+        fn = "OnlineStep.init"
+        batch = positive_int(fn, "batch_size", batch_size)
+        layer = params.layers[0]
+        online.check_size(fn, self.cell, layer, batch, self.engine, self.max_bytes)
+        key = online.check_key(fn, self.engine, key)
+        dtype = layer.w_ih.dtype
+        return OnlineState(
+            self.cell.initial_carry(batch, dtype),
+            online.init_influence(self.cell, self.engine, layer, batch, dtype),
+            key,
+        )
+
+    def reset(self, state: OnlineState, done) -> OnlineState:
+        done = jnp.asarray(done)
+        fresh = jax.tree.map(jnp.zeros_like, state)
+        carry = online._keep(~done, state.carry, fresh.carry, 0)
+        influence = online._keep_influence(
+            self.engine, ~done, state.influence, fresh.influence
+        )
+        return state._replace(carry=carry, influence=influence)
+
+    def __call__(self, params, opt_state, state, xs, ys, mask=None):
+        xs = jnp.asarray(xs)
+        mask = jnp.ones(xs.shape[:2], bool) if mask is None else jnp.asarray(mask)
+        return self._step(params, opt_state, state, xs, jnp.asarray(ys), mask)
+
+
+def _online_update(step: OnlineStep, params, opt_state, state, xs, ys, mask):
+    cell, layer, readout = step.cell, params.layers[0], params.readout
+    key, signs = jax.random.split(state.key)
+    _, hs = _forward(cell, layer, xs, state.carry, mask)
+    loss_fn = get_loss(step.loss)
+
+    def chunk_loss(readout, hs):
+        return loss_fn(hs @ readout.w + readout.b, ys, mask)
+
+    loss, (d_readout, d_hs) = jax.value_and_grad(chunk_loss, argnums=(0, 1))(
+        readout, hs
+    )
+    total, carry, influence = online.run(
+        cell, step.engine, layer, xs, state.carry, state.influence, mask, d_hs, signs
+    )
+    grads = params._replace(
+        layers=(online._as_params(layer, total),), readout=d_readout
+    )
+    ok = jnp.isfinite(loss) & all_finite(grads)
+    params, opt_state, finite = apply_update(
+        step.optimizer, params, opt_state, grads, ok
+    )
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
+    return params, opt_state, OnlineState(carry, influence, key), metrics
+
+
+def _forward(cell, layer, xs, carry0, mask):
+    from .unroll import unroll
+
+    return unroll(cell, layer, xs, carry0, mask=mask)
+
+
+def make_online_step(
+    model, loss, optimizer, *, engine: str = "rtrl", max_bytes: int = 2**31
+) -> OnlineStep:
+    """An ``OnlineStep`` (its docstring) training ``model`` on streams with the
+    online gradient ``engine`` (``"rtrl"``, ``"uoro"`` or ``"snap1"``; see
+    ``rnnbptt.online``).
+
+    ``model``: a ``SequenceModel`` of one recurrent layer (Elman, LSTM or GRU,
+    not bidirectional) with a readout at every step (``head="many_to_many"``);
+    ``loss``: a name in ``rnnbptt.losses.LOSSES`` or ``loss(pred, target,
+    mask)``; ``optimizer``: an optax GradientTransformation; ``max_bytes``: the
+    largest influence state ``init`` accepts.
+    """
+    from .models import SequenceModel
+
+    fn = "make_online_step"
+    if not isinstance(model, SequenceModel):
+        raise TypeError(f"{fn}: `model` must be a SequenceModel, got {type(model)}")
+    online.check_engine(fn, model.cells[0], engine)
+    if len(model.cells) != 1 or model.bidirectional or model.head != "many_to_many":
+        raise ValueError(
+            f"{fn}: `model` must have one recurrent layer, not bidirectional, and a "
+            "readout at every step (head='many_to_many'); got "
+            f"{len(model.cells)} layer(s), bidirectional={model.bidirectional}, "
+            f"head={model.head!r}"
+        )
+    if not all(callable(getattr(optimizer, f, None)) for f in ("init", "update")):
+        raise TypeError(f"{fn}: `optimizer` must be an optax GradientTransformation")
+    get_loss(loss, fn)
+    limit = positive_int(fn, "max_bytes", max_bytes)
+    return OnlineStep(model, loss, optimizer, engine, limit)
