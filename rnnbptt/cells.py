@@ -298,8 +298,8 @@ class Hopfield(Elman):
     network has an energy and settles (Hopfield 1984). Sigmoid units by default.
 
     ``init`` draws ``W_hh`` as ``symmetric`` of an orthogonal matrix (spectral
-    norm at most 1; with the sigmoid's slope at most 1/4 the update starts out a
-    contraction).
+    norm near 1, up to about 1.25 once the diagonal is zeroed; with the
+    sigmoid's slope at most 1/4 the update starts out a contraction).
     """
 
     activation: str = "sigmoid"

@@ -9,13 +9,19 @@ is the sequence case. At a fixed point ``h* = f(h*)`` the gradient of a loss
     dL/dw = (df/dw)^T z,    z = (I - J^T)^{-1} dL/dh*,    J = df/dh at h*,
 
 so no step of the forward pass needs to be kept. The engines (``backward=``)
-differ in how they get ``z`` (``rbp.py``): ``"bptt"`` backpropagates through
-every step taken (the reference; it stores them), ``"tbptt"`` through the last
-``backward_steps``, ``"rbp"`` iterates ``z <- J^T z + dL/dh*``, ``"neumann"``
-sums ``backward_steps`` terms of the series ``sum_k (J^T)^k dL/dh*``, ``"cg"``
-runs ``backward_steps`` conjugate-gradient steps on the normal equations and
-``"implicit"`` solves the dense system exactly. The last four keep one step's
-residuals, whatever the number of forward steps.
+differ in how they get ``z`` (``rbp.py``):
+
+- ``"bptt"`` backpropagates through every step taken: the reference; it reruns
+  the forward pass for ``max_steps`` steps, each row masked after its own last
+  step, and stores them all;
+- ``"tbptt"`` backpropagates through the last ``backward_steps``;
+- ``"rbp"`` iterates ``z <- J^T z + dL/dh*``;
+- ``"neumann"`` sums ``backward_steps`` terms of ``sum_k (J^T)^k dL/dh*``;
+- ``"cg"`` runs ``backward_steps`` conjugate-gradient steps on the normal
+  equations;
+- ``"implicit"`` solves the dense system exactly.
+
+The last four keep one step's residuals, whatever the number of forward steps.
 """
 
 from __future__ import annotations
@@ -45,9 +51,11 @@ class SettleInfo(NamedTuple):
 
     ``steps`` [B] int32: the steps each row took (at most ``max_steps``);
     ``residual`` [B]: the largest change of the row's state at its last step;
-    ``rate`` [B]: that change over the one before it, the contraction of the
-    last step, which estimates the spectral radius of ``J`` at the state (0
-    after a single step); ``settled`` [B] bool: ``residual < tol``.
+    ``rate`` [B]: an estimate of the spectral radius of ``J = df/dh`` at the
+    final state (``spectral_radius``: 16 power iterations), below 1 where the
+    fixed point attracts and the series of ``"rbp"`` and ``"neumann"``
+    converge, about as fast as ``rate**k``; ``settled`` [B] bool: ``residual <
+    tol``.
     """
 
     steps: Array
@@ -63,59 +71,93 @@ class _Config(NamedTuple):
     tol: float
 
 
+POWER_STEPS = 16  # power iterations of the spectral-radius estimate
+
+
 def _forward(cell, params, x, carry0, cfg: _Config):
     """``lax.while_loop`` until every row has settled or ``max_steps``; a row
     that has settled keeps its state."""
 
     def cond(state):
-        k, _, _, _, _, done = state
+        k, _, _, _, done = state
         return (k < cfg.max_steps) & ~jnp.all(done)
 
     def body(state):
-        k, carry, steps, residual, previous, done = state
+        k, carry, steps, residual, done = state
         new = step(cell, params, x, carry)
         change = jnp.max(jnp.abs(flat(new) - flat(carry)), axis=1)
         carry = jax.tree.map(
             lambda old, fresh: jnp.where(done[:, None], old, fresh), carry, new
         )
-        previous = jnp.where(done, previous, residual)
         residual = jnp.where(done, residual, change)
         steps = jnp.where(done, steps, k + 1)
-        return k + 1, carry, steps, residual, previous, done | (change < cfg.tol)
+        return k + 1, carry, steps, residual, done | (change < cfg.tol)
 
     B = x.shape[0]
     zeros = jnp.zeros((B,), x.dtype)
-    start = (0, carry0, jnp.zeros((B,), jnp.int32), zeros, zeros, zeros > 0)
-    _, h_star, steps, residual, previous, _ = jax.lax.while_loop(cond, body, start)
-    positive = previous > 0
-    rate = jnp.where(positive, residual / jnp.where(positive, previous, 1), 0)
+    start = (0, carry0, jnp.zeros((B,), jnp.int32), zeros, zeros > 0)
+    _, h_star, steps, residual, _ = jax.lax.while_loop(cond, body, start)
+    rate = spectral_radius(cell, params, x, h_star)
     return h_star, SettleInfo(steps, residual, rate, residual < cfg.tol)
 
 
+def spectral_radius(cell, params, x, h_star, iterations: int = POWER_STEPS):
+    """Per row, an estimate of the spectral radius of ``J = df/dh`` at
+    ``h_star``: the growth ``(|J^K v| / |J^(K/2) v|)^(2/K)`` of a power
+    iteration from a fixed start (forward mode through one step), which also
+    reads a complex pair of eigenvalues right."""
+    h = flat(h_star)
+
+    def j(v):
+        def one_step(state):
+            return flat(step(cell, params, x, rbp.unflat(h_star, state)))
+
+        return jax.jvp(one_step, (h,), (v,))[1]
+
+    def body(_, state):
+        v, log_growth = state
+        w = j(v)
+        norm = jnp.linalg.norm(w, axis=1, keepdims=True)
+        tiny = jnp.finfo(h.dtype).tiny
+        return w / jnp.maximum(norm, tiny), log_growth + jnp.log(norm[:, 0] + tiny)
+
+    start = jnp.cos(jnp.arange(h.shape[1], dtype=h.dtype) + 1.0)  # no eigenvector
+    v = jnp.broadcast_to(start / jnp.linalg.norm(start), h.shape)
+    half = iterations // 2
+    zeros = jnp.zeros(h.shape[:1], h.dtype)
+    v, _ = jax.lax.fori_loop(0, half, body, (v, zeros))
+    _, log_growth = jax.lax.fori_loop(0, iterations - half, body, (v, zeros))
+    return jnp.exp(log_growth / (iterations - half))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attach(cell, cfg, params, x, carry0, h_star, steps):
-    """``h_star``, with the gradient of the chosen engine."""
-    return h_star
+def _settled(cell, cfg, params, x, carry0):
+    """``(h_star, info)``, ``h_star`` with the gradient of the chosen engine.
+    Forward mode over that gradient (``jax.hessian``) differentiates both the
+    while loop and the engine; a gradient of the gradient raises (JAX cannot
+    reverse a while loop), and so does forward mode alone (``jax.jvp``)."""
+    return _forward(cell, params, x, carry0, cfg)
 
 
-def _attach_fwd(cell, cfg, params, x, carry0, h_star, steps):
-    return h_star, (params, x, carry0, h_star, steps)
+def _settled_fwd(cell, cfg, params, x, carry0):
+    h_star, info = _forward(cell, params, x, carry0, cfg)
+    return (h_star, info), (params, x, carry0, h_star, info.steps)
 
 
-def _attach_bwd(cell, cfg, residuals, d_h_star):
+def _settled_bwd(cell, cfg, residuals, cotangents):
+    d_h_star, _ = cotangents  # info is a report, not differentiated
     params, x, carry0, h_star, steps = residuals
-    grads = rbp.gradients(cell, cfg, params, x, carry0, h_star, steps, d_h_star)
-    return (*grads, None, None)
+    return rbp.gradients(cell, cfg, params, x, carry0, h_star, steps, d_h_star)
 
 
-_attach.defvjp(_attach_fwd, _attach_bwd)
+_settled.defvjp(_settled_fwd, _settled_bwd)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _settle(cell, cfg, params, x, carry0):
     cell, params = _as_run(cell, params)  # autodiff differentiates a Hopfield's
-    h_star, info = _forward(cell, *jax.lax.stop_gradient((params, x, carry0)), cfg)
-    return _attach(cell, cfg, params, x, carry0, h_star, info.steps), info
+    h_star, info = _settled(cell, cfg, params, x, carry0)
+    return h_star, jax.lax.stop_gradient(info)
 
 
 def settle(
@@ -148,8 +190,8 @@ def settle(
             change of ``z`` falls below ``tol``, at most ``max_steps`` times.
         unsettled: where a row has not settled after ``max_steps``: ``"raise"``
             a ValueError (the default), ``"warn"`` or ``"ignore"``. Under a
-            ``jit`` or ``grad`` of one's own the values are not known here:
-            read ``info.settled`` and ``info.rate``.
+            ``jit`` or ``vmap`` of one's own the values are not known here and
+            nothing is checked: read ``info.settled`` and ``info.rate``.
 
     Returns:
         ``(h_star, info)``: the settled state (the carry's structure: ``h``,
@@ -192,19 +234,31 @@ def settle_residual_bytes(
     ``settle``; ``params`` and ``x`` may be ``jax.ShapeDtypeStruct``s."""
     fn = "settle_residual_bytes"
     cfg = _check_config(fn, backward, backward_steps, max_steps, tol=1.0)
-    cell, params = _as_run(cell, params)
+    _check_cell(fn, cell)
+    if not hasattr(x, "shape") or len(x.shape) != 2 or x.shape[1] != cell.input_size:
+        raise ValueError(
+            f"{fn}: `x` must be an array or ShapeDtypeStruct of shape [B, "
+            f"{cell.input_size}], got {getattr(x, 'shape', type(x).__name__)}"
+        )
+    run_cell = _run_cell(cell)
+    run_params = jax.eval_shape(lambda p: _as_run(cell, p)[1], params)
     if carry0 is None:
         carry0 = jax.eval_shape(lambda: cell.initial_carry(x.shape[0], x.dtype))
-    return rbp.residual_bytes(cell, cfg, params, x, carry0)
+    return rbp.residual_bytes(run_cell, cfg, run_params, x, carry0)
+
+
+def _run_cell(cell):
+    """The cell ``settle`` runs: a Hopfield cell as an Elman cell."""
+    if isinstance(cell, Hopfield):
+        return Elman(cell.input_size, cell.hidden_size, cell.activation)
+    return cell
 
 
 def _as_run(cell, params):
     """The cell and parameters ``settle`` runs: a Hopfield cell as the Elman
     cell of its symmetric weights."""
     if isinstance(cell, Hopfield):
-        return Elman(cell.input_size, cell.hidden_size, cell.activation), (
-            cell.elman_params(params)
-        )
+        return _run_cell(cell), cell.elman_params(params)
     return cell, params
 
 
@@ -219,13 +273,17 @@ def _check_config(fn, backward, backward_steps, max_steps, tol) -> _Config:
     )
 
 
-def _check_inputs(fn, cell, params, x, carry0):
+def _check_cell(fn, cell) -> None:
     if not isinstance(cell, Elman | LSTM | GRU) or not cell.recurrent:
         raise TypeError(
             f"{fn}: `cell` must be a recurrent rnnbptt cell (Elman, LSTM, GRU or "
-            f"Hopfield), got {type(cell).__name__} (a Feedforward cell has no "
-            "state to settle)"
+            f"Hopfield), got {type(cell).__name__}"
+            + (" (a Feedforward cell has no state)" if isinstance(cell, Elman) else "")
         )
+
+
+def _check_inputs(fn, cell, params, x, carry0):
+    _check_cell(fn, cell)
     params, dtype = check_params(fn, cell, params)
     x = as_float_array(fn, "x", x)
     if x.ndim != 2:
@@ -261,8 +319,9 @@ def _concrete(a):
 
 def _report(fn: str, info: SettleInfo, cfg: _Config, unsettled: str) -> None:
     """The convergence report: an error or a warning for rows that did not
-    settle, a warning where the backward iteration of the fixed-point engines
-    diverges (the last step's contraction at or above 1)."""
+    settle, a warning where the series of ``"rbp"`` or ``"neumann"`` diverges
+    (``rate``, the spectral radius of ``J``, at or above 1) or where ``"rbp"``
+    would need more than ``max_steps`` iterations to reach ``tol``."""
     settled, rate = _concrete(info.settled), _concrete(info.rate)
     if settled is None or rate is None:
         return
@@ -272,21 +331,40 @@ def _report(fn: str, info: SettleInfo, cfg: _Config, unsettled: str) -> None:
         message = (
             f"{fn}: the state did not settle: {rows.size} of {settled.size} rows "
             f"(first: row {rows[0]}) still changed by up to "
-            f"{np.nanmax(residual[rows]):.3g} >= tol {cfg.tol:g} after max_steps "
+            f"{_largest(residual[rows]):.3g} (tol {cfg.tol:g}) after max_steps "
             f"{cfg.max_steps} steps; raise max_steps or tol, or a contracting cell"
         )
         if unsettled == "raise":
             raise ValueError(message + " (or pass unsettled='warn')")
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-    if cfg.backward in ("rbp", "neumann") and np.nanmax(rate) >= 1:
-        warnings.warn(
-            f"{fn}: the last forward step did not contract (rate {np.nanmax(rate):.3g}"
-            " >= 1, an estimate of the spectral radius of J at the state): the "
-            f"{cfg.backward!r} backward iteration diverges or converges slowly "
-            "there; its gradient is not the fixed point's",
-            RuntimeWarning,
-            stacklevel=3,
+    worst = _largest(rate)
+    if cfg.backward not in ("rbp", "neumann") or not np.isfinite(worst):
+        return
+    if worst >= 1:
+        problem = (
+            f"the spectral radius of J at the state is about {worst:.3g} >= 1: "
+            f"the series of {cfg.backward!r} diverges there"
         )
+    elif cfg.backward == "rbp" and np.log(cfg.tol) / np.log(worst) > cfg.max_steps:
+        needed = int(np.ceil(np.log(cfg.tol) / np.log(worst)))
+        problem = (
+            f"with the spectral radius of J about {worst:.3g}, 'rbp' needs about "
+            f"{needed} iterations to reach tol {cfg.tol:g}, more than max_steps "
+            f"{cfg.max_steps}: raise max_steps, or use 'cg' or 'implicit'"
+        )
+    else:
+        return
+    warnings.warn(
+        f"{fn}: {problem}; its gradient is not the fixed point's",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _largest(values: np.ndarray) -> float:
+    """The largest finite value, or NaN (no NumPy warning) where none is."""
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else float("nan")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
