@@ -52,7 +52,7 @@ class SettleInfo(NamedTuple):
     ``steps`` [B] int32: the steps each row took (at most ``max_steps``);
     ``residual`` [B]: the largest change of the row's state at its last step;
     ``rate`` [B]: an estimate of the spectral radius of ``J = df/dh`` at the
-    final state (``spectral_radius``: 16 power iterations), below 1 where the
+    final state (``spectral_radius``: 32 power iterations), below 1 where the
     fixed point attracts and the series of ``"rbp"`` and ``"neumann"``
     converge, about as fast as ``rate**k``; ``settled`` [B] bool: ``residual <
     tol``.
@@ -71,7 +71,7 @@ class _Config(NamedTuple):
     tol: float
 
 
-POWER_STEPS = 16  # power iterations of the spectral-radius estimate
+POWER_STEPS = 32  # power iterations of the spectral-radius estimate
 
 
 def _forward(cell, params, x, carry0, cfg: _Config):

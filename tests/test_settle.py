@@ -154,7 +154,7 @@ def test_rate_estimates_the_spectral_radius_of_the_jacobian(name):
 
         jacobian = np.asarray(jax.jacfwd(one_step)(flat(row)[0]))
         radius = np.max(np.abs(np.linalg.eigvals(jacobian)))
-        assert abs(float(info.rate[b]) - radius) < 0.15 * radius
+        assert abs(float(info.rate[b]) - radius) < 0.1 * radius
 
 
 def test_rate_of_a_rotation_and_the_warnings_it_gives_rbp():
