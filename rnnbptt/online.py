@@ -218,6 +218,15 @@ _ENGINE_STEPS = {
 }
 
 
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _uoro_mean(cell, params, xs, carry0, mask, d_hs, key, samples):
+    def estimate(key):
+        return _online_gradient(cell, "uoro", params, xs, carry0, mask, d_hs, key)
+
+    estimates = jax.vmap(estimate)(jax.random.split(key, samples))
+    return jax.tree.map(lambda a: jnp.mean(a, axis=0), estimates)
+
+
 def init_influence(cell, engine: str, params, batch: int, dtype):
     """The engine's influence state at the start of a sequence (all zeros)."""
     return _ENGINE_STEPS[engine][0](cell, params, batch, dtype)
@@ -283,6 +292,7 @@ def online_gradient(
     mask=None,
     engine: str = "rtrl",
     key=None,
+    samples: int = 1,
     max_bytes: int = 2**31,
 ):
     """The gradient of a sequence's loss with respect to ``params``, carried
@@ -300,6 +310,8 @@ def online_gradient(
         engine: ``"rtrl"`` (exact), ``"uoro"`` (unbiased estimate; needs
             ``key``) or ``"snap1"`` (the one-step sparsity pattern).
         key: a JAX random key, for ``"uoro"``'s random signs.
+        samples: ``"uoro"`` only: the mean of this many independent estimates
+            (its error falls like ``1 / sqrt(samples)``).
         max_bytes: refuse an engine whose influence state would need more bytes
             (RTRL grows as P times S; ``influence_bytes`` says how much).
 
@@ -317,8 +329,14 @@ def online_gradient(
     B, T, _ = xs.shape
     d_hs = _check_cotangent(fn, d_hs, (B, T, cell.hidden_size), xs.dtype)
     key = check_key(fn, engine, key)
-    check_size(fn, cell, params, B, engine, positive_int(fn, "max_bytes", max_bytes))
+    samples = positive_int(fn, "samples", samples)
+    if samples > 1 and engine != "uoro":
+        raise ValueError(f"{fn}: `samples` is for engine 'uoro', got {engine!r}")
+    limit = positive_int(fn, "max_bytes", max_bytes)
+    check_size(fn, cell, params, B * samples, engine, limit)
     mask = jnp.ones((B, T), bool) if mask is None else mask
+    if samples > 1:
+        return _uoro_mean(cell, params, xs, carry0, mask, d_hs, key, samples)
     return _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key)
 
 

@@ -84,6 +84,38 @@ class OnlineStep:
         mask = jnp.ones(xs.shape[:2], bool) if mask is None else jnp.asarray(mask)
         return self._step(params, opt_state, state, xs, jnp.asarray(ys), mask)
 
+    def run(self, params, opt_state, state, xs, ys, mask=None, *, chunk: int = 1):
+        """Consecutive calls on the chunks of ``chunk`` steps of ``xs`` [B, N,
+        D] (N a multiple of ``chunk``), in one compiled loop: the same result as
+        calling the step chunk by chunk. Returns ``(params, opt_state, state,
+        metrics)``, each metric stacked [N / chunk]."""
+        fn = "OnlineStep.run"
+        chunk = positive_int(fn, "chunk", chunk)
+        xs, ys = jnp.asarray(xs), jnp.asarray(ys)
+        if xs.ndim != 3 or xs.shape[1] % chunk:
+            raise ValueError(
+                f"{fn}: `xs` must be [B, N, D] with N a multiple of chunk {chunk}, "
+                f"got shape {xs.shape}"
+            )
+        mask = jnp.ones(xs.shape[:2], bool) if mask is None else jnp.asarray(mask)
+        return self._run(params, opt_state, state, xs, ys, mask, chunk)
+
+    @functools.partial(jax.jit, static_argnums=(0, 7))
+    def _run(self, params, opt_state, state, xs, ys, mask, chunk):
+        def chunks(a):  # [B, N, ...] -> [N / chunk, B, chunk, ...]
+            split = a.reshape(a.shape[0], -1, chunk, *a.shape[2:])
+            return jnp.swapaxes(split, 0, 1)
+
+        def one(carried, inputs):
+            *new, metrics = _online_update(self, *carried, *inputs)
+            return tuple(new), metrics
+
+        start = (params, opt_state, state)
+        (params, opt_state, state), metrics = jax.lax.scan(
+            one, start, (chunks(xs), chunks(ys), chunks(mask))
+        )
+        return params, opt_state, state, metrics
+
 
 def _online_update(step: OnlineStep, params, opt_state, state, xs, ys, mask):
     cell, layer, readout = step.cell, params.layers[0], params.readout

@@ -169,3 +169,14 @@ def test_bad_input_gets_a_clear_error(cell, kwargs, error, match):
     args = {"d_hs": jnp.zeros((2, 5, 4))} | kwargs
     with pytest.raises(error, match=match):
         online.online_gradient(cell, params, jnp.zeros((2, 5, 3)), **args)
+
+
+def test_uoro_samples_average_independent_estimates():
+    cell, params, xs, carry0, d_hs = _problem("elman")
+    want = _autodiff(cell, params, xs, carry0, d_hs)
+    key = jax.random.key(2)
+    one = _online(cell, params, xs, carry0, d_hs, "uoro", key=key)
+    many = _online(cell, params, xs, carry0, d_hs, "uoro", key=key, samples=2048)
+    assert rel(many, want) < 0.25 * rel(one, want)
+    with pytest.raises(ValueError, match="samples"):
+        _online(cell, params, xs, carry0, d_hs, "rtrl", samples=2)

@@ -85,3 +85,27 @@ def test_bad_models_and_engines_get_clear_errors():
     big = make_online_step(model, "mse", optax.sgd(0.1), max_bytes=1000)
     with pytest.raises(ValueError, match="max_bytes"):
         big.init(params, 3)
+
+
+def test_run_is_the_steps_called_chunk_by_chunk():
+    model, params, xs, ys = _problem("gru")
+    optimizer = optax.adam(1e-2)
+    step = make_online_step(model, "mse", optimizer, engine="snap1")
+    state, opt_state = step.init(params, 3), optimizer.init(params)
+    got = step.run(params, opt_state, state, xs, ys, MASK, chunk=2)
+    want, losses = (params, opt_state, state), []
+    for start in range(0, 8, 2):
+        part = slice(start, start + 2)
+        *want, metrics = step(*want, xs[:, part], ys[:, part], MASK[:, part])
+        losses.append(metrics["loss"])
+    got_state, want_state = got[2]._replace(key=None), want[2]._replace(key=None)
+    pairs = zip(
+        jax.tree.leaves((got[:2], got_state)),
+        jax.tree.leaves((want[:2], want_state)),
+        strict=True,
+    )
+    for a, b in pairs:
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got[3]["loss"], losses, rtol=1e-12)
+    with pytest.raises(ValueError, match="multiple of chunk 3"):
+        step.run(params, opt_state, state, xs, ys, chunk=3)
