@@ -115,6 +115,7 @@ def run(args, run) -> pd.DataFrame:
     table, curves = learning_table(size, tuple(args.lags), args.seed)
     gradients = gradient_table(size, args.seed)
     costs = cost_table(size, args.seed)
+    table = table.merge(costs, on="method")
     for name, frame in [
         ("add_task.csv", table),
         ("gradients.csv", gradients),
@@ -169,11 +170,8 @@ def learning_table(size, lags, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     model = _model(size)
     init = model.init(jax.random.key(seed), jnp.float32)
     xs, ys = jnp.asarray(xs), jnp.asarray(ys)
-    methods = {e.upper() if e != "snap1" else "SnAp-1": e for e in online.ENGINES}
-    methods |= {f"TBPTT(1, {k})": (1, k) for k in size["truncations"]}
-    methods[f"BPTT ({size['segment']}-step segments)"] = None
     rows, curves = [], []
-    for name, how in methods.items():
+    for name, how in methods(size).items():
         started = time.perf_counter()
         if isinstance(how, str):
             params, losses = _train_online(model, init, how, xs, ys, seed)
@@ -254,9 +252,20 @@ def _rel(a, b) -> float:
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
+def methods(size) -> dict:
+    """Name -> an online engine, a TBPTT ``(k1, k2)``, or None (BPTT over
+    segments), in the order of the tables."""
+    names = {"rtrl": "RTRL", "uoro": "UORO", "snap1": "SnAp-1"}
+    chosen = {names[e]: e for e in online.ENGINES}
+    chosen |= {f"TBPTT(1, {k})": (1, k) for k in size["truncations"]}
+    chosen[f"BPTT ({size['segment']}-step segments)"] = None
+    return chosen
+
+
 def cost_table(size, seed: int) -> pd.DataFrame:
-    """Per stream: the bytes each method keeps, and the median time of a step
-    (8 streams, float32, compiled; ``repeats`` interleaved rounds)."""
+    """Per stream: the bytes each method keeps (an online engine its influence
+    state, the others the residuals of the steps they backpropagate), and the
+    median time of a step (8 streams, float32, compiled, interleaved)."""
     model = _model(size)
     cell, B, steps = model.cells[0], 8, size["segment"]
     params = model.init(jax.random.key(seed), jnp.float32)
@@ -265,24 +274,21 @@ def cost_table(size, seed: int) -> pd.DataFrame:
     optimizer = optax.adam(LEARNING_RATE)
     opt_state = optimizer.init(params)
     calls, kept = {}, {}
-    for engine in online.ENGINES:
-        step = rnnbptt.make_online_step(
-            model, "cross_entropy", optimizer, engine=engine
-        )
-        state = step.init(params, B, key=jax.random.key(seed))
-        calls[engine] = functools.partial(
-            _blocking, step.run, params, opt_state, state, xs, ys
-        )
-        kept[engine] = online.influence_bytes(cell, layer, 1, engine)
-    for name, tbptt, keep in [
-        (f"tbptt(1, {k})", (1, k), k) for k in size["truncations"]
-    ] + [(f"bptt ({steps}-step segments)", None, steps)]:
-        step = rnnbptt.make_train_step(model, "cross_entropy", optimizer, tbptt=tbptt)
-        calls[name] = functools.partial(
-            _blocking, step, params, opt_state, xs, ys, None, None
-        )
-        shape = jax.ShapeDtypeStruct((1, keep, 2), jnp.float32)
-        kept[name] = rnnbptt.residual_bytes(cell, layer, shape)
+    for name, how in methods(size).items():
+        if isinstance(how, str):
+            step = rnnbptt.make_online_step(
+                model, "cross_entropy", optimizer, engine=how
+            )
+            state = step.init(params, B, key=jax.random.key(seed))
+            run = (step.run, params, opt_state, state, xs, ys)
+            kept[name] = online.influence_bytes(cell, layer, 1, how)
+        else:
+            step = rnnbptt.make_train_step(model, "cross_entropy", optimizer, tbptt=how)
+            run = (step, params, opt_state, xs, ys, None, None)
+            keep = steps if how is None else how[1]
+            shape = jax.ShapeDtypeStruct((1, keep, 2), jnp.float32)
+            kept[name] = rnnbptt.residual_bytes(cell, layer, shape)
+        calls[name] = functools.partial(_blocking, *run)
     seconds = rnnbptt.runs.interleaved_medians(calls, size["repeats"])
     return pd.DataFrame(
         [

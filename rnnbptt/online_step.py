@@ -80,9 +80,29 @@ class OnlineStep:
         return state._replace(carry=carry, influence=influence)
 
     def __call__(self, params, opt_state, state, xs, ys, mask=None):
-        xs = jnp.asarray(xs)
-        mask = jnp.ones(xs.shape[:2], bool) if mask is None else jnp.asarray(mask)
-        return self._step(params, opt_state, state, xs, jnp.asarray(ys), mask)
+        xs, ys, mask = self._check_chunk("OnlineStep", state, xs, ys, mask)
+        return self._step(params, opt_state, state, xs, ys, mask)
+
+    def _check_chunk(self, fn, state, xs, ys, mask):
+        """``xs`` [B, C, D] for the state's B streams, ``ys`` [B, C, ...],
+        ``mask`` [B, C] bool (None: all valid), or a clear error."""
+        from ._checks import as_float_array, check_mask
+
+        xs, ys = as_float_array(fn, "xs", xs), jnp.asarray(ys)
+        streams = jax.tree.leaves(state.carry)[0].shape[0]
+        D = self.cell.input_size
+        if xs.ndim != 3 or xs.shape[0] != streams or xs.shape[2] != D:
+            raise ValueError(
+                f"{fn}: `xs` must be [B, C, D] = [{streams}, C, {D}] (the state's "
+                f"streams, a chunk of C steps, the cell's inputs), got {xs.shape}"
+            )
+        if ys.shape[:2] != xs.shape[:2]:
+            raise ValueError(
+                f"{fn}: `ys` must start with xs' [B, C] = {xs.shape[:2]}, got "
+                f"{ys.shape}"
+            )
+        mask = check_mask(fn, mask, *xs.shape[:2])
+        return xs, ys, jnp.ones(xs.shape[:2], bool) if mask is None else mask
 
     def run(self, params, opt_state, state, xs, ys, mask=None, *, chunk: int = 1):
         """Consecutive calls on the chunks of ``chunk`` steps of ``xs`` [B, N,
@@ -91,13 +111,12 @@ class OnlineStep:
         metrics)``, each metric stacked [N / chunk]."""
         fn = "OnlineStep.run"
         chunk = positive_int(fn, "chunk", chunk)
-        xs, ys = jnp.asarray(xs), jnp.asarray(ys)
-        if xs.ndim != 3 or xs.shape[1] % chunk:
+        xs, ys, mask = self._check_chunk(fn, state, xs, ys, mask)
+        if xs.shape[1] % chunk:
             raise ValueError(
                 f"{fn}: `xs` must be [B, N, D] with N a multiple of chunk {chunk}, "
                 f"got shape {xs.shape}"
             )
-        mask = jnp.ones(xs.shape[:2], bool) if mask is None else jnp.asarray(mask)
         return self._run(params, opt_state, state, xs, ys, mask, chunk)
 
     @functools.partial(jax.jit, static_argnums=(0, 7))

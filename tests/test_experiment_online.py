@@ -32,6 +32,7 @@ def test_online_quick(tmp_path):
         assert (out / name).stat().st_size > 0
     table = pd.read_csv(out / "add_task.csv")
     assert len(table) == 6 and np.isfinite(table["test_loss"]).all()
+    assert (table["us_per_step"] > 0).all()
     assert (table["test_loss"] < 0.75).all()  # near or below knowing nothing
     gradients = pd.read_csv(out / "gradients.csv")
     assert gradients.query("engine == 'rtrl'")["rel"].max() < 1e-12
@@ -46,6 +47,6 @@ def test_online_quick(tmp_path):
         88 * 4,
         96 * 4,
     )
-    steps_kept = ["tbptt(1, 4)", "tbptt(1, 12)", "bptt (100-step segments)"]
+    steps_kept = ["TBPTT(1, 4)", "TBPTT(1, 12)", "BPTT (100-step segments)"]
     assert costs[steps_kept].is_monotonic_increasing  # residuals grow with steps
     assert "cores" in json.loads((out / "summary.json").read_text())["machine"]

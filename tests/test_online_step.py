@@ -109,3 +109,16 @@ def test_run_is_the_steps_called_chunk_by_chunk():
     np.testing.assert_allclose(got[3]["loss"], losses, rtol=1e-12)
     with pytest.raises(ValueError, match="multiple of chunk 3"):
         step.run(params, opt_state, state, xs, ys, chunk=3)
+
+
+def test_a_chunk_of_the_wrong_shape_gets_a_clear_error():
+    model, params, xs, ys = _problem("elman")
+    optimizer = optax.sgd(0.1)
+    step = make_online_step(model, "mse", optimizer)
+    state, opt_state = step.init(params, 3), optimizer.init(params)
+    with pytest.raises(ValueError, match=r"\[3, C, 3\]"):
+        step(params, opt_state, state, xs[:2], ys[:2])
+    with pytest.raises(ValueError, match="ys"):
+        step(params, opt_state, state, xs, ys[:, :4])
+    with pytest.raises(ValueError, match="mask"):
+        step(params, opt_state, state, xs, ys, MASK[:, :4])
