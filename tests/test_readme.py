@@ -33,9 +33,10 @@ def printed(tmp_path_factory):
     (quick,) = [b for b in _blocks("python") if "compare_gradients" in b]
     (training,) = [b for b in _blocks("python") if "rnnbptt.fit(" in b]
     (settling,) = [b for b in _blocks("python") if "rnnbptt.settle(" in b]
+    (streams,) = [b for b in _blocks("python") if "make_online_step" in b]
     folder = tmp_path_factory.mktemp("readme")
     result = subprocess.run(
-        [sys.executable, "-c", RUN_BLOCKS, quick, training, settling],
+        [sys.executable, "-c", RUN_BLOCKS, quick, training, settling, streams],
         capture_output=True,
         text=True,
         timeout=300,
@@ -43,8 +44,8 @@ def printed(tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr
     outputs = result.stdout.split(SEPARATOR + "\n")
-    assert len(outputs) == 4 and outputs[3] == "", result.stdout
-    names = ("quick start", "training", "settling")
+    assert len(outputs) == 5 and outputs[4] == "", result.stdout
+    names = ("quick start", "training", "settling", "online")
     return dict(zip(names, outputs, strict=False)) | {"folder": folder}
 
 
@@ -89,3 +90,9 @@ def test_settle_example_runs_and_its_engines_are_what_it_says(printed):
 
 
 ENGINE_NAMES = ("bptt", "tbptt", "rbp", "neumann", "cg", "implicit")
+
+
+def test_online_example_learns_and_rtrl_is_bptt(printed):
+    loss_line, difference_line = printed["online"].splitlines()
+    assert float(loss_line.split(":")[1]) < 0.662  # below remembering nothing
+    assert float(difference_line.split(":")[1]) < 1e-4  # float32
