@@ -12,7 +12,10 @@ influence of step t), and the gradient of a loss on the outputs is
   memory, about the cost of one forward and one backward step.
 - ``"snap1"`` (Menick et al. 2021): the entries of ``M`` that one step reaches,
   ``M_t = pattern(J_t M_{t-1}) + I_t``, stored sparsely: each parameter column
-  keeps only the state of its own hidden unit (``h``, and ``c`` for the LSTM).
+  keeps only the state of its own hidden unit (``h``, and ``c`` for the LSTM:
+  the pattern is taken over units, so the LSTM's output gate keeps its ``c``
+  entry too, which the one-step pattern over state entries would drop; thus it
+  is exact wherever no unit reaches another, a diagonal ``W_hh``).
   Biased, with no truncation horizon; O(P) memory. Not for GRU
   ``reset_after=False``, whose reset gate reaches every unit in one step.
 
@@ -29,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from . import influence
+from .forward import zero_masked_inputs
 from .influence import Link
 
 Array = jax.Array
@@ -252,6 +256,7 @@ def run(cell, engine: str, params, xs, carry0, influence_state, mask, d_hs, key)
         return (carry, influence_state, jax.tree.map(jnp.add, total, grads)), None
 
     T = xs.shape[1]
+    xs = zero_masked_inputs(xs, mask)  # whatever the padding holds stays out
     start = (carry0, influence_state, jax.tree.map(jnp.zeros_like, _matrices(params)))
     steps = (jnp.swapaxes(xs, 0, 1), mask.T, jnp.swapaxes(d_hs, 0, 1), jnp.arange(T))
     (carry, influence_state, total), _ = jax.lax.scan(body, start, steps)
@@ -313,7 +318,10 @@ def online_gradient(
         samples: ``"uoro"`` only: the mean of this many independent estimates
             (its error falls like ``1 / sqrt(samples)``).
         max_bytes: refuse an engine whose influence state would need more bytes
-            (RTRL grows as P times S; ``influence_bytes`` says how much).
+            (RTRL grows as P times S; ``influence_bytes`` says how much). It
+            bounds the state carried from step to step; a step's temporaries
+            take 3-6 times as much again (RTRL pushes all of ``M`` through the
+            units: 4H of them for the LSTM, 6H for the GRU).
 
     Returns:
         The gradient, of the type and shapes of ``params``: for ``"rtrl"`` the
@@ -380,8 +388,9 @@ def check_size(fn: str, cell, params, batch: int, engine: str, limit: int) -> No
         raise ValueError(
             f"{fn}: the {engine!r} influence state would take {needed / 2**30:.3g} GiB "
             f"({needed} bytes: batch {batch} x {needed // batch} bytes a row) > "
-            f"max_bytes {limit}; use 'snap1' or 'uoro', a smaller batch or state, "
-            "or raise max_bytes"
+            f"max_bytes {limit} (a step's temporaries need 3-6 times the state "
+            "again); use 'snap1' or 'uoro', a smaller batch or state, or raise "
+            "max_bytes"
         )
 
 

@@ -48,7 +48,10 @@ class OnlineStep:
 
     ``step.init(params, batch_size, key=None)`` is the state of fresh streams;
     ``step.reset(state, done)`` restarts the streams (rows) where ``done`` [B]
-    is True.
+    is True. A step whose update is skipped (``finite`` False) still carries
+    the new state on, as ``make_train_step`` does: reset a stream that went
+    non-finite. Each call runs the chunk forward twice, once for the loss's
+    cotangent and once carrying the influence.
     """
 
     def __init__(self, model, loss, optimizer, engine: str, max_bytes: int):
@@ -56,6 +59,7 @@ class OnlineStep:
         self.engine, self.max_bytes = engine, max_bytes
         self.cell = model.cells[0]
         self._step = jax.jit(functools.partial(_online_update, self))
+        self._run = jax.jit(functools.partial(_online_run, self), static_argnums=6)
 
     def init(self, params, batch_size: int, key=None) -> OnlineState:
         fn = "OnlineStep.init"
@@ -71,7 +75,13 @@ class OnlineStep:
         )
 
     def reset(self, state: OnlineState, done) -> OnlineState:
+        streams = jax.tree.leaves(state.carry)[0].shape[0]
         done = jnp.asarray(done)
+        if done.dtype != bool or done.shape != (streams,):
+            raise ValueError(
+                f"OnlineStep.reset: `done` must be bool [{streams}] (True where a "
+                f"stream starts afresh), got {done.dtype} {done.shape}"
+            )
         fresh = jax.tree.map(jnp.zeros_like, state)
         carry = online._keep(~done, state.carry, fresh.carry, 0)
         influence = online._keep_influence(
@@ -119,21 +129,23 @@ class OnlineStep:
             )
         return self._run(params, opt_state, state, xs, ys, mask, chunk)
 
-    @functools.partial(jax.jit, static_argnums=(0, 7))
-    def _run(self, params, opt_state, state, xs, ys, mask, chunk):
-        def chunks(a):  # [B, N, ...] -> [N / chunk, B, chunk, ...]
-            split = a.reshape(a.shape[0], -1, chunk, *a.shape[2:])
-            return jnp.swapaxes(split, 0, 1)
 
-        def one(carried, inputs):
-            *new, metrics = _online_update(self, *carried, *inputs)
-            return tuple(new), metrics
+def _online_run(step: OnlineStep, params, opt_state, state, xs, ys, mask, chunk):
+    """``step`` on each chunk of ``chunk`` steps, in one ``lax.scan``."""
 
-        start = (params, opt_state, state)
-        (params, opt_state, state), metrics = jax.lax.scan(
-            one, start, (chunks(xs), chunks(ys), chunks(mask))
-        )
-        return params, opt_state, state, metrics
+    def chunks(a):  # [B, N, ...] -> [N / chunk, B, chunk, ...]
+        split = a.reshape(a.shape[0], -1, chunk, *a.shape[2:])
+        return jnp.swapaxes(split, 0, 1)
+
+    def one(carried, inputs):
+        *new, metrics = _online_update(step, *carried, *inputs)
+        return tuple(new), metrics
+
+    start = (params, opt_state, state)
+    (params, opt_state, state), metrics = jax.lax.scan(
+        one, start, (chunks(xs), chunks(ys), chunks(mask))
+    )
+    return params, opt_state, state, metrics
 
 
 def _online_update(step: OnlineStep, params, opt_state, state, xs, ys, mask):

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import rbp
 from ._checks import as_float_array, check_carry, check_params
-from ._scalars import finite_number, positive_int
+from ._scalars import finite_number, positive_int, whole_number
 from .cells import GRU, LSTM, Elman, Hopfield
 from .rbp import flat, step
 
@@ -52,7 +52,8 @@ class SettleInfo(NamedTuple):
     ``steps`` [B] int32: the steps each row took (at most ``max_steps``);
     ``residual`` [B]: the largest change of the row's state at its last step;
     ``rate`` [B]: an estimate of the spectral radius of ``J = df/dh`` at the
-    final state (``spectral_radius``: 32 power iterations), below 1 where the
+    final state (``spectral_radius``: ``rate_steps`` power iterations, NaN
+    with ``rate_steps=0``), below 1 where the
     fixed point attracts and the series of ``"rbp"`` and ``"neumann"``
     converge, about as fast as ``rate**k``; ``settled`` [B] bool: ``residual <
     tol``.
@@ -69,9 +70,7 @@ class _Config(NamedTuple):
     backward_steps: int
     max_steps: int
     tol: float
-
-
-POWER_STEPS = 32  # power iterations of the spectral-radius estimate
+    rate_steps: int = 32
 
 
 def _forward(cell, params, x, carry0, cfg: _Config):
@@ -97,11 +96,13 @@ def _forward(cell, params, x, carry0, cfg: _Config):
     zeros = jnp.zeros((B,), x.dtype)
     start = (0, carry0, jnp.zeros((B,), jnp.int32), zeros, zeros > 0)
     _, h_star, steps, residual, _ = jax.lax.while_loop(cond, body, start)
-    rate = spectral_radius(cell, params, x, h_star)
+    rate = jnp.full_like(residual, jnp.nan)
+    if cfg.rate_steps:
+        rate = spectral_radius(cell, params, x, h_star, cfg.rate_steps)
     return h_star, SettleInfo(steps, residual, rate, residual < cfg.tol)
 
 
-def spectral_radius(cell, params, x, h_star, iterations: int = POWER_STEPS):
+def spectral_radius(cell, params, x, h_star, iterations: int = 32):
     """Per row, an estimate of the spectral radius of ``J = df/dh`` at
     ``h_star``: the growth ``(|J^K v| / |J^(K/2) v|)^(2/K)`` of a power
     iteration from a fixed start (forward mode through one step), which also
@@ -171,6 +172,7 @@ def settle(
     backward: str = "rbp",
     backward_steps: int = 20,
     unsettled: str = "raise",
+    rate_steps: int = 32,
 ):
     """Runs ``cell`` on the fixed input ``x`` until its state settles.
 
@@ -188,6 +190,9 @@ def settle(
             ``"tbptt"`` through the last ``K`` steps at a fixed point), and
             iterations of ``"cg"``. ``"rbp"`` iterates until the relative
             change of ``z`` falls below ``tol``, at most ``max_steps`` times.
+        rate_steps: power iterations of ``info.rate``'s estimate (forward
+            mode through one step each, on top of the forward pass); 0 skips
+            it: ``info.rate`` is NaN and the divergence warnings are off.
         unsettled: where a row has not settled after ``max_steps``: ``"raise"``
             a ValueError (the default), ``"warn"`` or ``"ignore"``. Under a
             ``jit`` or ``vmap`` of one's own the values are not known here and
@@ -206,7 +211,7 @@ def settle(
         state that did not settle, with its steps and residual.
     """
     fn = "settle"
-    cfg = _check_config(fn, backward, backward_steps, max_steps, tol)
+    cfg = _check_config(fn, backward, backward_steps, max_steps, tol, rate_steps)
     if unsettled not in UNSETTLED:
         raise ValueError(
             f"{fn}: `unsettled` must be one of {UNSETTLED}, got {unsettled!r}"
@@ -262,14 +267,19 @@ def _as_run(cell, params):
     return cell, params
 
 
-def _check_config(fn, backward, backward_steps, max_steps, tol) -> _Config:
+def _check_config(fn, backward, backward_steps, max_steps, tol, rate_steps=32):
     if backward not in ENGINES:
         raise ValueError(f"{fn}: `backward` must be one of {ENGINES}, got {backward!r}")
+    if whole_number(rate_steps) != 0:
+        rate_steps = positive_int(fn, "rate_steps", rate_steps)
+        if rate_steps < 2:
+            raise ValueError(f"{fn}: `rate_steps` must be 0 or >= 2, got {rate_steps}")
     return _Config(
         backward,
         positive_int(fn, "backward_steps", backward_steps),
         positive_int(fn, "max_steps", max_steps),
         finite_number(fn, "tol", tol, above=0),
+        rate_steps,
     )
 
 

@@ -42,7 +42,7 @@ def test_online_quick(tmp_path):
     costs = pd.read_csv(out / "costs.csv").set_index("method")["bytes_per_stream"]
     # per stream, Elman H = 8 with P = 88 parameters: RTRL P x H, SnAp-1 P,
     # UORO P + H numbers of 4 bytes
-    assert (costs["rtrl"], costs["snap1"], costs["uoro"]) == (
+    assert (costs["RTRL"], costs["SnAp-1"], costs["UORO"]) == (
         88 * 8 * 4,
         88 * 4,
         96 * 4,

@@ -180,3 +180,52 @@ def test_uoro_samples_average_independent_estimates():
     assert rel(many, want) < 0.25 * rel(one, want)
     with pytest.raises(ValueError, match="samples"):
         _online(cell, params, xs, carry0, d_hs, "rtrl", samples=2)
+
+
+def _snap_oracle(cell, params, xs, carry0, d_hs):
+    """SnAp-1 from dense Jacobians (jax.jacfwd of ``cell.step``), per row:
+    ``M <- pattern * (J M + I)``, the pattern each parameter's own hidden unit."""
+    flat_params, unravel = ravel_pytree(params)
+    H = cell.hidden_size
+    unit_of = np.concatenate(  # each parameter's hidden unit, in ravel order
+        [np.broadcast_to(np.arange(a.shape[-1]) % H, a.shape).ravel() for a in params]
+    )
+    S = influence.state_size(cell)
+    pattern = (np.arange(S) % H)[:, None] == unit_of[None]
+    total = jnp.zeros_like(flat_params)
+    for b in range(xs.shape[0]):
+        row = jax.tree.map(lambda a, b=b: a[b : b + 1], carry0)
+        state, M = rnnbptt.rbp.flat(row)[0], jnp.zeros((S, flat_params.size))
+        for t in np.flatnonzero(MASK[b]):
+
+            def f(state, p, b=b, t=t, row=row):
+                carry = rnnbptt.rbp.unflat(row, state[None])
+                return rnnbptt.rbp.flat(
+                    cell.step(unravel(p), carry, xs[b : b + 1, t])[0]
+                )[0]
+
+            jacobian, immediate = (
+                jax.jacfwd(f, 0)(state, flat_params),
+                jax.jacfwd(f, 1)(state, flat_params),
+            )
+            M, state = (
+                jnp.where(pattern, jacobian @ M + immediate, 0),
+                f(state, flat_params),
+            )
+            total = total + jnp.zeros(S).at[:H].set(d_hs[b, t]) @ M
+    return total
+
+
+@pytest.mark.parametrize("name", ["elman", "elman-relu-two-biases", "lstm", "gru"])
+def test_snap1_against_dense_jacobians_masked_to_its_pattern(name):
+    problem = _problem(name)
+    assert rel(_online(*problem, "snap1"), _snap_oracle(*problem)) < 1e-12
+
+
+def test_padding_at_masked_steps_never_reaches_a_gradient():
+    cell, params, xs, carry0, d_hs = _problem("lstm")
+    padded = jnp.where(jnp.asarray(MASK)[..., None], xs, jnp.nan)
+    for engine, key in [("rtrl", None), ("uoro", jax.random.key(0)), ("snap1", None)]:
+        want = _online(cell, params, xs, carry0, d_hs, engine, key=key)
+        got = _online(cell, params, padded, carry0, d_hs, engine, key=key)
+        np.testing.assert_array_equal(got, want)

@@ -122,3 +122,5 @@ def test_a_chunk_of_the_wrong_shape_gets_a_clear_error():
         step(params, opt_state, state, xs, ys[:, :4])
     with pytest.raises(ValueError, match="mask"):
         step(params, opt_state, state, xs, ys, MASK[:, :4])
+    with pytest.raises(ValueError, match=r"done.*bool \[3\]"):
+        step.reset(state, np.array([1, 0, 1]))  # ~int would keep every row

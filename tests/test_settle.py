@@ -170,6 +170,8 @@ def test_rate_of_a_rotation_and_the_warnings_it_gives_rbp():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # CG solves; it does not iterate the series
         rnnbptt.settle(cell, params, x, max_steps=30, backward="cg")
+        _, info = rnnbptt.settle(cell, params, x, max_steps=30, rate_steps=0)
+    assert np.isnan(info.rate).all()  # not estimated, so not reported
 
 
 def test_hessians_are_right_and_a_gradient_of_the_gradient_raises():
@@ -256,6 +258,8 @@ def test_a_state_that_does_not_settle_raises_or_warns():
         ({"backward_steps": 0}, ValueError, "backward_steps"),
         ({"backward": "adjoint"}, ValueError, "backward.*one of"),
         ({"unsettled": "quiet"}, ValueError, "unsettled"),
+        ({"rate_steps": 1}, ValueError, "rate_steps"),
+        ({"rate_steps": 0.0}, TypeError, "rate_steps"),
         ({"x": jnp.ones((3, 5, 3))}, ValueError, "time axis.*rnnbptt.unroll"),
         ({"x": jnp.ones((3, 2))}, ValueError, r"\[B, 3\]"),
         ({"x": jnp.ones((3, 3), jnp.float32)}, TypeError, "dtype"),
