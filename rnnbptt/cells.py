@@ -450,17 +450,25 @@ class GRU:
 
     def step(self, params, carry, x: Array):
         """One step, from raw input ``x: [B, D]``; returns ``(carry, h)``."""
+        _, z, n, _ = self.step_parts(params, carry, x)
+        h = (1 - z) * n + z * carry
+        return h, h
+
+    def step_parts(self, params, carry, x: Array):
+        """``(r, z, n, u_n)`` of one step: the gates, the candidate and its
+        recurrent part ``u_n`` (``h W_hn + b_hn``, or ``(r h) W_hn + b_hn``)."""
         a_r, a_z, a_n = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
         w_hr, w_hz, w_hn = jnp.split(params.w_hh, 3, axis=-1)
         b_hr, b_hz, b_hn = jnp.split(params.b_hh, 3)
         r = jax.nn.sigmoid(a_r + carry @ w_hr + b_hr)
         z = jax.nn.sigmoid(a_z + carry @ w_hz + b_hz)
         if self.reset_after:
-            n = jnp.tanh(a_n + r * (carry @ w_hn + b_hn))
+            u_n = carry @ w_hn + b_hn
+            n = jnp.tanh(a_n + r * u_n)
         else:
-            n = jnp.tanh(a_n + (r * carry) @ w_hn + b_hn)
-        h = (1 - z) * n + z * carry
-        return h, h
+            u_n = (r * carry) @ w_hn + b_hn
+            n = jnp.tanh(a_n + u_n)
+        return r, z, n, u_n
 
 
 Cell = Elman | Feedforward | LSTM | GRU | Hopfield

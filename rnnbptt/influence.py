@@ -143,13 +143,7 @@ def step(cell, params, carry, x: Array):
 
 
 def _gru_step(cell, params, h_prev, x: Array):
-    a_r, a_z, a_n = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
-    w_hr, w_hz, w_hn = jnp.split(params.w_hh, 3, axis=-1)
-    b_hr, b_hz, b_hn = jnp.split(params.b_hh, 3)
-    r = jax.nn.sigmoid(a_r + h_prev @ w_hr + b_hr)
-    z = jax.nn.sigmoid(a_z + h_prev @ w_hz + b_hz)
-    u_n = h_prev @ w_hn + b_hn if cell.reset_after else (r * h_prev) @ w_hn + b_hn
-    n = jnp.tanh(a_n + r * u_n) if cell.reset_after else jnp.tanh(a_n + u_n)
+    r, z, n, u_n = cell.step_parts(params, h_prev, x)
     h = (1 - z) * n + z * h_prev
     return h, {"r": r, "z": z, "n": n, "u_n": u_n, "x": x, "h_prev": h_prev}
 
