@@ -28,8 +28,8 @@ Expected: RTRL near the both-lags floor, TBPTT shorter than the second lag above
           Gradients against BPTT (float64): RTRL 8e-16; SnAp-1 cosine 0.74
           (Elman), 0.93 (LSTM, GRU); UORO's mean of 1, 10, 100, 1000 samples
           6.4-7.6, 3.6-5.0, 0.74-1.4, 0.26-0.55 relative. Per stream: RTRL 143
-          kB, UORO 4.6 kB, SnAp-1 4.5 kB, TBPTT 5.2 / 6.2 kB, BPTT 18 kB; per
-          step 558, 81, 48, 44 / 79 and 6 us. 1.6 minutes.
+          kB, UORO 4.6 kB, SnAp-1 4.5 kB, TBPTT 0.7 / 1.8 kB, BPTT 13.7 kB;
+          per step 318, 67, 34, 31 / 66 and 6 us. 2.2 minutes.
 Quick:    --quick: H = 8, 2 streams of 400 steps, the gradient table for Elman
           with n up to 100, for the tests.
 """
