@@ -274,6 +274,9 @@ def _check_config(fn, backward, backward_steps, max_steps, tol, rate_steps=32):
         rate_steps = positive_int(fn, "rate_steps", rate_steps)
         if rate_steps < 2:
             raise ValueError(f"{fn}: `rate_steps` must be 0 or >= 2, got {rate_steps}")
+    for name, value in [("backward_steps", backward_steps), ("max_steps", max_steps)]:
+        if positive_int(fn, name, value) >= 2**31:
+            raise ValueError(f"{fn}: `{name}` must be < 2**31, got {value}")
     return _Config(
         backward,
         positive_int(fn, "backward_steps", backward_steps),

@@ -231,6 +231,12 @@ def test_under_jit_and_in_float32():
     assert h.h.dtype == jnp.float32 and info.residual.dtype == jnp.float32
     h64, _ = rnnbptt.settle(cell, params, x, tol=1e-12)
     np.testing.assert_allclose(h.h, h64.h, atol=1e-4)
+    for engine in ("rbp", "neumann", "bptt"):
+        got = _grad(
+            cell, engine, 40, 1e-6, 400, p32, x32, jnp.ones((3, 6), jnp.float32)
+        )
+        want = _grad(cell, engine, 40, 1e-14, 400, params, x, jnp.ones((3, 6)))
+        assert got.dtype == jnp.float32 and max_rel(got, want) < 1e-3, engine
 
 
 def test_a_state_that_does_not_settle_raises_or_warns():
@@ -255,6 +261,7 @@ def test_a_state_that_does_not_settle_raises_or_warns():
         ({"tol": 0}, ValueError, "tol"),
         ({"tol": -1e-3}, ValueError, "tol"),
         ({"max_steps": 0}, ValueError, "max_steps"),
+        ({"max_steps": 2**31}, ValueError, r"max_steps.*2\*\*31"),
         ({"backward_steps": 0}, ValueError, "backward_steps"),
         ({"backward": "adjoint"}, ValueError, "backward.*one of"),
         ({"unsettled": "quiet"}, ValueError, "unsettled"),
