@@ -44,15 +44,16 @@ Expected: agreement at the settled state (float64, 200 forward steps): RBP and
           default init every training row settles (8-16 updates on average)
           and the five methods train alike (train L1 0.081, corrupted-test
           L1 0.095; copying the input 0.25; gradients within 2e-6 of BPTT's),
-          1.19-2.29 ms per update for TBPTT and BPTT, 0.63-0.66 for Neumann-RBP
-          and RBP, 1.31 for CG-RBP; residual memory 384 kB (BPTT), 154 kB
+          1.12-2.18 ms per update for TBPTT and BPTT, 0.60-0.65 for RBP and
+          Neumann-RBP, 1.35 for CG-RBP (training calls settle with
+          rate_steps=0: no spectral estimate); residual memory 384 kB (BPTT), 154 kB
           (TBPTT), 7.7 kB (the RBP family). Recurrent weights x 8 / x 16 (the
           state does not settle): corrupted-test L1 BPTT 0.059 / 0.143, TBPTT
           0.046 / 0.102, RBP 0.063 / 0.182, CG-RBP 0.057 / 0.105, Neumann-RBP
           0.054 / 0.110; RBP's gradient at the x 16 init is 21.5 times BPTT's
           size off. Memory from 50 to 5000 forward steps: BPTT's residuals 384
           kB to 38.4 MB (compiled scratch 2.0 to 167 MB), TBPTT's and the RBP
-          family's constant (scratch 1.07 MB and 0.37-0.40 MB). 5 minutes.
+          family's constant (scratch 1.07 MB and 0.37-0.40 MB). 6 minutes.
 Quick:    --quick, for the tests: the LSTM alone at 200 forward steps and 3
           backward steps; H = 8 hidden units, 20 updates, the default init
           only; memory at 50 and 500 steps.
