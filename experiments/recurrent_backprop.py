@@ -288,10 +288,12 @@ def _loss(cell, engine: str, max_steps: int = TASK["max_steps"]):
     return loss
 
 
-def _gradient(cell, engine: str, x, max_steps: int = TASK["max_steps"]):
-    """The jitted gradient of the training loss on ``x`` for ``params``."""
+@functools.cache
+def _gradient(cell, engine: str, max_steps: int = TASK["max_steps"]):
+    """The jitted gradient of the training loss, ``(params, x) -> grads``; one
+    per configuration, so that it compiles once."""
     return jax.jit(
-        jax.grad(lambda params: _loss(cell, engine, max_steps)(params, x)[0])
+        jax.grad(lambda params, x: _loss(cell, engine, max_steps)(params, x)[0])
     )
 
 
@@ -354,7 +356,7 @@ def gradient_errors(cell, params, patterns) -> dict:
     x = jnp.asarray(patterns)
 
     def gradient(engine):
-        g = _gradient(cell, engine, x)(params)
+        g = _gradient(cell, engine)(params, x)
         return jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)])
 
     want = gradient("bptt")
@@ -429,7 +431,7 @@ def memory_table(size, seed: int) -> pd.DataFrame:
     rows = []
     for n in size["memory_steps"]:
         for method, engine in METHODS.items():
-            compiled = _gradient(cell, engine, x, n).lower(params).compile()
+            compiled = _gradient(cell, engine, n).lower(params, x).compile()
             rows.append(
                 {
                     "forward_steps": n,
