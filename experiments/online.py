@@ -10,7 +10,9 @@ one update per step for the online engines (``rnnbptt.make_online_step``, each
 gradient carried forward without truncation) and for TBPTT(1, k) (each step's
 loss backpropagated k steps: k = 4, between the two lags, and k = 12, past both),
 and one update per 100 steps for BPTT over segments of 100 (the state carried
-across segments). Each is scored on a fresh test stream (8 x 5000 steps).
+across segments); and, as a reference, the readout alone trained on the state
+of the recurrent layer as initialised (no gradient through time at all). Each is
+scored on a fresh test stream (8 x 5000 steps).
 
 Also, on 8 sequences of 20 steps (float64): each engine's gradient against
 BPTT's (RTRL exact; UORO's mean over n samples; SnAp-1's cosine similarity),
@@ -24,12 +26,13 @@ Expected: RTRL near the both-lags floor, TBPTT shorter than the second lag above
           185 GFLOP/s, 2 cores): test loss RTRL 0.457, TBPTT(1, 12) 0.458,
           BPTT over 100-step segments 0.473, TBPTT(1, 4) 0.493 (not the
           one-lag 0.519: the readout learns from what the state holds of
-          x_{t-8} without a gradient through time), SnAp-1 0.506, UORO 0.508.
+          x_{t-8} without a gradient through time; the readout alone on the
+          init's state scores 0.500), SnAp-1 0.506, UORO 0.508.
           Gradients against BPTT (float64): RTRL 8e-16; SnAp-1 cosine 0.74
           (Elman), 0.93 (LSTM, GRU); UORO's mean of 1, 10, 100, 1000 samples
           6.4-7.6, 3.6-5.0, 0.74-1.4, 0.26-0.55 relative. Per stream: RTRL 143
           kB, UORO 4.6 kB, SnAp-1 4.5 kB, TBPTT 0.7 / 1.8 kB, BPTT 13.7 kB;
-          per step 318, 67, 34, 31 / 66 and 6 us. 2.2 minutes.
+          per step 362, 70, 39, 35 / 80 and 8 us. 1.5 minutes.
 Quick:    --quick: H = 8, 2 streams of 400 steps, the gradient table for Elman
           with n up to 100, for the tests.
 """
@@ -158,10 +161,30 @@ def _train_online(model, params, engine, xs, ys, seed):
     return params, np.asarray(metrics["loss"])
 
 
-def _train_truncated(model, params, tbptt, xs, ys, segment):
-    """Segments of ``segment`` steps, the state carried across them."""
+FROZEN = "frozen"  # a method that trains the readout only
+
+
+def _truncated(model, params, how):
+    """``(train step, optimizer)`` of a TBPTT ``(k1, k2)``, None (full BPTT
+    of each call) or ``(FROZEN, (k1, k2))``: the recurrent layer left as
+    initialised, so only the readout learns, from what the state holds."""
     optimizer = optax.adam(LEARNING_RATE)
-    step = rnnbptt.make_train_step(model, "cross_entropy", optimizer, tbptt=tbptt)
+    if how is not None and how[0] == FROZEN:
+        parts = params._replace(
+            layers=jax.tree.map(lambda _: "layer", params.layers),
+            readout=jax.tree.map(lambda _: "readout", params.readout),
+        )
+        optimizer = optax.multi_transform(
+            {"layer": optax.set_to_zero(), "readout": optimizer}, parts
+        )
+        how = how[1]
+    step = rnnbptt.make_train_step(model, "cross_entropy", optimizer, tbptt=how)
+    return step, optimizer
+
+
+def _train_truncated(model, params, how, xs, ys, segment):
+    """Segments of ``segment`` steps, the state carried across them."""
+    step, optimizer = _truncated(model, params, how)
     opt_state, carry, losses = optimizer.init(params), None, []
     for start in range(0, xs.shape[1], segment):
         part = slice(start, start + segment)
@@ -269,6 +292,7 @@ def methods(size) -> dict:
     chosen = {names[e]: e for e in online.ENGINES}
     chosen |= {f"TBPTT(1, {k})": (1, k) for k in size["truncations"]}
     chosen[f"BPTT ({size['segment']}-step segments)"] = None
+    chosen["readout only (recurrence as initialised)"] = (FROZEN, (1, 1))
     return chosen
 
 
@@ -294,9 +318,9 @@ def cost_table(size, seed: int) -> pd.DataFrame:
             run = (step.run, params, opt_state, state, xs, ys)
             kept[name] = online.influence_bytes(cell, layer, 1, how)
         else:
-            step = rnnbptt.make_train_step(model, "cross_entropy", optimizer, tbptt=how)
-            run = (step, params, opt_state, xs, ys, None, None)
-            keep = steps if how is None else how[1]
+            step, optimizer = _truncated(model, params, how)
+            run = (step, params, optimizer.init(params), xs, ys, None, None)
+            keep = _steps_kept(how, steps)
             kept[name] = _residuals_per_stream(cell, layer, keep)
         calls[name] = functools.partial(_blocking, *run)
     seconds = rnnbptt.runs.interleaved_medians(calls, size["repeats"])
@@ -310,6 +334,13 @@ def cost_table(size, seed: int) -> pd.DataFrame:
             for name in calls
         ]
     )
+
+
+def _steps_kept(how, segment: int) -> int:
+    """The steps a truncated method backpropagates (the readout-only one: 1)."""
+    if how is None:
+        return segment
+    return 1 if how[0] == FROZEN else how[1]
 
 
 def _residuals_per_stream(cell, layer, steps: int) -> int:

@@ -31,7 +31,7 @@ def test_online_quick(tmp_path):
     for name in ("summary.json", "metrics.csv", "learning_curves.png"):
         assert (out / name).stat().st_size > 0
     table = pd.read_csv(out / "add_task.csv")
-    assert len(table) == 6 and np.isfinite(table["test_loss"]).all()
+    assert len(table) == 7 and np.isfinite(table["test_loss"]).all()
     assert (table["us_per_step"] > 0).all()
     assert (table["test_loss"] < 0.75).all()  # near or below knowing nothing
     gradients = pd.read_csv(out / "gradients.csv")
