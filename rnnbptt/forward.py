@@ -84,6 +84,18 @@ def zero_masked_inputs(xs: Array, mask: Array | None) -> Array:
     return xs if mask is None else jnp.where(mask[..., None], xs, 0)
 
 
+def keep_rows(valid: Array, new, old, row_axis: int = 0):
+    """Per row of the batch (axis ``row_axis`` of every leaf): the pytree
+    ``new`` where ``valid`` [B] is True, ``old`` elsewhere."""
+
+    def pick(n, o):
+        shape = [1] * n.ndim
+        shape[row_axis] = -1
+        return jnp.where(valid.reshape(shape), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
 def _keep(m_t: Array | None, new: Array, old: Array) -> Array:
     """The new carry at valid steps, the old one at masked steps."""
     return new if m_t is None else jnp.where(m_t, new, old)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from . import influence
-from .forward import zero_masked_inputs
+from .forward import keep_rows, zero_masked_inputs
 from .influence import Link
 
 Array = jax.Array
@@ -63,17 +63,6 @@ def _output_cotangent(cell, d_h: Array) -> Array:
     if influence.state_size(cell) == cell.hidden_size:
         return d_h
     return jnp.concatenate([d_h, jnp.zeros_like(d_h)], axis=-1)
-
-
-def _keep(valid: Array, new, old, row_axis: int):
-    """Per row of the batch (axis ``row_axis``): ``new`` where valid, else ``old``."""
-
-    def pick(n, o):
-        shape = [1] * n.ndim
-        shape[row_axis] = -1
-        return jnp.where(valid.reshape(shape), n, o)
-
-    return jax.tree.map(pick, new, old)
 
 
 # RTRL ------------------------------------------------------------------------
@@ -250,7 +239,7 @@ def run(cell, engine: str, params, xs, carry0, influence_state, mask, d_hs, key)
         updated, grads = engine_step(
             cell, params, local, influence_state, d_s, jax.random.fold_in(key, t)
         )
-        carry = _keep(valid, new, carry, 0)
+        carry = keep_rows(valid, new, carry)
         influence_state = _keep_influence(engine, valid, updated, influence_state)
         # a masked step adds nothing: its cotangent is zero
         return (carry, influence_state, jax.tree.map(jnp.add, total, grads)), None
@@ -272,8 +261,8 @@ def _online_gradient(cell, engine, params, xs, carry0, mask, d_hs, key):
 
 def _keep_influence(engine, valid, new, old):
     if engine == "uoro":  # (s~ [B, S], theta~ {leaf: [B, Din, n]})
-        return _keep(valid, new, old, 0)
-    return _keep(valid, new, old, 2)  # {leaf: [Din, n, B, ...]}
+        return keep_rows(valid, new, old)
+    return keep_rows(valid, new, old, 2)  # {leaf: [Din, n, B, ...]}
 
 
 def influence_bytes(cell, params, batch: int, engine: str) -> int:
@@ -395,16 +384,9 @@ def check_size(fn: str, cell, params, batch: int, engine: str, limit: int) -> No
 
 
 def _check_cotangent(fn, d_hs, shape, dtype):
-    from ._checks import as_float_array
+    from ._checks import _check_dtype, as_float_array, check_shape
 
     d_hs = as_float_array(fn, "d_hs", d_hs)
-    if d_hs.shape != shape:
-        raise ValueError(
-            f"{fn}: `d_hs` must have shape {shape} ([B, T, H]), got {d_hs.shape}"
-        )
-    if d_hs.dtype != dtype:
-        raise TypeError(
-            f"{fn}: `d_hs` has dtype {d_hs.dtype} but params have {dtype}; cast "
-            "explicitly"
-        )
+    check_shape(fn, "d_hs", d_hs, shape)
+    _check_dtype(fn, "d_hs", d_hs, dtype, "params")
     return d_hs

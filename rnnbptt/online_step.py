@@ -22,6 +22,7 @@ import optax
 
 from . import online
 from ._scalars import positive_int
+from .forward import keep_rows
 from .losses import get_loss
 from .step import all_finite, apply_update
 
@@ -83,7 +84,7 @@ class OnlineStep:
                 f"stream starts afresh), got {done.dtype} {done.shape}"
             )
         fresh = jax.tree.map(jnp.zeros_like, state)
-        carry = online._keep(~done, state.carry, fresh.carry, 0)
+        carry = keep_rows(~done, state.carry, fresh.carry)
         influence = online._keep_influence(
             self.engine, ~done, state.influence, fresh.influence
         )
@@ -96,12 +97,12 @@ class OnlineStep:
     def _check_chunk(self, fn, state, xs, ys, mask):
         """``xs`` [B, C, D] for the state's B streams, ``ys`` [B, C, ...],
         ``mask`` [B, C] bool (None: all valid), or a clear error."""
-        from ._checks import as_float_array, check_mask
+        from ._checks import check_mask, check_xs
 
-        xs, ys = as_float_array(fn, "xs", xs), jnp.asarray(ys)
-        streams = jax.tree.leaves(state.carry)[0].shape[0]
-        D = self.cell.input_size
-        if xs.ndim != 3 or xs.shape[0] != streams or xs.shape[2] != D:
+        carry = jax.tree.leaves(state.carry)[0]
+        xs, ys = check_xs(fn, self.cell, xs, carry.dtype), jnp.asarray(ys)
+        streams, D = carry.shape[0], self.cell.input_size
+        if xs.shape[0] != streams:
             raise ValueError(
                 f"{fn}: `xs` must be [B, C, D] = [{streams}, C, {D}] (the state's "
                 f"streams, a chunk of C steps, the cell's inputs), got {xs.shape}"

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .bptt import backward
-from .forward import forward, zero_masked_inputs
+from .forward import forward, keep_rows, zero_masked_inputs
 
 Array = jax.Array
 
@@ -49,6 +49,20 @@ def step(cell, params, x: Array, carry):
     """One step of the cell on the input ``x`` [B, D]: the new carry."""
     final, _, _ = forward(cell, params, x[:, None], carry, None, save=False)
     return final
+
+
+def tangent_product(cell, params, x: Array, h_star):
+    """``j(v) = J v`` for flat ``v`` [..., B, S]: forward mode through one step
+    from ``h_star``, recomputed at every product, so it keeps nothing."""
+    h = flat(h_star)
+
+    def one_step(state):
+        return flat(step(cell, params, x, unflat(h_star, state)))
+
+    def j(v):
+        return jax.jvp(one_step, (h,), (v,))[1]
+
+    return j
 
 
 def linearised(cell, params, x: Array, h_star):
@@ -148,9 +162,7 @@ def truncated(cell, params, x, carry0, steps, g, keep: int, max_steps: int):
     start = jnp.maximum(steps - keep, 0)
 
     def advance(k, carry):  # row by row, the steps before the kept ones
-        new = step(cell, params, x, carry)
-        live = (k < start)[:, None]
-        return jax.tree.map(lambda n, o: jnp.where(live, n, o), new, carry)
+        return keep_rows(k < start, step(cell, params, x, carry), carry)
 
     h_start = jax.lax.fori_loop(0, jnp.max(start), advance, carry0)
     length = min(keep, max_steps)
@@ -206,13 +218,7 @@ def gradients(cell, cfg, params, x, carry0, h_star, steps, d_h_star):
     elif cfg.backward == "rbp":
         z = almeida_pineda(jt, g, cfg.tol, cfg.max_steps)
     elif cfg.backward == "cg":
-
-        def j(v):  # forward mode through one step, recomputed: nothing kept
-            def one_step(h):
-                return flat(step(cell, params, x, unflat(h_star, h)))
-
-            return jax.jvp(one_step, (flat(h_star),), (v,))[1]
-
+        j = tangent_product(cell, params, x, h_star)
         z = conjugate_gradients(jt, j, g, cfg.backward_steps)
     else:
         z = implicit(jt, g)

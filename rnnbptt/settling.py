@@ -38,6 +38,7 @@ from . import rbp
 from ._checks import as_float_array, check_carry, check_params
 from ._scalars import finite_number, positive_int, whole_number
 from .cells import GRU, LSTM, Elman, Hopfield
+from .forward import keep_rows
 from .rbp import flat, step
 
 Array = jax.Array
@@ -85,9 +86,7 @@ def _forward(cell, params, x, carry0, cfg: _Config):
         k, carry, steps, residual, done = state
         new = step(cell, params, x, carry)
         change = jnp.max(jnp.abs(flat(new) - flat(carry)), axis=1)
-        carry = jax.tree.map(
-            lambda old, fresh: jnp.where(done[:, None], old, fresh), carry, new
-        )
+        carry = keep_rows(~done, new, carry)
         residual = jnp.where(done, residual, change)
         steps = jnp.where(done, steps, k + 1)
         return k + 1, carry, steps, residual, done | (change < cfg.tol)
@@ -107,13 +106,7 @@ def spectral_radius(cell, params, x, h_star, iterations: int = 32):
     ``h_star``: the growth ``(|J^K v| / |J^(K/2) v|)^(2/K)`` of a power
     iteration from a fixed start (forward mode through one step), which also
     reads a complex pair of eigenvalues right."""
-    h = flat(h_star)
-
-    def j(v):
-        def one_step(state):
-            return flat(step(cell, params, x, rbp.unflat(h_star, state)))
-
-        return jax.jvp(one_step, (h,), (v,))[1]
+    h, j = flat(h_star), rbp.tangent_product(cell, params, x, h_star)
 
     def body(_, state):
         v, log_growth = state
@@ -274,13 +267,20 @@ def _check_config(fn, backward, backward_steps, max_steps, tol, rate_steps=32):
         rate_steps = positive_int(fn, "rate_steps", rate_steps)
         if rate_steps < 2:
             raise ValueError(f"{fn}: `rate_steps` must be 0 or >= 2, got {rate_steps}")
-    for name, value in [("backward_steps", backward_steps), ("max_steps", max_steps)]:
-        if positive_int(fn, name, value) >= 2**31:
-            raise ValueError(f"{fn}: `{name}` must be < 2**31, got {value}")
+    counts = {
+        name: positive_int(fn, name, value)
+        for name, value in [
+            ("backward_steps", backward_steps),
+            ("max_steps", max_steps),
+        ]
+    }
+    for name, count in counts.items():
+        if count >= 2**31:  # the step counter is int32
+            raise ValueError(f"{fn}: `{name}` must be < 2**31, got {count}")
     return _Config(
         backward,
-        positive_int(fn, "backward_steps", backward_steps),
-        positive_int(fn, "max_steps", max_steps),
+        counts["backward_steps"],
+        counts["max_steps"],
         finite_number(fn, "tol", tol, above=0),
         rate_steps,
     )
